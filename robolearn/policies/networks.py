@@ -1,0 +1,76 @@
+"""Networks: MLP, running observation normalizer, and the asymmetric actor-critic."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["mlp", "EmpiricalNormalizer", "ActorCritic"]
+
+_ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(inp: int, hidden: list[int], out: int, activation: str = "elu") -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(inp, h), _ACTIVATIONS[activation]()]
+        inp = h
+    layers.append(nn.Linear(inp, out))
+    return nn.Sequential(*layers)
+
+
+class EmpiricalNormalizer(nn.Module):
+    """Running mean / variance (parallel Welford); `forward` normalizes, `update` accumulates a batch [B, D]."""
+
+    def __init__(self, dim: int, eps: float = 1e-2) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / torch.sqrt(self.var + self.eps)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        total = self.count + n
+        batch_mean = x.mean(dim=0)
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        m2 = self.var * self.count + x.var(dim=0, unbiased=False) * n + delta.square() * self.count * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+class ActorCritic(nn.Module):
+    """Gaussian actor on `policy` observations; critic on `privileged` observations (asymmetric).
+
+    Shapes: actor_obs [B, P] -> mean [B, A]; critic_obs [B, C] -> value [B, 1]. Normalizers are part of the
+    module, so an exported actor carries its own normalization.
+    """
+
+    def __init__(self, actor_dim: int, critic_dim: int, num_actions: int, *, actor_hidden: list[int],
+                 critic_hidden: list[int], activation: str = "elu", init_std: float = 1.0) -> None:
+        super().__init__()
+        self.actor_norm = EmpiricalNormalizer(actor_dim)
+        self.critic_norm = EmpiricalNormalizer(critic_dim)
+        self.actor = mlp(actor_dim, actor_hidden, num_actions, activation)
+        self.critic = mlp(critic_dim, critic_hidden, 1, activation)
+        self.log_std = nn.Parameter(torch.full((num_actions,), float(torch.tensor(init_std).log())))
+        nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
+        nn.init.zeros_(self.actor[-1].bias)
+
+    def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.actor_norm(actor_obs))
+
+    def distribution(self, actor_obs: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self.act_mean(actor_obs), self.log_std.exp())
+
+    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.critic_norm(critic_obs))
+
+    def update_normalizers(self, actor_obs: torch.Tensor, critic_obs: torch.Tensor) -> None:
+        self.actor_norm.update(actor_obs)
+        self.critic_norm.update(critic_obs)

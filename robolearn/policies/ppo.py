@@ -1,0 +1,84 @@
+"""Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347) with an asymmetric critic,
+clipped value loss and a KL-adaptive learning rate (as in rsl_rl)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robolearn.policies.networks import ActorCritic
+from robolearn.policies.storage import RolloutStorage
+
+__all__ = ["PPOCfg", "PPO"]
+
+
+@dataclass(kw_only=True)
+class PPOCfg:
+    learning_rate: float = 1e-3
+    schedule: str = "adaptive"  # adaptive (on KL) | fixed
+    desired_kl: float = 0.01
+    epochs: int = 5
+    minibatches: int = 4
+    clip: float = 0.2
+    value_coef: float = 1.0
+    entropy_coef: float = 0.01
+    gamma: float = 0.99
+    lam: float = 0.95
+    max_grad_norm: float = 1.0
+    min_lr: float = 1e-5
+    max_lr: float = 1e-2
+
+
+class PPO:
+    def __init__(self, policy: ActorCritic, cfg: PPOCfg, generator: torch.Generator) -> None:
+        self.policy = policy
+        self.cfg = cfg
+        self.lr = cfg.learning_rate
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.lr)
+        self.generator = generator
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        cfg = self.cfg
+        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "ppo/approx_kl": 0.0,
+                 "ppo/clip_fraction": 0.0}
+        n = 0
+        for batch in storage.minibatches(cfg.minibatches, cfg.epochs, self.generator):
+            dist = self.policy.distribution(batch.actor_obs)
+            log_prob = dist.log_prob(batch.actions).sum(-1)
+            entropy = dist.entropy().sum(-1).mean()
+            with torch.no_grad():  # analytic KL(old || new) of diagonal Gaussians
+                kl = (torch.log(dist.stddev / batch.old_std)
+                      + (batch.old_std.square() + (batch.old_mean - dist.mean).square()) / (2 * dist.variance)
+                      - 0.5).sum(-1).mean()
+            if cfg.schedule == "adaptive":
+                if kl > 2.0 * cfg.desired_kl:
+                    self.lr = max(cfg.min_lr, self.lr / 1.5)
+                elif 0.0 < kl < 0.5 * cfg.desired_kl:
+                    self.lr = min(cfg.max_lr, self.lr * 1.5)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr
+            ratio = torch.exp(log_prob - batch.old_log_prob)
+            surrogate = -torch.min(ratio * batch.advantages,
+                                   ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch.advantages).mean()
+            value = self.policy.value(batch.critic_obs).squeeze(-1)
+            value_clipped = batch.values + (value - batch.values).clamp(-cfg.clip, cfg.clip)
+            value_loss = torch.max((value - batch.returns).square(), (value_clipped - batch.returns).square()).mean()
+            loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            stats["loss/surrogate"] += surrogate.item()
+            stats["loss/value"] += value_loss.item()
+            stats["loss/entropy"] += entropy.item()
+            stats["ppo/approx_kl"] += kl.item()
+            stats["ppo/clip_fraction"] += ((ratio - 1).abs() > cfg.clip).float().mean().item()
+            n += 1
+        stats = {k: v / n for k, v in stats.items()}
+        returns, values = storage.returns.flatten(), storage.values.flatten()
+        stats["ppo/explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
+        stats["ppo/learning_rate"] = self.lr
+        stats["policy/std"] = self.policy.log_std.exp().mean().item()
+        return stats

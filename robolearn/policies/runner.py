@@ -1,0 +1,196 @@
+"""On-policy runner: rollouts, PPO updates, TensorBoard, checkpoints, progress, and the run folder.
+
+runs/<name>/
+  config.yaml      resolved training config (task overrides included)
+  checkpoints/     model_<iteration>.pt and model.pt (latest)
+  tb/              TensorBoard scalars
+  summary.json     env steps, wall time, steps/s, final mean reward, evaluation metrics
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from robolearn.config import to_dict
+from robolearn.errors import CheckpointError
+from robolearn.policies.evaluate import evaluate
+from robolearn.policies.networks import ActorCritic
+from robolearn.policies.ppo import PPO
+from robolearn.policies.storage import RolloutStorage
+from robolearn.policies.train_cfg import TrainCfg
+from robolearn.sim.tasks import Task, make_task
+
+__all__ = ["build_policy", "load_checkpoint", "OnPolicyRunner"]
+
+CHECKPOINT_VERSION = 1
+
+
+def build_policy(cfg: TrainCfg, obs_dims: dict[str, int], num_actions: int) -> ActorCritic:
+    n = cfg.network
+    return ActorCritic(obs_dims["policy"], obs_dims["privileged"], num_actions, actor_hidden=n.actor_hidden,
+                       critic_hidden=n.critic_hidden, activation=n.activation, init_std=n.init_std)
+
+
+def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint; a missing, unreadable or other-task file raises CheckpointError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "model.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable robolearn checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "robolearn-ppo":
+        raise CheckpointError(f"{path}: not a robolearn PPO checkpoint")
+    if task is not None and ckpt["task"] != task:
+        raise CheckpointError(f"{path}: checkpoint was trained on task {ckpt['task']!r}, not {task!r}")
+    return ckpt
+
+
+class OnPolicyRunner:
+    def __init__(self, cfg: TrainCfg, run_dir: Path, *, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.console = console or Console()
+        torch.manual_seed(cfg.seed)
+        self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, seed=cfg.seed,
+                                    overrides=cfg.task_overrides)
+        self.obs_dims = self.task.obs_dims
+        self.policy = build_policy(cfg, self.obs_dims, self.task.num_actions)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.ppo = PPO(self.policy, cfg.ppo, self.generator)
+        self.storage = RolloutStorage(cfg.steps_per_env, cfg.num_envs, self.obs_dims["policy"],
+                                      self.obs_dims["privileged"], self.task.num_actions)
+        self.iteration = 0
+        self.env_steps = 0
+        self.train_time_s = 0.0
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({
+            "format": "robolearn-ppo", "version": CHECKPOINT_VERSION, "task": self.cfg.task,
+            "obs_dims": self.obs_dims, "num_actions": self.task.num_actions,
+            "joint_names": list(self.task.robot.joint_names), "config": to_dict(self.cfg),
+            "model": self.policy.state_dict(), "optimizer": self.ppo.optimizer.state_dict(), "lr": self.ppo.lr,
+            "iteration": self.iteration, "env_steps": self.env_steps, "train_time_s": self.train_time_s,
+            "rng": self.generator.get_state(),
+        }, path)
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, task=self.cfg.task)
+        if ckpt["obs_dims"] != self.obs_dims or ckpt["num_actions"] != self.task.num_actions:
+            raise CheckpointError(f"{path}: observation/action sizes {ckpt['obs_dims']}, {ckpt['num_actions']} "
+                                  f"do not match task {self.cfg.task}: {self.obs_dims}, {self.task.num_actions}")
+        try:
+            self.policy.load_state_dict(ckpt["model"])
+        except RuntimeError:
+            raise CheckpointError(f"{path}: network layout differs from the config's network section") from None
+        self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
+        self.ppo.lr = ckpt["lr"]
+        self.iteration, self.env_steps = ckpt["iteration"], ckpt["env_steps"]
+        self.train_time_s = ckpt.get("train_time_s", 0.0)
+        self.generator.set_state(ckpt["rng"])
+
+    # -- training ------------------------------------------------------------------------------------------
+    def learn(self, *, progress: bool = True) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        obs = self.task.reset()
+        episode_return = torch.zeros(cfg.num_envs)
+        recent_returns: deque[float] = deque(maxlen=200)
+        recent_episode: dict[str, deque[float]] = {}
+        start_iteration, start_time = self.iteration, time.perf_counter()
+        budget_left = cfg.max_time_s - self.train_time_s if cfg.max_time_s > 0 else float("inf")
+        total = cfg.max_iterations
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[rate]:>8.0f} steps/s"), TextColumn("reward {task.fields[reward]:>7.2f}"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, disable=not progress, transient=False) as bar:
+            job = bar.add_task(f"train {cfg.task}", total=total, completed=self.iteration, rate=0.0, reward=0.0)
+            while self.iteration < total:
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    for _ in range(cfg.steps_per_env):
+                        actor_obs, critic_obs = obs["policy"], obs["privileged"]
+                        self.policy.update_normalizers(actor_obs, critic_obs)
+                        dist = self.policy.distribution(actor_obs)
+                        actions = dist.sample()
+                        values = self.policy.value(critic_obs).squeeze(-1)
+                        obs, reward, terminated, truncated, info = self.task.step(actions)
+                        # Bootstrap time-outs: the episode did not fail, it was cut.
+                        reward = reward + cfg.ppo.gamma * values * info["time_outs"]
+                        self.storage.add(actor_obs, critic_obs, actions, dist.log_prob(actions).sum(-1), dist.mean,
+                                         dist.stddev.expand_as(dist.mean), values, reward,
+                                         (terminated | truncated).float())
+                        episode_return += reward
+                        done_ids = (terminated | truncated).nonzero().flatten()
+                        recent_returns.extend(episode_return[done_ids].tolist())
+                        episode_return[done_ids] = 0.0
+                        for key, value in info.get("episode", {}).items():
+                            recent_episode.setdefault(key, deque(maxlen=50)).append(value)
+                    last_values = self.policy.value(obs["privileged"]).squeeze(-1)
+                collect_s = time.perf_counter() - t0
+                self.storage.compute_gae(last_values, cfg.ppo.gamma, cfg.ppo.lam)
+                stats = self.ppo.update(self.storage)
+                iter_s = time.perf_counter() - t0
+                self.iteration += 1
+                steps = cfg.num_envs * cfg.steps_per_env
+                self.env_steps += steps
+                self.train_time_s += iter_s
+                mean_return = sum(recent_returns) / len(recent_returns) if recent_returns else 0.0
+                stats.update({"perf/steps_per_s": steps / iter_s, "perf/collect_s": collect_s,
+                              "perf/update_s": iter_s - collect_s, "train/mean_return": mean_return})
+                stats.update({f"episode/{k}": sum(v) / len(v) for k, v in recent_episode.items()})
+                for key, value in stats.items():
+                    writer.add_scalar(key, value, self.env_steps)
+                bar.update(job, completed=self.iteration, rate=steps / iter_s, reward=mean_return)
+                if self.iteration % cfg.save_interval == 0:
+                    self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
+                if time.perf_counter() - start_time >= budget_left:
+                    bar.update(job, description=f"train {cfg.task} (time budget reached)")
+                    break
+        wall_s = time.perf_counter() - start_time
+        self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
+        self.save(self.run_dir / "checkpoints" / "model.pt")
+        writer.flush()
+        self.last_stats = stats if self.iteration > start_iteration else {}
+        summary: dict[str, Any] = {
+            "task": cfg.task, "backend": cfg.backend, "num_envs": cfg.num_envs, "iterations": self.iteration,
+            "env_steps": self.env_steps, "wall_time_s": round(wall_s, 2), "train_time_s": round(self.train_time_s, 2),
+            "steps_per_s": round((self.iteration - start_iteration) * cfg.num_envs * cfg.steps_per_env / wall_s, 1),
+            "final_mean_reward": round(mean_return, 4) if recent_returns else None,
+            "final_episode": {k: round(sum(v) / len(v), 4) for k, v in recent_episode.items()},
+        }
+        self.task.close()
+        summary["eval"] = self.evaluate()
+        writer.close()
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        from robolearn.config import merge
+
+        task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, seed=cfg.seed + 1000,
+                         overrides=merge(cfg.task_overrides, cfg.eval.task_overrides))
+        try:
+            summary, _ = evaluate(self.policy, task)
+        finally:
+            task.close()
+        return {k: round(v, 4) for k, v in summary.items()}

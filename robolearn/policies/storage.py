@@ -1,0 +1,82 @@
+"""Preallocated rollout storage and GAE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Batch", "RolloutStorage"]
+
+
+class Batch(NamedTuple):
+    actor_obs: torch.Tensor  # [B, P]
+    critic_obs: torch.Tensor  # [B, C]
+    actions: torch.Tensor  # [B, A]
+    old_log_prob: torch.Tensor  # [B]
+    old_mean: torch.Tensor  # [B, A]
+    old_std: torch.Tensor  # [B, A]
+    values: torch.Tensor  # [B]
+    returns: torch.Tensor  # [B]
+    advantages: torch.Tensor  # [B]
+
+
+class RolloutStorage:
+    """Tensors `[T, N, ...]` for T steps of N envs."""
+
+    def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, num_actions: int) -> None:
+        T, N = steps, num_envs
+        self.steps, self.num_envs = T, N
+        self.actor_obs = torch.zeros(T, N, actor_dim)
+        self.critic_obs = torch.zeros(T, N, critic_dim)
+        self.actions = torch.zeros(T, N, num_actions)
+        self.log_prob = torch.zeros(T, N)
+        self.mean = torch.zeros(T, N, num_actions)
+        self.std = torch.zeros(T, N, num_actions)
+        self.values = torch.zeros(T, N)
+        self.rewards = torch.zeros(T, N)
+        self.dones = torch.zeros(T, N)
+        self.returns = torch.zeros(T, N)
+        self.advantages = torch.zeros(T, N)
+        self.step = 0
+
+    def add(self, actor_obs, critic_obs, actions, log_prob, mean, std, values, rewards, dones) -> None:
+        t = self.step
+        self.actor_obs[t] = actor_obs
+        self.critic_obs[t] = critic_obs
+        self.actions[t] = actions
+        self.log_prob[t] = log_prob
+        self.mean[t] = mean
+        self.std[t] = std
+        self.values[t] = values
+        self.rewards[t] = rewards
+        self.dones[t] = dones
+        self.step += 1
+
+    def compute_gae(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
+        """Generalized advantage estimation (Schulman et al. 2016); advantages normalized over the batch."""
+        advantage = torch.zeros_like(last_values)
+        for t in reversed(range(self.steps)):
+            next_values = last_values if t == self.steps - 1 else self.values[t + 1]
+            not_done = 1.0 - self.dones[t]
+            delta = self.rewards[t] + gamma * next_values * not_done - self.values[t]
+            advantage = delta + gamma * lam * not_done * advantage
+            self.advantages[t] = advantage
+        self.returns = self.advantages + self.values
+        self.advantages = (self.advantages - self.advantages.mean()) / (self.advantages.std() + 1e-8)
+        self.step = 0
+
+    def minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator) -> Iterator[Batch]:
+        total = self.steps * self.num_envs
+        size = total // num_minibatches
+        flat = Batch(
+            self.actor_obs.flatten(0, 1), self.critic_obs.flatten(0, 1), self.actions.flatten(0, 1),
+            self.log_prob.flatten(), self.mean.flatten(0, 1), self.std.flatten(0, 1), self.values.flatten(),
+            self.returns.flatten(), self.advantages.flatten(),
+        )
+        for _ in range(epochs):
+            perm = torch.randperm(total, generator=generator)
+            for i in range(num_minibatches):
+                idx = perm[i * size : (i + 1) * size]
+                yield Batch(*(x[idx] for x in flat))

@@ -1,0 +1,79 @@
+"""Training configs (`policies/ppo/<task>.yaml`): network, PPO, runner budget, evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robolearn.config import declarations_root, from_dict, load_yaml, merge
+from robolearn.errors import ConfigError
+from robolearn.policies.ppo import PPOCfg
+
+__all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
+
+
+@dataclass(kw_only=True)
+class NetworkCfg:
+    actor_hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+    activation: str = "elu"
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("elu", "relu", "tanh"):
+            raise ConfigError(f"network.activation must be elu, relu or tanh, got {self.activation!r}")
+
+
+@dataclass(kw_only=True)
+class EvalCfg:
+    num_envs: int = 64  # one episode per env
+    task_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. forward-only commands
+
+
+@dataclass(kw_only=True)
+class TrainCfg:
+    task: str
+    backend: str = "mujoco"
+    num_envs: int = 1024
+    steps_per_env: int = 24  # rollout length per iteration
+    max_iterations: int = 1000
+    max_time_s: float = 0.0  # wall-clock budget for training (0: none); training stops at whichever comes first
+    save_interval: int = 100
+    seed: int = 0
+    task_overrides: dict[str, Any] = field(default_factory=dict)
+    network: NetworkCfg = field(default_factory=NetworkCfg)
+    ppo: PPOCfg = field(default_factory=PPOCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:
+            raise ConfigError("num_envs, steps_per_env and max_iterations must be positive")
+        if (self.num_envs * self.steps_per_env) % self.ppo.minibatches:
+            raise ConfigError(
+                f"num_envs * steps_per_env ({self.num_envs * self.steps_per_env}) must be divisible by "
+                f"ppo.minibatches ({self.ppo.minibatches})"
+            )
+
+
+def load_train_cfg(task: str | None = None, path: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> TrainCfg:
+    """Training config for `task` (policies/ppo/<task>.yaml) or from the file `path`."""
+    if path is None:
+        path = declarations_root() / "policies" / "ppo" / f"{task}.yaml"
+        if not path.is_file():
+            from robolearn.sim.tasks import task_names
+
+            valid = task_names()
+            if task not in valid:
+                raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(valid)}")
+            data: dict[str, Any] = {"task": task}
+        else:
+            data = load_yaml(path)
+    else:
+        data = load_yaml(path)
+    data = merge(data, overrides or {})
+    if task is not None and data.get("task", task) != task:
+        raise ConfigError(f"{path}: config is for task {data.get('task')!r}, not {task!r}")
+    data.setdefault("task", task)
+    return from_dict(TrainCfg, data, where=str(path))

@@ -1,0 +1,3 @@
+"""Simulation: robot import, scenes, backends, tasks, rendering."""
+
+__all__: list[str] = []

@@ -1,0 +1,21 @@
+"""Simulation backends behind one interface; `make_backend` picks one by name."""
+
+from __future__ import annotations
+
+import mujoco
+
+from robolearn.errors import ConfigError
+from robolearn.sim.backends.base import Backend
+from robolearn.sim.backends.mujoco_cpu import MujocoBackend
+
+__all__ = ["Backend", "BACKENDS", "make_backend"]
+
+BACKENDS: dict[str, tuple[type[Backend], str]] = {
+    "mujoco": (MujocoBackend, "MuJoCo on the CPU, envs stepped in C++ threads by mujoco.rollout (default)"),
+}
+
+
+def make_backend(name: str, model: mujoco.MjModel, num_envs: int, device: str = "cpu") -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    return BACKENDS[name][0](model, num_envs, device=device)

@@ -1,0 +1,3 @@
+"""Robot import: URDF to MuJoCo, and robot declarations."""
+
+__all__: list[str] = []

@@ -1,0 +1,51 @@
+"""Tasks: declared in `sim/tasks/<name>.yaml` (task type, robot, settings), implemented by a task type here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robolearn.config import declarations_root, from_dict, load_yaml, merge
+from robolearn.errors import ConfigError
+from robolearn.sim.tasks.base import Task, TaskCfg
+from robolearn.sim.tasks.locomotion import LocomotionTask
+from robolearn.sim.tasks.reach import ReachTask
+
+__all__ = ["Task", "TaskCfg", "TASK_TYPES", "task_names", "load_task_cfg", "make_task"]
+
+TASK_TYPES: dict[str, type[Task]] = {"locomotion": LocomotionTask, "reach": ReachTask}
+
+
+def _tasks_dir() -> Path:
+    return declarations_root() / "sim" / "tasks"
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in _tasks_dir().glob("*.yaml"))
+
+
+def task_description(name: str) -> str:
+    return str(load_yaml(_tasks_dir() / f"{name}.yaml").get("description", ""))
+
+
+def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[type[Task], TaskCfg]:
+    """The task type and its typed config for task `name`, with `overrides` merged over the YAML."""
+    path = _tasks_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}")
+    data = merge(load_yaml(path), overrides or {})
+    data.pop("description", None)
+    kind = data.pop("type", None)
+    if kind not in TASK_TYPES:
+        raise ConfigError(f"{path}: field 'type' must be one of {', '.join(TASK_TYPES)}, got {kind!r}")
+    cls = TASK_TYPES[kind]
+    cfg = from_dict(cls.cfg_cls, data, where=str(path))
+    return cls, cfg
+
+
+def make_task(name: str, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0,
+              overrides: dict[str, Any] | None = None) -> Task:
+    cls, cfg = load_task_cfg(name, overrides)
+    task = cls(cfg, num_envs, backend=backend, device=device, seed=seed)
+    task.name = name
+    return task

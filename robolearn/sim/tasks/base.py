@@ -1,0 +1,203 @@
+"""Task = batched environment: owns observations, rewards, commands, terminations, randomization.
+
+`reset() -> obs`, `step(actions) -> (obs, reward, terminated, truncated, info)`; every tensor is
+`[num_envs, ...]` on the env's device; `obs` is a dict of groups: `policy` (what a real robot measures,
+noisy) and `privileged` (critic/teacher only). Envs reset themselves when done (auto-reset): the returned
+`obs` of a finished env is the first observation of its next episode.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+import torch
+
+from robolearn.errors import ConfigError
+from robolearn.sim.backends import make_backend
+from robolearn.sim.robots.robot_cfg import RobotCfg, load_robot_cfg
+from robolearn.sim.scene import RobotInfo, build_robot_scene, robot_info
+
+__all__ = ["TaskCfg", "Task"]
+
+
+@dataclass(kw_only=True)
+class TaskCfg:
+    robot: str
+    sim_dt: float = 0.005  # s, physics step (PD runs at this rate)
+    decimation: int = 4  # physics steps per policy step
+    episode_length_s: float = 20.0
+    action_scale: float = 0.25  # joint target = default pose + action_scale * action
+    clip_actions: float = 10.0
+    action_delay_substeps: tuple[int, int] = (0, 0)  # latency, in physics steps, sampled per episode
+    rewards: dict[str, float] = field(default_factory=dict)  # reward term -> weight (scaled by policy dt)
+    only_positive_rewards: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sim_dt <= 0 or self.decimation < 1:
+            raise ConfigError(f"sim_dt must be > 0 and decimation >= 1, got {self.sim_dt}, {self.decimation}")
+        lo, hi = self.action_delay_substeps
+        if not 0 <= lo <= hi < self.decimation:
+            raise ConfigError(f"action_delay_substeps must satisfy 0 <= low <= high < decimation, got {lo}, {hi}")
+
+
+class Task(ABC):
+    """Base of all tasks: the step loop, auto-reset, reward bookkeeping. Subclasses fill in the MDP."""
+
+    cfg_cls: ClassVar[type[TaskCfg]] = TaskCfg
+    name: str = ""
+
+    def __init__(self, cfg: TaskCfg, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0):
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.robot_cfg: RobotCfg = load_robot_cfg(cfg.robot)
+        self.model = self.build_model(render=False)
+        self.robot: RobotInfo = robot_info(self.model, self.robot_cfg)
+        self.sim = make_backend(backend, self.model, num_envs, device)
+        self.backend = backend
+        self.num_actions = self.model.nu
+        self.dt = cfg.sim_dt * cfg.decimation
+        self.max_episode_steps = int(round(cfg.episode_length_s / self.dt))
+        self.episode_step = torch.zeros(num_envs, dtype=torch.long)
+        self.default_joint_pos = torch.tensor(self.robot.default_joint_pos, dtype=torch.float32)
+        self.actions = torch.zeros(num_envs, self.num_actions)
+        self.last_actions = torch.zeros(num_envs, self.num_actions)
+        self.targets = self.default_joint_pos.repeat(num_envs, 1)
+        self.action_delay = torch.zeros(num_envs, dtype=torch.long)
+        self._reward_fns = {}
+        for term in cfg.rewards:
+            fn = getattr(self, f"_reward_{term}", None)
+            if fn is None:
+                valid = sorted(n[len("_reward_") :] for n in dir(self) if n.startswith("_reward_"))
+                raise ConfigError(f"task {self.name}: unknown reward term {term!r}; valid terms: {', '.join(valid)}")
+            self._reward_fns[term] = fn
+        self.episode_sums = {term: torch.zeros(num_envs) for term in cfg.rewards}
+        self.sensors = torch.zeros(num_envs, cfg.decimation, self.model.nsensordata, dtype=torch.float64)
+        self.setup()
+        self.reset()  # the env is valid from construction on: observations() works before the first step
+
+    # -- scene -------------------------------------------------------------------------------------------
+    def build_model(self, render: bool = False) -> mujoco.MjModel:
+        spec = build_robot_scene(self.robot_cfg, timestep=self.cfg.sim_dt, render=render)
+        self.add_to_scene(spec, render)
+        return spec.compile()
+
+    def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:  # noqa: B027 - optional hook
+        """Add task sensors, sites or objects to the scene before it is compiled."""
+
+    def sensor(self, name: str) -> slice:
+        """Columns of sensor `name` in `self.sensors[..., :]`."""
+        s = self.model.sensor(name)
+        return slice(int(s.adr[0]), int(s.adr[0] + s.dim[0]))
+
+    # -- the MDP, filled in by tasks ---------------------------------------------------------------------
+    @abstractmethod
+    def setup(self) -> None:
+        """Allocate task buffers (called once, after the backend exists)."""
+
+    @abstractmethod
+    def reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Reset the state, commands and randomization of `env_ids`."""
+
+    @abstractmethod
+    def update_state(self) -> None:
+        """Derive task quantities (body-frame velocities, contacts, ...) from the simulator state."""
+
+    @abstractmethod
+    def observations(self) -> dict[str, torch.Tensor]:
+        """{'policy': [N, P], 'privileged': [N, C]}"""
+
+    @abstractmethod
+    def terminated(self) -> torch.Tensor:
+        """[N] bool: failure (not time-outs)."""
+
+    def after_step(self) -> None:  # noqa: B027 - optional hook
+        """Commands, pushes and curricula, once per policy step before resets."""
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Per-env task metrics for the current step (e.g. tracking error); averaged by evaluation."""
+        return {}
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    @property
+    def obs_dims(self) -> dict[str, int]:
+        return {k: v.shape[1] for k, v in self.observations().items()}
+
+    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-env metrics of episodes that end now (before their reset), e.g. success."""
+        return {}
+
+    def _reset_envs(self, env_ids: torch.Tensor) -> None:
+        self.reset_idx(env_ids)
+        self.sensors[env_ids] = self.sim.forward(env_ids).unsqueeze(1)
+        self.update_state()
+
+    def reset(self) -> dict[str, torch.Tensor]:
+        self._reset_envs(torch.arange(self.num_envs))
+        return self.observations()
+
+    def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency."""
+        previous = self.targets
+        self.targets = self.default_joint_pos + self.cfg.action_scale * actions
+        substep = torch.arange(self.cfg.decimation).view(1, -1, 1)
+        delayed = substep < self.action_delay.view(-1, 1, 1)
+        return torch.where(delayed, previous.unsqueeze(1), self.targets.unsqueeze(1)).to(torch.float64)
+
+    def step(self, actions: torch.Tensor):
+        self.last_actions = self.actions
+        self.actions = actions.detach().to(torch.float32).clamp(-self.cfg.clip_actions, self.cfg.clip_actions)
+        if not torch.isfinite(self.actions).all():
+            raise FloatingPointError("policy produced non-finite actions")
+        self.sensors = self.sim.step(self.action_to_ctrl(self.actions))
+        self.episode_step += 1
+        self.update_state()
+        terminated = self.terminated()
+        truncated = self.episode_step >= self.max_episode_steps
+        reward = self.compute_reward()
+        self.after_step()
+        info: dict[str, Any] = {"time_outs": truncated & ~terminated, "metrics": self.metrics()}
+        done = terminated | truncated
+        env_ids = done.nonzero().flatten()
+        if len(env_ids) > 0:
+            info["episode"] = {
+                f"reward/{k}": (v[env_ids] / (self.episode_step[env_ids] * self.dt)).mean().item()
+                for k, v in self.episode_sums.items()
+            }
+            info["episode"]["episode_length_s"] = (self.episode_step[env_ids] * self.dt).float().mean().item()
+            info["episode"]["survival"] = (~terminated[env_ids]).float().mean().item()
+            ended = self.episode_metrics(env_ids)
+            info["episode"].update({k: v.float().mean().item() for k, v in ended.items()})
+            info["ended"] = {"env_ids": env_ids, "terminated": terminated[env_ids],
+                             "length_s": self.episode_step[env_ids] * self.dt, **ended}
+            self._reset_envs(env_ids)
+        return self.observations(), reward, terminated, truncated, info
+
+    def compute_reward(self) -> torch.Tensor:
+        reward = torch.zeros(self.num_envs)
+        for term, fn in self._reward_fns.items():
+            value = fn() * (self.cfg.rewards[term] * self.dt)
+            self.episode_sums[term] += value
+            reward += value
+        if self.cfg.only_positive_rewards:
+            reward = reward.clamp(min=0.0)
+        return reward
+
+    def _clear_episode(self, env_ids: torch.Tensor) -> None:
+        self.episode_step[env_ids] = 0
+        self.actions[env_ids] = 0.0
+        self.last_actions[env_ids] = 0.0
+        self.targets[env_ids] = self.default_joint_pos
+        lo, hi = self.cfg.action_delay_substeps
+        self.action_delay[env_ids] = torch.randint(lo, hi + 1, (len(env_ids),), generator=self.generator)
+        for v in self.episode_sums.values():
+            v[env_ids] = 0.0
+
+    def close(self) -> None:
+        self.sim.close()

@@ -1,0 +1,302 @@
+"""Velocity-tracking locomotion on flat ground (legged_gym reward family) for any legged robot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+import torch
+
+from robolearn.errors import ConfigError
+from robolearn.sim.math import quat_rotate_inverse, sample_uniform, yaw_quat
+from robolearn.sim.tasks.base import Task, TaskCfg
+
+__all__ = ["CommandCfg", "RandomizationCfg", "NoiseCfg", "LocomotionCfg", "LocomotionTask"]
+
+Range = tuple[float, float]
+
+
+@dataclass(kw_only=True)
+class CommandCfg:
+    lin_vel_x: Range = (-1.0, 1.0)  # m/s, body frame
+    lin_vel_y: Range = (-0.5, 0.5)
+    ang_vel_yaw: Range = (-1.0, 1.0)  # rad/s
+    resample_time_s: float = 10.0
+    min_norm: float = 0.1  # |v_xy| commands below this are zeroed (standing still is a command too)
+
+
+@dataclass(kw_only=True)
+class RandomizationCfg:
+    friction: Range = (0.5, 1.25)
+    added_base_mass: Range = (-1.0, 2.0)  # kg
+    motor_strength: Range = (0.9, 1.1)  # scales PD gains and torque limits
+    push_interval_s: float = 15.0  # 0 disables pushes
+    push_velocity: float = 1.0  # m/s, max change of base xy velocity
+    init_joint_noise: float = 0.1  # rad
+    init_yaw: bool = True
+
+
+@dataclass(kw_only=True)
+class NoiseCfg:
+    """Uniform observation noise (legged_gym magnitudes), in physical units."""
+
+    scale: float = 1.0  # 0 disables noise
+    ang_vel: float = 0.2
+    gravity: float = 0.05
+    joint_pos: float = 0.01
+    joint_vel: float = 1.5
+
+
+@dataclass(kw_only=True)
+class LocomotionCfg(TaskCfg):
+    commands: CommandCfg = field(default_factory=CommandCfg)
+    randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
+    noise: NoiseCfg = field(default_factory=NoiseCfg)
+    tracking_sigma: float = 0.25
+    base_height_target: float = 0.3
+    feet_air_time_target: float = 0.5  # s
+    soft_joint_limit: float = 0.9  # fraction of the joint range before dof_pos_limits penalizes
+    metric_settle_s: float = 1.0  # tracking errors are measured from this long after a command change
+    max_tilt_cos: float = 0.5  # terminate when the body z axis is tilted more than acos(0.5) = 60 deg
+    obs_scale_ang_vel: float = 0.25
+    obs_scale_joint_vel: float = 0.05
+    obs_scale_lin_vel: float = 2.0
+
+
+class LocomotionTask(Task):
+    """Policy observations (45 for 12 joints): base angular velocity, projected gravity, command (vx, vy, wz),
+    joint positions relative to default, joint velocities, last action. No base linear velocity: a real
+    robot does not measure it. Privileged adds true base linear velocity, base height, friction, added mass,
+    motor strength and foot contacts."""
+
+    cfg_cls = LocomotionCfg
+    cfg: LocomotionCfg
+
+    def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:
+        if not self.robot_cfg.floating_base or not self.robot_cfg.feet:
+            raise ConfigError(f"task locomotion needs a floating-base robot with feet; {self.robot_cfg.name} has none")
+        base = spec.body(self.robot_cfg.base_link) if self.robot_cfg.base_link else spec.worldbody.first_body()
+        box = next(g for g in base.geoms if g.type == mujoco.mjtGeom.mjGEOM_BOX)
+        touch = base.add_site(
+            name="base_touch", type=mujoco.mjtGeom.mjGEOM_BOX, pos=box.pos, quat=box.quat,
+            size=np.asarray(box.size) + 0.02, group=4,
+        )
+        spec.add_sensor(name="base_touch", type=mujoco.mjtSensor.mjSENS_TOUCH, objtype=mujoco.mjtObj.mjOBJ_SITE,
+                        objname=touch.name)
+        for foot in self.robot_cfg.feet:
+            site = spec.site(foot)
+            site.type = mujoco.mjtGeom.mjGEOM_SPHERE
+            site.size = [0.045, 0, 0]
+            spec.add_sensor(name=f"{foot}_touch", type=mujoco.mjtSensor.mjSENS_TOUCH,
+                            objtype=mujoco.mjtObj.mjOBJ_SITE, objname=foot)
+            spec.add_sensor(name=f"{foot}_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS,
+                            objtype=mujoco.mjtObj.mjOBJ_SITE, objname=foot)
+        for act in spec.actuators:
+            spec.add_sensor(name=f"{act.name}_torque", type=mujoco.mjtSensor.mjSENS_ACTUATORFRC,
+                            objtype=mujoco.mjtObj.mjOBJ_ACTUATOR, objname=act.name)
+
+    def setup(self) -> None:
+        n, nu = self.num_envs, self.num_actions
+        feet = self.robot_cfg.feet
+        self._touch_cols = [self.sensor(f"{f}_touch").start for f in feet]
+        self._foot_z_cols = [self.sensor(f"{f}_pos").start + 2 for f in feet]
+        self._base_touch_col = self.sensor("base_touch").start
+        first_torque = self.sensor(f"{self.robot.joint_names[0]}_torque").start
+        self._torque_cols = slice(first_torque, first_torque + nu)
+        self.commands = torch.zeros(n, 3)
+        self.feet_air_time = torch.zeros(n, len(feet))
+        self.last_contacts = torch.zeros(n, len(feet), dtype=torch.bool)
+        self.last_joint_vel = torch.zeros(n, nu)
+        # Randomized physical parameters (privileged): friction, added mass, motor strength.
+        self.friction = torch.ones(n)
+        self.added_mass = torch.zeros(n)
+        self.motor_strength = torch.ones(n)
+        m = self.model
+        self._base_body = m.body(self.robot_cfg.base_link).id if self.robot_cfg.base_link else 1
+        self._nominal = {
+            "geom_friction": m.geom_friction.copy(),
+            "body_mass": m.body_mass.copy(),
+            "actuator_gainprm": m.actuator_gainprm.copy(),
+            "actuator_biasprm": m.actuator_biasprm.copy(),
+            "actuator_forcerange": m.actuator_forcerange.copy(),
+        }
+        lo, hi = self.robot.joint_range[:, 0], self.robot.joint_range[:, 1]
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 * self.cfg.soft_joint_limit
+        self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32)
+        self._push_every = int(round(self.cfg.randomization.push_interval_s / self.dt))
+        self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
+        self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)
+        self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
+
+    # -- resets and randomization ----------------------------------------------------------------------
+    def _randomize(self, env_ids: torch.Tensor) -> None:
+        r, k, g = self.cfg.randomization, len(env_ids), self.generator
+        self.friction[env_ids] = sample_uniform(*r.friction, (k,), g)
+        self.added_mass[env_ids] = sample_uniform(*r.added_base_mass, (k,), g)
+        self.motor_strength[env_ids] = sample_uniform(*r.motor_strength, (k,), g)
+        f, dm, s = (t[env_ids].double().numpy() for t in (self.friction, self.added_mass, self.motor_strength))
+        nom = self._nominal
+        friction = np.repeat(nom["geom_friction"][None], k, 0)
+        friction[:, :, 0] = f[:, None]
+        mass = np.repeat(nom["body_mass"][None], k, 0)
+        mass[:, self._base_body] += dm
+        gain = nom["actuator_gainprm"][None] * np.ones((k, 1, 1))
+        gain[:, :, 0] *= s[:, None]
+        bias = nom["actuator_biasprm"][None] * np.ones((k, 1, 1))
+        bias[:, :, 1:3] *= s[:, None, None]
+        forcerange = nom["actuator_forcerange"][None] * s[:, None, None]
+        for name, values in (("geom_friction", friction), ("body_mass", mass), ("actuator_gainprm", gain),
+                             ("actuator_biasprm", bias), ("actuator_forcerange", forcerange)):
+            self.sim.set_model_field(name, env_ids, values)
+
+    def _resample_commands(self, env_ids: torch.Tensor) -> None:
+        c, k, g = self.cfg.commands, len(env_ids), self.generator
+        cmd = torch.stack([sample_uniform(*c.lin_vel_x, (k,), g), sample_uniform(*c.lin_vel_y, (k,), g),
+                           sample_uniform(*c.ang_vel_yaw, (k,), g)], dim=1)
+        cmd[:, :2] *= (cmd[:, :2].norm(dim=1, keepdim=True) >= c.min_norm).float()
+        self.commands[env_ids] = cmd
+
+    def reset_idx(self, env_ids: torch.Tensor) -> None:
+        k, g, r = len(env_ids), self.generator, self.cfg.randomization
+        self._randomize(env_ids)
+        qpos = torch.zeros(k, self.model.nq, dtype=torch.float64)
+        qpos[:, 2] = self.robot_cfg.init_height
+        yaw = sample_uniform(-np.pi, np.pi, (k,), g) if r.init_yaw else torch.zeros(k)
+        qpos[:, 3:7] = yaw_quat(yaw).double()
+        noise = sample_uniform(-r.init_joint_noise, r.init_joint_noise, (k, self.num_actions), g)
+        qpos[:, self._qpos_adr] = (self.default_joint_pos + noise).double()
+        qvel = torch.zeros(k, self.model.nv, dtype=torch.float64)
+        self.sim.set_state(env_ids, qpos, qvel)
+        self._resample_commands(env_ids)
+        self.feet_air_time[env_ids] = 0.0
+        self.last_contacts[env_ids] = False
+        self.last_joint_vel[env_ids] = 0.0
+        self._clear_episode(env_ids)
+
+    # -- state -----------------------------------------------------------------------------------------
+    def update_state(self) -> None:
+        qpos, qvel = self.sim.qpos.float(), self.sim.qvel.float()
+        self.base_quat = qpos[:, 3:7]
+        self.base_height = qpos[:, 2]
+        self.base_lin_vel = quat_rotate_inverse(self.base_quat, qvel[:, 0:3])  # body frame
+        self.base_ang_vel = qvel[:, 3:6]  # MuJoCo free joint: angular velocity is already in the body frame
+        gravity = torch.tensor([0.0, 0.0, -1.0]).expand(self.num_envs, 3)
+        self.projected_gravity = quat_rotate_inverse(self.base_quat, gravity)
+        self.joint_pos = qpos[:, self._qpos_adr]
+        self.joint_vel = qvel[:, self._qvel_adr]
+        sensors = self.sensors.float()
+        self.contacts = (sensors[:, :, self._touch_cols] > 1.0).any(dim=1)  # touched during any substep
+        self.base_contact = sensors[:, :, self._base_touch_col].amax(dim=1) > 1.0
+        self.torques = sensors[:, -1, self._torque_cols]
+
+    def after_step(self) -> None:
+        self.last_joint_vel = self.joint_vel
+        resample = (self.episode_step % self._resample_every == 0).nonzero().flatten()
+        if len(resample):
+            self._resample_commands(resample)
+        if self._push_every > 0:
+            push = (self.episode_step % self._push_every == 0).nonzero().flatten()
+            if len(push):
+                v = self.cfg.randomization.push_velocity
+                qvel = self.sim.qvel[push].clone()
+                qvel[:, 0:2] += sample_uniform(-v, v, (len(push), 2), self.generator).double()
+                self.sim.set_state(push, self.sim.qpos[push].clone(), qvel)
+
+    # -- MDP -------------------------------------------------------------------------------------------
+    def observations(self) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        cmd_scale = torch.tensor([cfg.obs_scale_lin_vel, cfg.obs_scale_lin_vel, cfg.obs_scale_ang_vel])
+        clean = [
+            self.base_ang_vel * cfg.obs_scale_ang_vel,
+            self.projected_gravity,
+            self.commands * cmd_scale,
+            self.joint_pos - self.default_joint_pos,
+            self.joint_vel * cfg.obs_scale_joint_vel,
+            self.actions,
+        ]
+        policy = torch.cat(clean, dim=1)
+        if cfg.noise.scale > 0:
+            nu, nz = self.num_actions, cfg.noise
+            noise_vec = torch.cat([
+                torch.full((3,), nz.ang_vel * cfg.obs_scale_ang_vel), torch.full((3,), nz.gravity), torch.zeros(3),
+                torch.full((nu,), nz.joint_pos), torch.full((nu,), nz.joint_vel * cfg.obs_scale_joint_vel),
+                torch.zeros(nu),
+            ]) * nz.scale
+            policy = policy + (2 * torch.rand(policy.shape, generator=self.generator) - 1) * noise_vec
+        privileged = torch.cat([
+            *clean,
+            self.base_lin_vel * cfg.obs_scale_lin_vel,
+            self.base_height.unsqueeze(1),
+            self.friction.unsqueeze(1),
+            self.added_mass.unsqueeze(1),
+            self.motor_strength.unsqueeze(1),
+            self.contacts.float(),
+        ], dim=1)
+        return {"policy": policy, "privileged": privileged}
+
+    def terminated(self) -> torch.Tensor:
+        tilted = self.projected_gravity[:, 2] > -self.cfg.max_tilt_cos
+        return self.base_contact | tilted
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Tracking errors against the current command; NaN (left out) during the first `metric_settle_s`
+        after a command changes, while the robot accelerates to it."""
+        since_change = (self.episode_step % self._resample_every).float() * self.dt
+        settled = torch.where(since_change >= self.cfg.metric_settle_s, 1.0, float("nan"))
+        return {
+            "lin_vel_x_error": (self.commands[:, 0] - self.base_lin_vel[:, 0]).abs() * settled,
+            "lin_vel_xy_error": (self.commands[:, :2] - self.base_lin_vel[:, :2]).norm(dim=1) * settled,
+            "ang_vel_error": (self.commands[:, 2] - self.base_ang_vel[:, 2]).abs() * settled,
+        }
+
+    # -- reward terms (each [N], weighted by cfg.rewards and scaled by dt) ------------------------------
+    def _reward_tracking_lin_vel(self) -> torch.Tensor:
+        err = (self.commands[:, :2] - self.base_lin_vel[:, :2]).square().sum(dim=1)
+        return torch.exp(-err / self.cfg.tracking_sigma)
+
+    def _reward_tracking_ang_vel(self) -> torch.Tensor:
+        err = (self.commands[:, 2] - self.base_ang_vel[:, 2]).square()
+        return torch.exp(-err / self.cfg.tracking_sigma)
+
+    def _reward_lin_vel_z(self) -> torch.Tensor:
+        return self.base_lin_vel[:, 2].square()
+
+    def _reward_ang_vel_xy(self) -> torch.Tensor:
+        return self.base_ang_vel[:, :2].square().sum(dim=1)
+
+    def _reward_orientation(self) -> torch.Tensor:
+        return self.projected_gravity[:, :2].square().sum(dim=1)
+
+    def _reward_base_height(self) -> torch.Tensor:
+        return (self.base_height - self.cfg.base_height_target).square()
+
+    def _reward_torques(self) -> torch.Tensor:
+        return self.torques.square().sum(dim=1)
+
+    def _reward_dof_acc(self) -> torch.Tensor:
+        return ((self.joint_vel - self.last_joint_vel) / self.dt).square().sum(dim=1)
+
+    def _reward_action_rate(self) -> torch.Tensor:
+        return (self.actions - self.last_actions).square().sum(dim=1)
+
+    def _reward_dof_pos_limits(self) -> torch.Tensor:
+        below = (self.soft_limits[:, 0] - self.joint_pos).clamp(min=0)
+        above = (self.joint_pos - self.soft_limits[:, 1]).clamp(min=0)
+        return (below + above).sum(dim=1)
+
+    def _reward_feet_air_time(self) -> torch.Tensor:
+        contact = self.contacts
+        first_contact = (self.feet_air_time > 0) & (contact | self.last_contacts)
+        self.feet_air_time += self.dt
+        reward = ((self.feet_air_time - self.cfg.feet_air_time_target) * first_contact).sum(dim=1)
+        self.feet_air_time *= ~(contact | self.last_contacts)
+        self.last_contacts = contact
+        return reward * (self.commands[:, :2].norm(dim=1) > self.cfg.commands.min_norm)
+
+    def _reward_stand_still(self) -> torch.Tensor:
+        still = self.commands[:, :2].norm(dim=1) < self.cfg.commands.min_norm
+        return (self.joint_pos - self.default_joint_pos).abs().sum(dim=1) * still
+
+    def _reward_termination(self) -> torch.Tensor:
+        return self.terminated().float()

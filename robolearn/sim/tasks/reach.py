@@ -1,0 +1,100 @@
+"""Arm reaching: move the end effector to a random target in the workspace. A quick task for smoke tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import torch
+
+from robolearn.errors import ConfigError
+from robolearn.sim.math import sample_uniform
+from robolearn.sim.tasks.base import Task, TaskCfg
+
+__all__ = ["ReachCfg", "ReachTask"]
+
+
+@dataclass(kw_only=True)
+class ReachCfg(TaskCfg):
+    target_low: tuple[float, float, float] = (0.3, -0.3, 0.2)  # m, in the robot base frame
+    target_high: tuple[float, float, float] = (0.6, 0.3, 0.6)
+    success_distance: float = 0.02  # m, end effector to target at the end of the episode
+    init_joint_noise: float = 0.2  # rad
+    precision_scale: float = 0.05  # m, width of the 1 - tanh(d / scale) precision reward
+    obs_scale_joint_vel: float = 0.1
+    rewards: dict[str, float] = field(default_factory=lambda: {"distance": -1.0, "precision": 1.0})
+
+
+class ReachTask(Task):
+    """Policy observations: joint positions (relative to default), joint velocities, end-effector position,
+    target position, target minus end effector, last action. Privileged: the same, without noise."""
+
+    cfg_cls = ReachCfg
+    cfg: ReachCfg
+
+    def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:
+        ee = self.robot_cfg.end_effector
+        if ee is None:
+            raise ConfigError(f"task reach needs a robot with an end_effector site; {self.robot_cfg.name} has none")
+        spec.add_sensor(name="ee_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS, objtype=mujoco.mjtObj.mjOBJ_SITE,
+                        objname=ee)
+        if render:
+            target = spec.worldbody.add_body(name="target", mocap=True)
+            target.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.9, 0.2, 0.2, 0.8],
+                            contype=0, conaffinity=0)
+
+    def setup(self) -> None:
+        self._ee_cols = self.sensor("ee_pos")
+        self.target = torch.zeros(self.num_envs, 3)
+        self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)
+        self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
+
+    def reset_idx(self, env_ids: torch.Tensor) -> None:
+        k, g, c = len(env_ids), self.generator, self.cfg
+        lo, hi = torch.tensor(c.target_low), torch.tensor(c.target_high)
+        self.target[env_ids] = lo + (hi - lo) * torch.rand((k, 3), generator=g)
+        noise = sample_uniform(-c.init_joint_noise, c.init_joint_noise, (k, self.num_actions), g)
+        qpos = self.default_joint_pos + noise
+        full = torch.zeros(k, self.model.nq, dtype=torch.float64)
+        full[:, self._qpos_adr] = qpos.double()
+        self.sim.set_state(env_ids, full, torch.zeros(k, self.model.nv, dtype=torch.float64))
+        self._clear_episode(env_ids)
+
+    def update_state(self) -> None:
+        self.joint_pos = self.sim.qpos[:, self._qpos_adr].float()
+        self.joint_vel = self.sim.qvel[:, self._qvel_adr].float()
+        self.ee_pos = self.sensors[:, -1, self._ee_cols].float()
+        self.distance = (self.target - self.ee_pos).norm(dim=1)
+
+    def observations(self) -> dict[str, torch.Tensor]:
+        obs = torch.cat([
+            self.joint_pos - self.default_joint_pos,
+            self.joint_vel * self.cfg.obs_scale_joint_vel,
+            self.ee_pos,
+            self.target,
+            self.target - self.ee_pos,
+            self.actions,
+        ], dim=1)
+        return {"policy": obs, "privileged": obs}
+
+    def terminated(self) -> torch.Tensor:
+        return torch.zeros(self.num_envs, dtype=torch.bool)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"ee_distance": self.distance}
+
+    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"success": (self.distance[env_ids] < self.cfg.success_distance).float(),
+                "final_distance": self.distance[env_ids]}
+
+    def _reward_distance(self) -> torch.Tensor:
+        return self.distance
+
+    def _reward_precision(self) -> torch.Tensor:
+        return 1.0 - torch.tanh(self.distance / self.cfg.precision_scale)
+
+    def _reward_action_rate(self) -> torch.Tensor:
+        return (self.actions - self.last_actions).square().sum(dim=1)
+
+    def _reward_joint_vel(self) -> torch.Tensor:
+        return self.joint_vel.square().sum(dim=1)

@@ -1,0 +1,98 @@
+"""The `robolearn` command as a user runs it: a real subprocess, real files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUJOCO_GL": "egl", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "robolearn.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+def test_help_lists_the_commands():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("train", "play", "list", "bench"):
+        assert command in out.stdout
+
+
+def test_list_shows_tasks_robots_backends_one_line_each():
+    out = run("list")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("go2-flat", "panda-reach", "go2", "panda", "mujoco"):
+        assert sum(1 for line in lines if line.strip().startswith(name + " ")) == 1, name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, panda-reach"),
+        (("train", "go2-flat", "--backend", "isaac"), "error: unknown backend 'isaac'; valid backends: mujoco"),
+        (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
+        (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert out.stderr.strip() == out.stderr.strip().splitlines()[0], "one line, no traceback"
+    assert out.stderr.strip().startswith(message), out.stderr
+
+
+def test_malformed_config_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: panda-reach\nppo:\n  learning_rate: [1e-3\n")
+    out = run("train", "panda-reach", "--config", str(bad))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{bad}: malformed YAML at line" in out.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("task: panda-reach\nppo: {learning_rat: 0.1}\n")
+    out = run("train", "panda-reach", "--config", str(unknown))
+    assert out.returncode == 2 and "unknown field 'learning_rat' for PPOCfg" in out.stderr
+
+
+def test_unknown_robot_in_a_task_override():
+    out = run("train", "panda-reach", "--set", "task_overrides.robot=ur5")
+    assert out.returncode == 2 and "error: unknown robot 'ur5'; valid robots: go2, panda" in out.stderr
+
+
+def test_train_then_play_writes_run_folder_and_video(tmp_path):
+    out = run("train", "panda-reach", "--num-envs", "32", "--iterations", "2", "--max-time", "0", "--name", "smoke",
+              "--runs-dir", str(tmp_path), "--set", "eval.num_envs=4", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "smoke"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iterations"] == 2 and summary["env_steps"] == 2 * 32 * 24
+    assert {"wall_time_s", "steps_per_s", "final_mean_reward", "eval"} <= set(summary)
+    assert (run_dir / "checkpoints" / "model.pt").is_file() and (run_dir / "checkpoints" / "model_2.pt").is_file()
+    assert (run_dir / "config.yaml").is_file() and list((run_dir / "tb").iterdir())
+
+    out = run("play", str(run_dir), "--episodes", "2")
+    assert out.returncode == 0, out.stderr
+    assert "panda-reach: 2 episodes" in out.stdout and "success" in out.stdout
+    video = run_dir / "videos" / "play.mp4"
+    import imageio.v2 as imageio
+
+    frames = [f for f in imageio.get_reader(video)]
+    assert len(frames) == 75  # 3 s episode at 25 fps
+    assert frames[0].shape == (360, 480, 3) and frames[10].std() > 5  # not a blank image
+
+    out = run("play", str(run_dir), "--task", "go2-flat", "--no-video")
+    assert out.returncode == 2 and "trained on task 'panda-reach', not 'go2-flat'" in out.stderr
+
+
+def test_bench_prints_env_and_raw_rates():
+    out = run("bench", "--task", "panda-reach", "--num-envs", "16", "--steps", "5")
+    assert out.returncode == 0, out.stderr
+    assert "raw physics steps/s" in out.stdout and "env / raw" in out.stdout

@@ -1,0 +1,149 @@
+"""Batched env API: shapes, groups, auto-reset, time-outs, determinism, randomization, backend physics."""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from robolearn.errors import ConfigError
+from robolearn.sim.tasks import load_task_cfg, make_task
+
+
+def test_go2_observation_groups_and_shapes(go2_task):
+    obs = go2_task.reset()
+    assert set(obs) == {"policy", "privileged"}
+    assert obs["policy"].shape == (8, 45) and obs["policy"].dtype == torch.float32
+    assert obs["privileged"].shape == (8, 45 + 3 + 1 + 3 + 4)
+    obs, reward, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
+    assert reward.shape == (8,) and terminated.shape == (8,) and truncated.shape == (8,)
+    assert terminated.dtype == torch.bool and "time_outs" in info and "metrics" in info
+    assert torch.isfinite(obs["policy"]).all() and torch.isfinite(obs["privileged"]).all()
+
+
+def test_privileged_group_holds_the_randomized_parameters(go2_task):
+    cfg = go2_task.cfg.randomization
+    obs = go2_task.reset()["privileged"]
+    friction, mass, strength = obs[:, 49], obs[:, 50], obs[:, 51]
+    assert ((friction >= cfg.friction[0]) & (friction <= cfg.friction[1])).all()
+    assert ((mass >= cfg.added_base_mass[0]) & (mass <= cfg.added_base_mass[1])).all()
+    assert ((strength >= cfg.motor_strength[0]) & (strength <= cfg.motor_strength[1])).all()
+    assert friction.std() > 0, "each env draws its own friction"
+    # ... and the simulator really uses them, per env
+    base = go2_task.model.body("base").id
+    for env in range(3):
+        model = go2_task.sim.models[env]
+        assert model.geom_friction[0, 0] == pytest.approx(friction[env].item(), rel=1e-5)
+        assert model.body_mass[base] == pytest.approx(go2_task.model.body_mass[base] + mass[env].item(), rel=1e-5)
+        assert model.actuator_gainprm[0, 0] == pytest.approx(20.0 * strength[env].item(), rel=1e-5)
+
+
+def test_policy_observation_is_noisy_privileged_is_not(go2_task):
+    go2_task.reset()
+    a, b = go2_task.observations(), go2_task.observations()
+    assert not torch.equal(a["policy"], b["policy"])
+    assert torch.equal(a["privileged"], b["privileged"])
+
+
+def test_standing_robot_holds_its_pose_with_zero_actions():
+    task = make_task("go2-flat", 4, seed=0, overrides={"randomization": {"push_interval_s": 0.0}})
+    for _ in range(100):  # 2 s
+        _, _, terminated, _, _ = task.step(torch.zeros(4, 12))
+        assert not terminated.any()
+    assert (task.base_height > 0.18).all()
+    assert task.contacts.all(), "all four feet on the ground"
+    task.close()
+
+
+def test_fallen_robot_is_terminated_and_auto_reset(go2_task):
+    go2_task.step(torch.zeros(8, 12))
+    qpos, qvel = go2_task.sim.qpos.clone(), go2_task.sim.qvel.clone()
+    qpos[0, 3:7] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # upside down
+    qpos[0, 2] = 0.15
+    go2_task.sim.set_state(torch.tensor([0]), qpos[:1], qvel[:1])
+    obs, _, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
+    assert terminated[0] and not truncated[0]
+    assert not info["time_outs"][0]
+    assert 0 in info["ended"]["env_ids"].tolist()
+    assert go2_task.episode_step[0] == 0, "the env restarted"
+    assert go2_task.projected_gravity[0, 2] < -0.9, "the new episode starts upright"
+    assert obs["policy"][0, 5] < -0.9  # projected gravity z in the returned observation is the new episode's
+
+
+def test_time_out_is_truncation_not_termination():
+    task = make_task("panda-reach", 4, seed=0, overrides={"episode_length_s": 0.2})
+    assert task.max_episode_steps == 10
+    for _ in range(9):
+        _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
+        assert not terminated.any() and not truncated.any()
+    _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
+    assert truncated.all() and info["time_outs"].all() and not terminated.any()
+    assert "success" in info["episode"]
+    task.close()
+
+
+def test_same_seed_same_trajectory_other_seed_differs():
+    def rollout(seed: int) -> torch.Tensor:
+        task = make_task("go2-flat", 4, seed=seed)
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(30):
+            obs, reward, *_ = task.step(0.5 * torch.randn(4, 12, generator=g))
+            out.append(torch.cat([obs["privileged"], reward[:, None]], dim=1))
+        task.close()
+        return torch.stack(out)
+
+    a, b, c = rollout(7), rollout(7), rollout(8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_backend_matches_plain_mujoco_stepping(reach_task):
+    """mujoco.rollout in threads gives the trajectory of a plain mj_step loop, per env."""
+    task = reach_task
+    task.reset()
+    env = 5
+    model = task.sim.models[env]
+    data = mujoco.MjData(model)
+    data.qpos[:] = task.sim.qpos[env].numpy()
+    data.qvel[:] = task.sim.qvel[env].numpy()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        actions = torch.randn(8, 7, generator=g)
+        ctrl = task.action_to_ctrl(actions)
+        task.sim.step(ctrl)
+        for sub in range(ctrl.shape[1]):
+            data.ctrl[:] = ctrl[env, sub].numpy()
+            mujoco.mj_step(model, data)
+    np.testing.assert_allclose(task.sim.qpos[env].numpy(), data.qpos, atol=1e-5)
+
+
+def test_action_latency_holds_the_previous_target_for_the_delayed_substeps():
+    task = make_task("go2-flat", 2, seed=0, overrides={"action_delay_substeps": [2, 2]})
+    first = task.action_to_ctrl(torch.ones(2, 12))
+    assert torch.allclose(first[:, :2], task.default_joint_pos.double().expand(2, 2, 12))
+    assert torch.allclose(first[:, 2:], (task.default_joint_pos + 0.25).double().expand(2, 2, 12))
+    task.close()
+
+
+def test_pushes_change_the_base_velocity():
+    task = make_task("go2-flat", 8, seed=0, overrides={"randomization": {"push_interval_s": 0.04}})
+    task.step(torch.zeros(8, 12))
+    before = task.sim.qvel[:, :2].clone()
+    task.step(torch.zeros(8, 12))  # step 2 = push
+    assert (task.sim.qvel[:, :2] - before).abs().max() > 0.3
+    task.close()
+
+
+def test_bad_task_config_values_are_rejected():
+    with pytest.raises(ConfigError, match="unknown task 'go3'; valid tasks: go2-flat, panda-reach"):
+        load_task_cfg("go3")
+    with pytest.raises(ConfigError, match="unknown field 'comands'"):
+        load_task_cfg("go2-flat", {"comands": {}})
+    with pytest.raises(ConfigError, match="unknown reward term 'jump'; valid terms: .*tracking_lin_vel"):
+        make_task("go2-flat", 1, overrides={"rewards": {"jump": 1.0}})
+    with pytest.raises(ConfigError, match="commands.lin_vel_x: expected 2 values"):
+        load_task_cfg("go2-flat", {"commands": {"lin_vel_x": [1, 2, 3]}})
+    with pytest.raises(ConfigError, match="unknown backend 'mjx'; valid backends: mujoco"):
+        make_task("go2-flat", 1, backend="mjx")
