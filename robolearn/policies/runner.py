@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robolearn.config import to_dict
 from robolearn.errors import CheckpointError
@@ -118,11 +118,16 @@ class OnPolicyRunner:
         start_iteration, start_time = self.iteration, time.perf_counter()
         budget_left = cfg.max_time_s - self.train_time_s if cfg.max_time_s > 0 else float("inf")
         total = cfg.max_iterations
+        mean_return = 0.0
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[rate]:>8.0f} steps/s"), TextColumn("reward {task.fields[reward]:>7.2f}"),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-        with Progress(*columns, console=self.console, disable=not progress, transient=False) as bar:
-            job = bar.add_task(f"train {cfg.task}", total=total, completed=self.iteration, rate=0.0, reward=0.0)
+                   TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
+        # A live bar on a terminal; a plain line every `log_every` iterations in logs and CI.
+        live = progress and self.console.is_terminal
+        log_every = max(1, total // 50) if progress and not live else 0
+        with Progress(*columns, console=self.console, disable=not live, transient=False) as bar:
+            job = bar.add_task(f"train {cfg.task}", total=total, completed=self.iteration, rate=0.0, reward=0.0,
+                               eta="-")
             while self.iteration < total:
                 t0 = time.perf_counter()
                 with torch.inference_mode():
@@ -159,17 +164,25 @@ class OnPolicyRunner:
                 stats.update({f"episode/{k}": sum(v) / len(v) for k, v in recent_episode.items()})
                 for key, value in stats.items():
                     writer.add_scalar(key, value, self.env_steps)
-                bar.update(job, completed=self.iteration, rate=steps / iter_s, reward=mean_return)
+                elapsed = time.perf_counter() - start_time
+                per_iter = elapsed / (self.iteration - start_iteration)
+                eta_s = min((total - self.iteration) * per_iter, max(0.0, budget_left - elapsed))
+                eta = time.strftime("%H:%M:%S", time.gmtime(eta_s))
+                bar.update(job, completed=self.iteration, rate=steps / iter_s, reward=mean_return, eta=eta)
+                if log_every and self.iteration % log_every == 0:
+                    self.console.print(
+                        f"{cfg.task} it {self.iteration}/{total} | {steps / iter_s:,.0f} steps/s | "
+                        f"reward {mean_return:.2f} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | "
+                        f"ETA {eta}", highlight=False, soft_wrap=True)
                 if self.iteration % cfg.save_interval == 0:
                     self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
                 if time.perf_counter() - start_time >= budget_left:
                     bar.update(job, description=f"train {cfg.task} (time budget reached)")
                     break
-        wall_s = time.perf_counter() - start_time
+        wall_s = max(time.perf_counter() - start_time, 1e-9)
         self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
         self.save(self.run_dir / "checkpoints" / "model.pt")
         writer.flush()
-        self.last_stats = stats if self.iteration > start_iteration else {}
         summary: dict[str, Any] = {
             "task": cfg.task, "backend": cfg.backend, "num_envs": cfg.num_envs, "iterations": self.iteration,
             "env_steps": self.env_steps, "wall_time_s": round(wall_s, 2), "train_time_s": round(self.train_time_s, 2),

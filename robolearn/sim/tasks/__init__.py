@@ -46,6 +46,4 @@ def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[t
 def make_task(name: str, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0,
               overrides: dict[str, Any] | None = None) -> Task:
     cls, cfg = load_task_cfg(name, overrides)
-    task = cls(cfg, num_envs, backend=backend, device=device, seed=seed)
-    task.name = name
-    return task
+    return cls(cfg, num_envs, backend=backend, device=device, seed=seed, name=name)

@@ -50,7 +50,9 @@ class Task(ABC):
     cfg_cls: ClassVar[type[TaskCfg]] = TaskCfg
     name: str = ""
 
-    def __init__(self, cfg: TaskCfg, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0):
+    def __init__(self, cfg: TaskCfg, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0,
+                 name: str = ""):
+        self.name = name or type(self).__name__
         self.cfg = cfg
         self.num_envs = num_envs
         self.device = torch.device(device)

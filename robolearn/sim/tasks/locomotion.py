@@ -10,6 +10,7 @@ import torch
 
 from robolearn.errors import ConfigError
 from robolearn.sim.math import quat_rotate_inverse, sample_uniform, yaw_quat
+from robolearn.sim.robots.robot_cfg import match_joints
 from robolearn.sim.tasks.base import Task, TaskCfg
 
 __all__ = ["CommandCfg", "RandomizationCfg", "NoiseCfg", "LocomotionCfg", "LocomotionTask"]
@@ -56,6 +57,7 @@ class LocomotionCfg(TaskCfg):
     tracking_sigma: float = 0.25
     base_height_target: float = 0.3
     feet_air_time_target: float = 0.5  # s
+    pose_weights: dict[str, float] = field(default_factory=lambda: {".*": 1.0})  # joint regex -> weight in `pose`
     soft_joint_limit: float = 0.9  # fraction of the joint range before dof_pos_limits penalizes
     metric_settle_s: float = 1.0  # tracking errors are measured from this long after a command change
     max_tilt_cos: float = 0.5  # terminate when the body z axis is tilted more than acos(0.5) = 60 deg
@@ -128,6 +130,8 @@ class LocomotionTask(Task):
         self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
         self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)
         self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
+        self.pose_weights = torch.tensor(
+            match_joints(self.cfg.pose_weights, list(self.robot.joint_names), f"task {self.name}: pose_weights"))
 
     # -- resets and randomization ----------------------------------------------------------------------
     def _randomize(self, env_ids: torch.Tensor) -> None:
@@ -248,6 +252,8 @@ class LocomotionTask(Task):
             "lin_vel_x_error": (self.commands[:, 0] - self.base_lin_vel[:, 0]).abs() * settled,
             "lin_vel_xy_error": (self.commands[:, :2] - self.base_lin_vel[:, :2]).norm(dim=1) * settled,
             "ang_vel_error": (self.commands[:, 2] - self.base_ang_vel[:, 2]).abs() * settled,
+            "base_height": self.base_height,  # a gait check: a crawling policy can still track velocity
+            "feet_contact": self.contacts.float().mean(dim=1),  # fraction of feet on the ground
         }
 
     # -- reward terms (each [N], weighted by cfg.rewards and scaled by dt) ------------------------------
@@ -293,6 +299,10 @@ class LocomotionTask(Task):
         self.feet_air_time *= ~(contact | self.last_contacts)
         self.last_contacts = contact
         return reward * (self.commands[:, :2].norm(dim=1) > self.cfg.commands.min_norm)
+
+    def _reward_pose(self) -> torch.Tensor:
+        """exp(-sum_j w_j (q_j - q0_j)^2): stay near the default stance (upright body, hips under the body)."""
+        return torch.exp(-((self.joint_pos - self.default_joint_pos).square() * self.pose_weights).sum(dim=1))
 
     def _reward_stand_still(self) -> torch.Tensor:
         still = self.commands[:, :2].norm(dim=1) < self.cfg.commands.min_norm
