@@ -147,3 +147,16 @@ def test_bad_task_config_values_are_rejected():
         load_task_cfg("go2-flat", {"commands": {"lin_vel_x": [1, 2, 3]}})
     with pytest.raises(ConfigError, match="unknown backend 'mjx'; valid backends: mujoco"):
         make_task("go2-flat", 1, backend="mjx")
+
+
+def test_sliding_feet_are_penalized_standing_feet_are_not():
+    task = make_task("go2-flat", 4, seed=0, overrides={"randomization": {"push_interval_s": 0.0}})
+    for _ in range(20):
+        task.step(torch.zeros(4, 12))
+    standing = task._reward_feet_slip()
+    qvel = task.sim.qvel.clone()
+    qvel[:, 0] = 1.0  # shove the body forward: the planted feet drag
+    task.sim.set_state(torch.arange(4), task.sim.qpos.clone(), qvel)
+    task.step(torch.zeros(4, 12))
+    assert (standing < 0.05).all() and (task._reward_feet_slip() > 5 * standing + 0.1).all()
+    task.close()

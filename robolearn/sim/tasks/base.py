@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import mujoco
-import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
@@ -57,7 +56,6 @@ class Task(ABC):
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
-        self.np_rng = np.random.default_rng(seed)
         self.robot_cfg: RobotCfg = load_robot_cfg(cfg.robot)
         self.model = self.build_model(render=False)
         self.robot: RobotInfo = robot_info(self.model, self.robot_cfg)

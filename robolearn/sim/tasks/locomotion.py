@@ -94,6 +94,8 @@ class LocomotionTask(Task):
                             objtype=mujoco.mjtObj.mjOBJ_SITE, objname=foot)
             spec.add_sensor(name=f"{foot}_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS,
                             objtype=mujoco.mjtObj.mjOBJ_SITE, objname=foot)
+            spec.add_sensor(name=f"{foot}_vel", type=mujoco.mjtSensor.mjSENS_FRAMELINVEL,
+                            objtype=mujoco.mjtObj.mjOBJ_SITE, objname=foot)
         for act in spec.actuators:
             spec.add_sensor(name=f"{act.name}_torque", type=mujoco.mjtSensor.mjSENS_ACTUATORFRC,
                             objtype=mujoco.mjtObj.mjOBJ_ACTUATOR, objname=act.name)
@@ -102,7 +104,7 @@ class LocomotionTask(Task):
         n, nu = self.num_envs, self.num_actions
         feet = self.robot_cfg.feet
         self._touch_cols = [self.sensor(f"{f}_touch").start for f in feet]
-        self._foot_z_cols = [self.sensor(f"{f}_pos").start + 2 for f in feet]
+        self._foot_vel_xy_cols = [self.sensor(f"{f}_vel").start + i for f in feet for i in (0, 1)]
         self._base_touch_col = self.sensor("base_touch").start
         first_torque = self.sensor(f"{self.robot.joint_names[0]}_torque").start
         self._torque_cols = slice(first_torque, first_torque + nu)
@@ -193,6 +195,7 @@ class LocomotionTask(Task):
         self.contacts = (sensors[:, :, self._touch_cols] > 1.0).any(dim=1)  # touched during any substep
         self.base_contact = sensors[:, :, self._base_touch_col].amax(dim=1) > 1.0
         self.torques = sensors[:, -1, self._torque_cols]
+        self.feet_vel_xy = sensors[:, -1, self._foot_vel_xy_cols].view(self.num_envs, -1, 2)  # world frame
 
     def after_step(self) -> None:
         self.last_joint_vel = self.joint_vel
@@ -303,6 +306,10 @@ class LocomotionTask(Task):
     def _reward_pose(self) -> torch.Tensor:
         """exp(-sum_j w_j (q_j - q0_j)^2): stay near the default stance (upright body, hips under the body)."""
         return torch.exp(-((self.joint_pos - self.default_joint_pos).square() * self.pose_weights).sum(dim=1))
+
+    def _reward_feet_slip(self) -> torch.Tensor:
+        """Squared horizontal speed of feet that touch the ground: step, do not slide."""
+        return (self.feet_vel_xy.square().sum(dim=2) * self.contacts).sum(dim=1)
 
     def _reward_stand_still(self) -> torch.Tensor:
         still = self.commands[:, :2].norm(dim=1) < self.cfg.commands.min_norm
