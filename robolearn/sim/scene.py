@@ -64,10 +64,12 @@ def build_robot_scene(robot: RobotCfg, *, timestep: float, render: bool = False)
     if render:
         texture = spec.add_texture(
             name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-            rgb1=[0.3, 0.36, 0.42], rgb2=[0.22, 0.26, 0.32], width=512, height=512,
+            rgb1=[0.45, 0.5, 0.56], rgb2=[0.32, 0.36, 0.42], width=512, height=512,
         )
         material = spec.add_material(name="grid", texrepeat=[8, 8], reflectance=0.0)
         material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = texture.name
+        spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
+        spec.visual.headlight.diffuse = [0.6, 0.6, 0.6]
         spec.visual.global_.offwidth = 640
         spec.visual.global_.offheight = 480
     spec.worldbody.add_light(pos=[0, 0, 3], dir=[0, 0, -1], castshadow=False)

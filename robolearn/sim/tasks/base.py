@@ -66,6 +66,8 @@ class Task(ABC):
         self.max_episode_steps = int(round(cfg.episode_length_s / self.dt))
         self.episode_step = torch.zeros(num_envs, dtype=torch.long)
         self.default_joint_pos = torch.tensor(self.robot.default_joint_pos, dtype=torch.float32)
+        self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)  # actuated joints in qpos / qvel, policy order
+        self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
         self.actions = torch.zeros(num_envs, self.num_actions)
         self.last_actions = torch.zeros(num_envs, self.num_actions)
         self.targets = self.default_joint_pos.repeat(num_envs, 1)
@@ -178,6 +180,10 @@ class Task(ABC):
                              "length_s": self.episode_step[env_ids] * self.dt, **ended}
             self._reset_envs(env_ids)
         return self.observations(), reward, terminated, truncated, info
+
+    def _reward_action_rate(self) -> torch.Tensor:
+        """Squared change of the action between policy steps (any task)."""
+        return (self.actions - self.last_actions).square().sum(dim=1)
 
     def compute_reward(self) -> torch.Tensor:
         reward = torch.zeros(self.num_envs)

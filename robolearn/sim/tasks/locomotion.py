@@ -130,8 +130,6 @@ class LocomotionTask(Task):
         self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32)
         self._push_every = int(round(self.cfg.randomization.push_interval_s / self.dt))
         self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
-        self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)
-        self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
         self.pose_weights = torch.tensor(
             match_joints(self.cfg.pose_weights, list(self.robot.joint_names), f"task {self.name}: pose_weights"))
 
@@ -285,9 +283,6 @@ class LocomotionTask(Task):
 
     def _reward_dof_acc(self) -> torch.Tensor:
         return ((self.joint_vel - self.last_joint_vel) / self.dt).square().sum(dim=1)
-
-    def _reward_action_rate(self) -> torch.Tensor:
-        return (self.actions - self.last_actions).square().sum(dim=1)
 
     def _reward_dof_pos_limits(self) -> torch.Tensor:
         below = (self.soft_limits[:, 0] - self.joint_pos).clamp(min=0)

@@ -46,8 +46,6 @@ class ReachTask(Task):
     def setup(self) -> None:
         self._ee_cols = self.sensor("ee_pos")
         self.target = torch.zeros(self.num_envs, 3)
-        self._qpos_adr = torch.as_tensor(self.robot.qpos_adr)
-        self._qvel_adr = torch.as_tensor(self.robot.qvel_adr)
 
     def reset_idx(self, env_ids: torch.Tensor) -> None:
         k, g, c = len(env_ids), self.generator, self.cfg
@@ -92,9 +90,6 @@ class ReachTask(Task):
 
     def _reward_precision(self) -> torch.Tensor:
         return 1.0 - torch.tanh(self.distance / self.cfg.precision_scale)
-
-    def _reward_action_rate(self) -> torch.Tensor:
-        return (self.actions - self.last_actions).square().sum(dim=1)
 
     def _reward_joint_vel(self) -> torch.Tensor:
         return self.joint_vel.square().sum(dim=1)
