@@ -98,7 +98,7 @@ def play(
     seed: Annotated[int, typer.Option()] = 1000,
 ) -> None:
     """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
-    from robolearn.config import from_dict, merge
+    from robolearn.config import from_dict
     from robolearn.policies.evaluate import evaluate
     from robolearn.policies.runner import build_policy, load_checkpoint
     from robolearn.policies.train_cfg import TrainCfg
@@ -106,7 +106,7 @@ def play(
 
     ckpt = load_checkpoint(run, task=task)
     cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
-    overrides = merge(cfg.task_overrides, cfg.eval.task_overrides) if eval_settings else cfg.task_overrides
+    overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
     env = make_task(cfg.task, episodes, backend=cfg.backend, seed=seed, overrides=overrides)
     policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
     policy.load_state_dict(ckpt["model"])

@@ -198,10 +198,8 @@ class OnPolicyRunner:
 
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg
-        from robolearn.config import merge
-
         task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, seed=cfg.seed + 1000,
-                         overrides=merge(cfg.task_overrides, cfg.eval.task_overrides))
+                         overrides=cfg.eval_task_overrides())
         try:
             summary, _ = evaluate(self.policy, task)
         finally:

@@ -46,6 +46,10 @@ class TrainCfg:
     ppo: PPOCfg = field(default_factory=PPOCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
+    def eval_task_overrides(self) -> dict[str, Any]:
+        """Task overrides for evaluation: the training overrides with the eval section's on top."""
+        return merge(self.task_overrides, self.eval.task_overrides)
+
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:
             raise ConfigError("num_envs, steps_per_env and max_iterations must be positive")
