@@ -180,7 +180,8 @@ class OnPolicyRunner:
                     bar.update(job, description=f"train {cfg.task} (time budget reached)")
                     break
         wall_s = max(time.perf_counter() - start_time, 1e-9)
-        self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
+        if self.iteration % cfg.save_interval:  # else the loop has just written it
+            self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
         self.save(self.run_dir / "checkpoints" / "model.pt")
         writer.flush()
         summary: dict[str, Any] = {

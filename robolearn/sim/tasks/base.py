@@ -47,7 +47,6 @@ class Task(ABC):
     """Base of all tasks: the step loop, auto-reset, reward bookkeeping. Subclasses fill in the MDP."""
 
     cfg_cls: ClassVar[type[TaskCfg]] = TaskCfg
-    name: str = ""
 
     def __init__(self, cfg: TaskCfg, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0,
                  name: str = ""):
