@@ -1,4 +1,4 @@
-"""The `robolearn` command line: train, play, list, bench."""
+"""The `robolearn` command line: train, play, eval, list, bench."""
 
 from __future__ import annotations
 
@@ -56,8 +56,12 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="run folder or checkpoint to continue from")] = None,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    nproc: Annotated[int, typer.Option(help="processes (ranks) on this machine, started with torchrun; "
+                                            "--num-envs is per process")] = 1,
 ) -> None:
-    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json)."""
+    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json).
+
+    Multi-process: `--nproc N`, or `torchrun --nproc_per_node=N -m robolearn.cli train TASK ...`."""
     from robolearn.policies.runner import OnPolicyRunner
     from robolearn.policies.train_cfg import load_train_cfg
 
@@ -68,13 +72,60 @@ def train(
             overrides[key] = value
     cfg = load_train_cfg(task, config, overrides)
     run_name = name or f"{task}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if _launch_workers(nproc, run_name if name is None else None, task=task, resume=resume,
+                       dist_backend=cfg.dist_backend):
+        return  # the workers have trained; rank 0 printed the summary
     runner = OnPolicyRunner(cfg, runs_dir / run_name, console=console)
+    try:
+        if resume is not None:
+            runner.resume(resume)
+        if runner.is_main:
+            ranks = f" x {runner.world_size} ranks" if runner.world_size > 1 else ""
+            console.print(f"[bold]training[/] {task} on {cfg.backend} with {cfg.num_envs} envs{ranks} -> "
+                          f"{runs_dir / run_name}")
+        summary = runner.learn(progress=progress)
+    finally:
+        runner.close()
+    if runner.is_main:
+        _print_summary(summary)
+        console.print(f"run folder: {runs_dir / run_name}")
+
+
+def _launch_workers(nproc: int, run_name: str | None, *, task: str, resume: Path | None, dist_backend: str) -> bool:
+    """`--nproc N` outside torchrun: run this same command line as N torchrun workers on this machine and wait.
+    Returns False when this process is to train itself (N == 1, or already a torchrun worker)."""
+    import os
+    import subprocess
+
+    if nproc < 1:
+        raise RobolearnError(f"--nproc must be >= 1, got {nproc}")
+    local_world = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE"))
+    if local_world is not None:  # a worker: torchrun (or another launcher) decided the process count
+        if nproc > 1 and local_world != str(nproc):
+            raise RobolearnError(f"--nproc {nproc} but the launcher started {local_world} processes per node")
+        return False
+    if nproc == 1:
+        return False
+    # Fail once, here, rather than in N workers.
+    import torch
+
+    from robolearn.policies.distributed import resolve_backend
+    from robolearn.policies.runner import TRAIN_DEVICE, load_checkpoint
+
+    resolve_backend(dist_backend, torch.device(TRAIN_DEVICE))
     if resume is not None:
-        runner.resume(resume)
-    console.print(f"[bold]training[/] {task} on {cfg.backend} with {cfg.num_envs} envs -> {runs_dir / run_name}")
-    summary = runner.learn(progress=progress)
-    _print_summary(summary)
-    console.print(f"run folder: {runs_dir / run_name}")
+        load_checkpoint(resume, task=task)
+    # Same arguments (plus the run name, so that all ranks agree on it); workers see WORLD_SIZE and train.
+    args = [*sys.argv[1:], *(["--name", run_name] if run_name else [])]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "--", "robolearn.cli", *args]  # `--`: torchrun must not read our options (--nproc) as its own
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    console.print(f"[bold]launching[/] {nproc} processes: {' '.join(cmd[1:])}", highlight=False, soft_wrap=True)
+    code = subprocess.run(cmd, env=env).returncode
+    if code:
+        raise typer.Exit(code)
+    return True
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -98,27 +149,45 @@ def play(
     seed: Annotated[int, typer.Option()] = 1000,
 ) -> None:
     """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
-    from robolearn.config import from_dict
     from robolearn.policies.evaluate import evaluate
-    from robolearn.policies.runner import build_policy, load_checkpoint
-    from robolearn.policies.train_cfg import TrainCfg
     from robolearn.sim.tasks import make_task
 
-    ckpt = load_checkpoint(run, task=task)
-    cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
+    cfg, policy = _load_policy(run, task)
     overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
     env = make_task(cfg.task, episodes, backend=cfg.backend, seed=seed, overrides=overrides)
-    policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
-    policy.load_state_dict(ckpt["model"])
     recorder = None
     if video:
         from robolearn.sim.render import VideoRecorder
 
-        run_dir = run if run.is_dir() else run.parent.parent
-        recorder = VideoRecorder(env, output or run_dir / "videos" / "play.mp4")
+        recorder = VideoRecorder(env, output or _run_dir(run) / "videos" / "play.mp4")
     summary, results = evaluate(policy, env, on_step=recorder)
     env.close()
-    table = Table(title=f"{cfg.task}: {len(results)} episodes")
+    _print_episodes(f"{cfg.task}: {len(results)} episodes", summary, results)
+    if recorder is not None:
+        console.print(f"video: {recorder.close()}")
+
+
+def _load_policy(run: Path, task: str | None = None) -> tuple[Any, Any]:
+    """(TrainCfg, policy with the checkpoint's weights) of a run folder or checkpoint file."""
+    from robolearn.config import from_dict
+    from robolearn.policies.runner import build_policy, load_checkpoint
+    from robolearn.policies.train_cfg import TrainCfg
+
+    ckpt = load_checkpoint(run, task=task)
+    cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
+    policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
+    policy.load_state_dict(ckpt["model"])
+    return cfg, policy
+
+
+def _run_dir(run: Path) -> Path:
+    """The run folder of `run` (a run folder, or runs/<name>/checkpoints/<file>)."""
+    return run if run.is_dir() else run.parent.parent
+
+
+def _print_episodes(title: str, summary: dict[str, float], results: list[Any]) -> None:
+    """Per-episode metrics table and the summary line (play, eval)."""
+    table = Table(title=title)
     metric_keys = list(results[0].metrics) if results else []
     for col in ["env", "length s", "survived", "return", *metric_keys]:
         table.add_column(col)
@@ -127,8 +196,71 @@ def play(
                       *(f"{r.metrics[k]:.3f}" for k in metric_keys))
     console.print(table)
     console.print(" ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="run folder (runs/<name>) or checkpoint file")],
+    backend: Annotated[str, typer.Option(help="physics backend (see `robolearn list`); pybullet: sim2sim")] = "mujoco",
+    episodes: Annotated[Optional[int], typer.Option(help="episodes (default: the config's eval.num_envs)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="render the first episode to this mp4")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="task seed (default: the run's seed + 1000, as its "
+                                                     "final evaluation)")] = None,
+    task: Annotated[Optional[str], typer.Option(help="check that the run was trained on this task")] = None,
+) -> None:
+    """Evaluate a trained policy with the run's evaluation settings on a backend (deterministic actions, one
+    episode per env); prints per-episode metrics and writes RUN/eval_<backend>.json."""
+    import dataclasses
+    import json
+    import time
+
+    from robolearn.policies.evaluate import evaluate
+    from robolearn.sim.tasks import make_task
+
+    cfg, policy = _load_policy(run, task)
+    episodes = episodes if episodes is not None else cfg.eval.num_envs
+    num_envs = min(num_envs if num_envs is not None else episodes, episodes)
+    if episodes < 1 or num_envs < 1:
+        raise RobolearnError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}")
+    seed = cfg.seed + 1000 if seed is None else seed
+    overrides = cfg.eval_task_overrides()
+    start = time.perf_counter()
+    summaries, results, recorder = [], [], None
+    for batch, first in enumerate(range(0, episodes, num_envs)):
+        env = make_task(cfg.task, min(num_envs, episodes - first), backend=backend, seed=seed + batch,
+                        overrides=overrides)
+        if batch == 0:
+            console.print(f"[bold]eval[/] {cfg.task} on {backend}: {episodes} episodes, {num_envs} envs at a time, "
+                          f"seed {seed}")
+        try:
+            if video is not None and batch == 0:
+                from robolearn.sim.render import VideoRecorder
+
+                recorder = VideoRecorder(env, video)
+            summary, batch_results = evaluate(policy, env, on_step=recorder if batch == 0 else None)
+        finally:
+            env.close()
+        for r in batch_results:
+            r.env_id += first  # episode number across batches
+        summaries.append((summary, len(batch_results)))
+        results += batch_results
+    # Batches weigh by their episodes (one batch: evaluate's own summary, per-step metrics over env-steps).
+    summary = {k: sum(s[k] * n for s, n in summaries) / len(results) for k in summaries[0][0]}
+    summary["episodes"] = float(len(results))
+    wall = time.perf_counter() - start
+    _print_episodes(f"{cfg.task} on {backend}: {len(results)} episodes", summary, results)
+    out = _run_dir(run) / f"eval_{backend}.json"
+    report = {"run": str(run), "task": cfg.task, "backend": backend, "episodes": len(results), "num_envs": num_envs,
+              "seed": seed, "task_overrides": overrides, "wall_time_s": round(wall, 2), "summary": summary,
+              "per_episode": [dataclasses.asdict(r) for r in results]}
+    try:
+        out.write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
     if recorder is not None:
         console.print(f"video: {recorder.close()}")
+    console.print(f"{len(results)} episodes in {wall:.0f} s -> {out}")
 
 
 @app.command("list")
@@ -147,6 +279,15 @@ def list_() -> None:
     console.print("[bold]backends[/]")
     for name, (_, description) in BACKENDS.items():
         console.print(f"  {name:<16} {description}", highlight=False, soft_wrap=True)
+    from robolearn.hardware.bundle import shipped_bundles
+    from robolearn.hardware.profile import load_profile, profile_names
+
+    console.print("[bold]hardware profiles[/]")
+    for name in profile_names():
+        console.print(f"  {name:<16} {load_profile(name).description}", highlight=False, soft_wrap=True)
+    console.print("[bold]shipped policy bundles[/]")
+    for name in shipped_bundles():
+        console.print(f"  {name:<16} policies/bundles/{name}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -168,6 +309,143 @@ def bench(
                       f"{r.raw_env_steps_per_s:,.0f}", f"{r.ratio:.0%}")
     console.print(table)
     console.print(f"decimation {r.decimation}: raw env steps/s = raw physics steps/s / {r.decimation}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder (runs/<name>) or checkpoint file")],
+    output: Annotated[Optional[Path], typer.Option(help="bundle folder (default RUN/export)")] = None,
+) -> None:
+    """Export a trained policy to a bundle: policy.onnx + deploy.yaml, checked against torch (1e-5)."""
+    from robolearn.export import EXPORT_TOLERANCE, export_run
+
+    report = export_run(run, output)
+    console.print(f"[bold]bundle[/] {report.folder}: policy.onnx ({report.onnx_bytes / 1024:.0f} KiB), deploy.yaml, "
+                  f"parity.npz")
+    console.print(f"onnxruntime vs torch on {report.parity_samples} recorded observations: max abs error "
+                  f"{report.parity_max_error:.2e} (tolerance {EXPORT_TOLERANCE:.0e})")
+
+
+@app.command()
+def deploy(
+    robot: Annotated[str, typer.Option(help="hardware profile name (hardware/<robot>.yaml) or YAML path")],
+    policy: Annotated[Path, typer.Option(help="policy bundle folder (robolearn export) or shipped bundle name")],
+    transport: Annotated[str, typer.Option(help="sim | dds | ros2")] = "sim",
+    duration: Annotated[float, typer.Option(help="seconds to run (0: until Ctrl-C)")] = 0.0,
+    auto: Annotated[bool, typer.Option(help="stand, run and stop on a timer instead of keys")] = False,
+    cmd: Annotated[Optional[str], typer.Option(help="command while running: 'vx,vy,wz' (or a target x,y,z)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a profile field: key.sub=value")] = [],  # noqa: B006
+    report: Annotated[Optional[Path], typer.Option(help="write the session report (timing, trips) as JSON")] = None,
+) -> None:
+    """Run a policy bundle on a robot through the deploy runtime (Passive -> Stand -> Run -> Damp).
+
+    On a terminal, single keys drive it (listed at start); `--auto` stands, runs and stops on a timer.
+    Ctrl-C damps and exits."""
+    import json
+    import logging
+    import threading
+
+    from rich.live import Live
+
+    from robolearn.config import from_dict, merge, to_dict
+    from robolearn.hardware.bundle import load_bundle
+    from robolearn.hardware.profile import HardwareProfile, load_profile
+    from robolearn.hardware.runtime import DeployRuntime
+    from robolearn.hardware.session import make_robot, run_session
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("robolearn").setLevel(logging.INFO)
+    prof = load_profile(robot)
+    if set_:
+        prof = from_dict(HardwareProfile, merge(to_dict(prof), _parse_sets(set_)), where=f"{prof.source} (--set)")
+    bundle = load_bundle(policy)
+    command = None
+    if cmd is not None:
+        try:
+            command = [float(x) for x in cmd.split(",")]
+        except ValueError:
+            raise RobolearnError(f"--cmd expects three numbers 'vx,vy,wz', got {cmd!r}") from None
+    rt = DeployRuntime(bundle, prof, make_robot(prof, transport))
+    if command is not None and not auto:
+        rt.set_command(command)
+    twist = None
+    if transport == "dds":  # /cmd_vel over DDS (e.g. from a ROS 2 teleop node on the same network)
+        from robolearn.ros.dds import DdsTwistSource
+
+        twist = DdsTwistSource(prof.dds.cmd_vel_topic, domain_id=prof.dds.domain_id,
+                               network_interface=prof.dds.network_interface or None)
+    stop = threading.Event()
+    keys = None if auto or not sys.stdin.isatty() else _KeyControl(rt, stop)
+    console.print(f"[bold]deploy[/] {bundle.folder} on {prof.name} via {transport}: control {prof.control_hz:g} Hz, "
+                  f"policy {bundle.manifest.policy_hz:g} Hz" + ("" if keys is None else f"  keys: {_KeyControl.HELP}"))
+    try:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            result = run_session(rt, duration=duration or float("inf"), auto=auto, command=command,
+                                 on_status=lambda line: live.update(line), stop=stop,
+                                 command_source=twist.read if twist is not None else None)
+    except KeyboardInterrupt:
+        rt.stop()
+        rt.spin(0.5)
+        result = {"final_mode": rt.mode.value, "trips": [t.reason for t in rt.trips], "interrupted": True}
+    finally:
+        if keys is not None:
+            keys.close()
+        rt.close()
+        rt.robot.close()
+        if twist is not None:
+            twist.close()
+    console.print_json(data=result)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2))
+
+
+class _KeyControl:
+    """Single-key control of the runtime in a terminal (cbreak mode, no X)."""
+
+    HELP = "s stand | r run | space damp | e e-stop | x reset | i/k vx +-0.1 | j/l wz +-0.2 | u/o vy +-0.1 | q quit"
+
+    def __init__(self, rt: Any, stop: Any) -> None:
+        import termios
+        import threading
+        import tty
+
+        self.rt, self.stop = rt, stop
+        self.fd = sys.stdin.fileno()
+        self.saved = termios.tcgetattr(self.fd)
+        tty.setcbreak(self.fd)
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        import numpy as np
+
+        steps = {"i": (0, 0.1), "k": (0, -0.1), "u": (1, 0.1), "o": (1, -0.1), "j": (2, 0.2), "l": (2, -0.2)}
+        while not self.stop.is_set():
+            key = sys.stdin.read(1)
+            rt = self.rt
+            if key == "s":
+                rt.stand()
+            elif key == "r":
+                rt.run()
+            elif key == " ":
+                rt.stop()
+            elif key == "e":
+                rt.estop()
+            elif key == "x":
+                rt.reset()
+            elif key in steps:
+                axis, delta = steps[key]
+                command = np.array(rt.command)
+                command[axis] += delta
+                rt.set_command(command)
+            elif key == "q":
+                rt.stop()
+                self.stop.set()
+
+    def close(self) -> None:
+        import termios
+
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RobolearnError", "ConfigError", "RobotImportError", "CheckpointError"]
+__all__ = ["RobolearnError", "ConfigError", "RobotImportError", "CheckpointError", "BundleError"]
 
 
 class RobolearnError(Exception):
@@ -19,3 +19,7 @@ class RobotImportError(RobolearnError):
 
 class CheckpointError(RobolearnError):
     """A checkpoint is missing, unreadable, or belongs to another task or network layout."""
+
+
+class BundleError(RobolearnError):
+    """A policy bundle (policy.onnx + deploy.yaml) is missing, malformed, tampered with, or does not fit the robot."""

@@ -22,16 +22,26 @@ def run(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess
 def test_help_lists_the_commands():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("train", "play", "list", "bench"):
+    for command in ("train", "play", "list", "bench", "export", "deploy"):
         assert command in out.stdout
 
 
 def test_list_shows_tasks_robots_backends_one_line_each():
     out = run("list")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    for name in ("go2-flat", "panda-reach", "go2", "panda", "mujoco"):
-        assert sum(1 for line in lines if line.strip().startswith(name + " ")) == 1, name
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in out.stdout.splitlines():
+        if line.startswith("  "):
+            sections[current].append(line.split()[0])
+        else:
+            current = line.strip()
+            sections[current] = []
+    assert sections["tasks"] == ["go2-flat", "panda-reach"]
+    assert sections["robots"] == ["go2", "panda", "so100"]
+    assert "mujoco" in sections["backends"]
+    assert sections["hardware profiles"] == ["go2", "panda", "so100"]
+    assert sections["shipped policy bundles"] == ["go2-flat"]
 
 
 @pytest.mark.parametrize(
@@ -64,7 +74,7 @@ def test_malformed_config_file_names_file_and_line(tmp_path):
 
 def test_unknown_robot_in_a_task_override():
     out = run("train", "panda-reach", "--set", "task_overrides.robot=ur5")
-    assert out.returncode == 2 and "error: unknown robot 'ur5'; valid robots: go2, panda" in out.stderr
+    assert out.returncode == 2 and "error: unknown robot 'ur5'; valid robots: go2, panda, so100" in out.stderr
 
 
 def test_train_then_play_writes_run_folder_and_video(tmp_path):

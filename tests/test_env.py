@@ -71,6 +71,18 @@ def test_fallen_robot_is_terminated_and_auto_reset(go2_task):
     assert obs["policy"][0, 5] < -0.9  # projected gravity z in the returned observation is the new episode's
 
 
+def test_body_on_the_ground_upright_is_terminated_by_base_contact(go2_task):
+    """Base contact, not tilt: the robot is upright with its belly on the floor."""
+    sid = go2_task.model.site("base_touch").id
+    assert go2_task.model.site_size[sid].min() > 0.1  # wraps the fitted body box, not a point at the origin
+    qpos, qvel = go2_task.sim.qpos.clone(), go2_task.sim.qvel.clone() * 0
+    qpos[:, 3:7] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    qpos[:, 2] = 0.06
+    go2_task.sim.set_state(torch.arange(8), qpos, qvel)
+    touch = go2_task.sim.step(go2_task.action_to_ctrl(torch.zeros(8, 12)))[:, :, go2_task._base_touch_col]
+    assert (touch.amax(dim=1) > 1.0).all()
+
+
 def test_time_out_is_truncation_not_termination():
     task = make_task("panda-reach", 4, seed=0, overrides={"episode_length_s": 0.2})
     assert task.max_episode_steps == 10

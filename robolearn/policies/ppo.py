@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robolearn.policies.distributed import Distributed
 from robolearn.policies.networks import ActorCritic
 from robolearn.policies.storage import RolloutStorage
 
@@ -32,19 +33,34 @@ class PPOCfg:
 
 
 class PPO:
-    def __init__(self, policy: ActorCritic, cfg: PPOCfg, generator: torch.Generator) -> None:
+    """PPO on one process, or on one rank of `dist` (gradients and KL averaged over ranks, see distributed.py)."""
+
+    def __init__(self, policy: ActorCritic, cfg: PPOCfg, generator: torch.Generator,
+                 dist: Distributed | None = None) -> None:
         self.policy = policy
         self.cfg = cfg
         self.lr = cfg.learning_rate
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.lr)
+        self.params = list(policy.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=self.lr)
         self.generator = generator
+        self.dist = dist
 
-    def update(self, storage: RolloutStorage) -> dict[str, float]:
+    def _adapt_learning_rate(self, kl: torch.Tensor) -> None:
+        cfg = self.cfg
+        if kl > 2.0 * cfg.desired_kl:
+            self.lr = max(cfg.min_lr, self.lr / 1.5)
+        elif 0.0 < kl < 0.5 * cfg.desired_kl:
+            self.lr = min(cfg.max_lr, self.lr * 1.5)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def update(self, storage: RolloutStorage, *, shards: int = 1) -> dict[str, float]:
+        """`cfg.epochs` x `cfg.minibatches` steps over `storage`; `shards` as in `RolloutStorage.minibatches`."""
         cfg = self.cfg
         stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "ppo/approx_kl": 0.0,
                  "ppo/clip_fraction": 0.0}
         n = 0
-        for batch in storage.minibatches(cfg.minibatches, cfg.epochs, self.generator):
+        for batch in storage.minibatches(cfg.minibatches, cfg.epochs, self.generator, shards=shards):
             dist = self.policy.distribution(batch.actor_obs)
             log_prob = dist.log_prob(batch.actions).sum(-1)
             entropy = dist.entropy().sum(-1).mean()
@@ -52,13 +68,6 @@ class PPO:
                 kl = (torch.log(dist.stddev / batch.old_std)
                       + (batch.old_std.square() + (batch.old_mean - dist.mean).square()) / (2 * dist.variance)
                       - 0.5).sum(-1).mean()
-            if cfg.schedule == "adaptive":
-                if kl > 2.0 * cfg.desired_kl:
-                    self.lr = max(cfg.min_lr, self.lr / 1.5)
-                elif 0.0 < kl < 0.5 * cfg.desired_kl:
-                    self.lr = min(cfg.max_lr, self.lr * 1.5)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr
             ratio = torch.exp(log_prob - batch.old_log_prob)
             surrogate = -torch.min(ratio * batch.advantages,
                                    ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch.advantages).mean()
@@ -68,7 +77,11 @@ class PPO:
             loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            if self.dist is not None:  # one flat all-reduce: mean gradients and mean KL over ranks
+                (kl,) = self.dist.average_gradients(self.params, kl)
+            if cfg.schedule == "adaptive":  # the lr is only read by the step below: same on every rank
+                self._adapt_learning_rate(kl)
+            nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.optimizer.step()
             stats["loss/surrogate"] += surrogate.item()
             stats["loss/value"] += value_loss.item()
@@ -79,6 +92,9 @@ class PPO:
         stats = {k: v / n for k, v in stats.items()}
         returns, values = storage.returns.flatten(), storage.values.flatten()
         stats["ppo/explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
+        if self.dist is not None:  # logged statistics: the mean over ranks
+            local = torch.tensor(list(stats.values()), dtype=torch.float64, device=self.dist.device)
+            stats = dict(zip(stats, self.dist.mean(local).tolist(), strict=True))
         stats["ppo/learning_rate"] = self.lr
         stats["policy/std"] = self.policy.log_std.exp().mean().item()
         return stats

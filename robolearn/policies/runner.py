@@ -5,6 +5,9 @@ runs/<name>/
   checkpoints/     model_<iteration>.pt and model.pt (latest)
   tb/              TensorBoard scalars
   summary.json     env steps, wall time, steps/s, final mean reward, evaluation metrics
+
+Under torchrun (WORLD_SIZE > 1) every rank runs this loop on its own env batch (see distributed.py); only
+rank 0 writes the run folder, TensorBoard, checkpoints, progress and the evaluation.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robolearn.config import to_dict
 from robolearn.errors import CheckpointError
+from robolearn.policies.distributed import Distributed, init_distributed
 from robolearn.policies.evaluate import evaluate
 from robolearn.policies.networks import ActorCritic
 from robolearn.policies.ppo import PPO
@@ -32,6 +36,7 @@ from robolearn.sim.tasks import Task, make_task
 __all__ = ["build_policy", "load_checkpoint", "OnPolicyRunner"]
 
 CHECKPOINT_VERSION = 1
+TRAIN_DEVICE = "cpu"  # policy, storage and PPO run on the CPU next to the mujoco backend
 
 
 def build_policy(cfg: TrainCfg, obs_dims: dict[str, int], num_actions: int) -> ActorCritic:
@@ -63,18 +68,39 @@ class OnPolicyRunner:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.console = console or Console()
-        torch.manual_seed(cfg.seed)
-        self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, seed=cfg.seed,
-                                    overrides=cfg.task_overrides)
+        # One rank of a torchrun launch, or None for a single process (then no collective is ever called).
+        self.dist: Distributed | None = init_distributed(cfg.dist_backend, TRAIN_DEVICE)
+        self.rank = self.dist.rank if self.dist is not None else 0
+        self.world_size = self.dist.world_size if self.dist is not None else 1
+        try:
+            torch.manual_seed(cfg.seed + self.rank)  # each rank explores with its own action noise...
+            self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, seed=cfg.seed + self.rank,
+                                        overrides=cfg.task_overrides)  # ...on its own envs
+        except BaseException:
+            self.close()
+            raise
         self.obs_dims = self.task.obs_dims
         self.policy = build_policy(cfg, self.obs_dims, self.task.num_actions)
+        if self.dist is not None:
+            self.dist.broadcast_module(self.policy)  # every rank starts from rank 0's parameters
+        # The same minibatch permutations on every rank (see RolloutStorage.minibatches).
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.ppo = PPO(self.policy, cfg.ppo, self.generator)
+        self.ppo = PPO(self.policy, cfg.ppo, self.generator, self.dist)
         self.storage = RolloutStorage(cfg.steps_per_env, cfg.num_envs, self.obs_dims["policy"],
                                       self.obs_dims["privileged"], self.task.num_actions)
         self.iteration = 0
         self.env_steps = 0
         self.train_time_s = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that writes files and prints."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Leave the process group (distributed runs); a no-op for a single process."""
+        if self.dist is not None:
+            self.dist.close()
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -89,7 +115,18 @@ class OnPolicyRunner:
         }, path)
 
     def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path, task=self.cfg.task)
+        if self.dist is None:
+            ckpt = load_checkpoint(path, task=self.cfg.task)
+        else:  # rank 0 reads the file (it may exist on its machine only) and sends the checkpoint to every rank
+            ckpt, error = None, None
+            if self.dist.is_main:
+                try:
+                    ckpt = load_checkpoint(path, task=self.cfg.task)
+                except CheckpointError as exc:
+                    error = str(exc)
+            ckpt, error = self.dist.broadcast_object((ckpt, error))
+            if error is not None:
+                raise CheckpointError(error)
         if ckpt["obs_dims"] != self.obs_dims or ckpt["num_actions"] != self.task.num_actions:
             raise CheckpointError(f"{path}: observation/action sizes {ckpt['obs_dims']}, {ckpt['num_actions']} "
                                   f"do not match task {self.cfg.task}: {self.obs_dims}, {self.task.num_actions}")
@@ -107,10 +144,12 @@ class OnPolicyRunner:
     def learn(self, *, progress: bool = True) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
-        cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        cfg, ranks, main = self.cfg, self.dist, self.is_main
+        writer = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            writer = SummaryWriter(str(self.run_dir / "tb"))
         obs = self.task.reset()
         episode_return = torch.zeros(cfg.num_envs)
         recent_returns: deque[float] = deque(maxlen=200)
@@ -118,13 +157,13 @@ class OnPolicyRunner:
         start_iteration, start_time = self.iteration, time.perf_counter()
         budget_left = cfg.max_time_s - self.train_time_s if cfg.max_time_s > 0 else float("inf")
         total = cfg.max_iterations
-        mean_return = 0.0
+        mean_return, n_returns = 0.0, 0
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[rate]:>8.0f} steps/s"), TextColumn("reward {task.fields[reward]:>7.2f}"),
                    TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
         # A live bar on a terminal; a plain line every `log_every` iterations in logs and CI.
-        live = progress and self.console.is_terminal
-        log_every = max(1, total // 50) if progress and not live else 0
+        live = progress and main and self.console.is_terminal
+        log_every = max(1, total // 50) if progress and main and not live else 0
         with Progress(*columns, console=self.console, disable=not live, transient=False) as bar:
             job = bar.add_task(f"train {cfg.task}", total=total, completed=self.iteration, rate=0.0, reward=0.0,
                                eta="-")
@@ -133,7 +172,11 @@ class OnPolicyRunner:
                 with torch.inference_mode():
                     for _ in range(cfg.steps_per_env):
                         actor_obs, critic_obs = obs["policy"], obs["privileged"]
-                        self.policy.update_normalizers(actor_obs, critic_obs)
+                        if ranks is None:
+                            self.policy.update_normalizers(actor_obs, critic_obs)
+                        else:  # merged over ranks: the normalizers stay identical everywhere
+                            ranks.update_normalizers(((self.policy.actor_norm, actor_obs),
+                                                     (self.policy.critic_norm, critic_obs)))
                         dist = self.policy.distribution(actor_obs)
                         actions = dist.sample()
                         values = self.policy.value(critic_obs).squeeze(-1)
@@ -151,19 +194,28 @@ class OnPolicyRunner:
                             recent_episode.setdefault(key, deque(maxlen=50)).append(value)
                     last_values = self.policy.value(obs["privileged"]).squeeze(-1)
                 collect_s = time.perf_counter() - t0
-                self.storage.compute_gae(last_values, cfg.ppo.gamma, cfg.ppo.lam)
+                self.storage.compute_gae(last_values, cfg.ppo.gamma, cfg.ppo.lam,
+                                         mean_std=None if ranks is None else ranks.mean_std)
                 stats = self.ppo.update(self.storage)
                 iter_s = time.perf_counter() - t0
                 self.iteration += 1
-                steps = cfg.num_envs * cfg.steps_per_env
+                steps = cfg.num_envs * cfg.steps_per_env * self.world_size  # all ranks' env steps
                 self.env_steps += steps
                 self.train_time_s += iter_s
-                mean_return = sum(recent_returns) / len(recent_returns) if recent_returns else 0.0
+                if ranks is None:
+                    n_returns = len(recent_returns)
+                    mean_return = sum(recent_returns) / n_returns if n_returns else 0.0
+                else:  # over all ranks' recent episodes
+                    sums = ranks.sum(torch.tensor([sum(recent_returns), len(recent_returns)], dtype=torch.float64,
+                                                  device=ranks.device))
+                    n_returns = int(sums[1].item())
+                    mean_return = sums[0].item() / n_returns if n_returns else 0.0
                 stats.update({"perf/steps_per_s": steps / iter_s, "perf/collect_s": collect_s,
                               "perf/update_s": iter_s - collect_s, "train/mean_return": mean_return})
                 stats.update({f"episode/{k}": sum(v) / len(v) for k, v in recent_episode.items()})
-                for key, value in stats.items():
-                    writer.add_scalar(key, value, self.env_steps)
+                if writer is not None:
+                    for key, value in stats.items():
+                        writer.add_scalar(key, value, self.env_steps)
                 elapsed = time.perf_counter() - start_time
                 per_iter = elapsed / (self.iteration - start_iteration)
                 eta_s = min((total - self.iteration) * per_iter, max(0.0, budget_left - elapsed))
@@ -174,24 +226,34 @@ class OnPolicyRunner:
                         f"{cfg.task} it {self.iteration}/{total} | {steps / iter_s:,.0f} steps/s | "
                         f"reward {mean_return:.2f} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | "
                         f"ETA {eta}", highlight=False, soft_wrap=True)
-                if self.iteration % cfg.save_interval == 0:
+                if main and self.iteration % cfg.save_interval == 0:
                     self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
-                if time.perf_counter() - start_time >= budget_left:
+                out_of_time = time.perf_counter() - start_time >= budget_left
+                if ranks is not None:  # all ranks stop at the same iteration
+                    out_of_time = ranks.any(out_of_time)
+                if out_of_time:
                     bar.update(job, description=f"train {cfg.task} (time budget reached)")
                     break
         wall_s = max(time.perf_counter() - start_time, 1e-9)
+        total_envs = cfg.num_envs * self.world_size
+        summary: dict[str, Any] = {
+            "task": cfg.task, "backend": cfg.backend, "num_envs": cfg.num_envs, "iterations": self.iteration,
+            "env_steps": self.env_steps, "wall_time_s": round(wall_s, 2), "train_time_s": round(self.train_time_s, 2),
+            "steps_per_s": round((self.iteration - start_iteration) * total_envs * cfg.steps_per_env / wall_s, 1),
+            "final_mean_reward": round(mean_return, 4) if n_returns else None,
+            "final_episode": {k: round(sum(v) / len(v), 4) for k, v in recent_episode.items()},
+        }
+        if ranks is not None:  # every rank must end with rank 0's parameters and normalizers
+            summary["distributed"] = {"world_size": self.world_size, "backend": ranks.backend,
+                                      "num_envs_per_rank": cfg.num_envs, "num_envs_total": total_envs,
+                                      "max_param_divergence": ranks.max_divergence(self.policy)}
+        self.task.close()
+        if not main:
+            return summary
         if self.iteration % cfg.save_interval:  # else the loop has just written it
             self.save(self.run_dir / "checkpoints" / f"model_{self.iteration}.pt")
         self.save(self.run_dir / "checkpoints" / "model.pt")
         writer.flush()
-        summary: dict[str, Any] = {
-            "task": cfg.task, "backend": cfg.backend, "num_envs": cfg.num_envs, "iterations": self.iteration,
-            "env_steps": self.env_steps, "wall_time_s": round(wall_s, 2), "train_time_s": round(self.train_time_s, 2),
-            "steps_per_s": round((self.iteration - start_iteration) * cfg.num_envs * cfg.steps_per_env / wall_s, 1),
-            "final_mean_reward": round(mean_return, 4) if recent_returns else None,
-            "final_episode": {k: round(sum(v) / len(v), 4) for k, v in recent_episode.items()},
-        }
-        self.task.close()
         summary["eval"] = self.evaluate()
         writer.close()
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -54,8 +54,10 @@ class RolloutStorage:
         self.dones[t] = dones
         self.step += 1
 
-    def compute_gae(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
-        """Generalized advantage estimation (Schulman et al. 2016); advantages normalized over the batch."""
+    def compute_gae(self, last_values: torch.Tensor, gamma: float, lam: float, *,
+                    mean_std: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Generalized advantage estimation (Schulman et al. 2016); advantages normalized over the batch, or with
+        `mean_std(advantages)` (e.g. the mean and std over all ranks' batches in distributed training)."""
         advantage = torch.zeros_like(last_values)
         for t in reversed(range(self.steps)):
             next_values = last_values if t == self.steps - 1 else self.values[t + 1]
@@ -64,10 +66,22 @@ class RolloutStorage:
             advantage = delta + gamma * lam * not_done * advantage
             self.advantages[t] = advantage
         self.returns = self.advantages + self.values
-        self.advantages = (self.advantages - self.advantages.mean()) / (self.advantages.std() + 1e-8)
+        mean, std = (self.advantages.mean(), self.advantages.std()) if mean_std is None else mean_std(self.advantages)
+        self.advantages = (self.advantages - mean) / (std + 1e-8)
         self.step = 0
 
-    def minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator) -> Iterator[Batch]:
+    def minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator, *,
+                    shards: int = 1) -> Iterator[Batch]:
+        """`epochs` passes of `num_minibatches` random minibatches over all T * N samples.
+
+        shards > 1 splits the envs into `shards` equal contiguous groups and draws ONE permutation over the
+        (step, env-in-group) positions of a group; minibatch i holds those positions from every group. This is
+        exactly the global minibatch of `shards` distributed ranks that each hold one group and share the
+        generator seed (each rank calls this with shards=1), so one process can reproduce a distributed update.
+        """
+        if shards > 1:
+            yield from self._sharded_minibatches(num_minibatches, epochs, generator, shards)
+            return
         total = self.steps * self.num_envs
         size = total // num_minibatches
         flat = Batch(
@@ -80,3 +94,27 @@ class RolloutStorage:
             for i in range(num_minibatches):
                 idx = perm[i * size : (i + 1) * size]
                 yield Batch(*(x[idx] for x in flat))
+
+    def _sharded_minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator,
+                             shards: int) -> Iterator[Batch]:
+        if self.num_envs % shards:
+            raise ValueError(f"num_envs ({self.num_envs}) must be divisible by shards ({shards})")
+        n = self.num_envs // shards
+        local = self.steps * n
+        size = local // num_minibatches
+        groups = [self._flat(slice(s * n, (s + 1) * n)) for s in range(shards)]
+        for _ in range(epochs):
+            perm = torch.randperm(local, generator=generator)
+            for i in range(num_minibatches):
+                idx = perm[i * size : (i + 1) * size]
+                yield Batch(*(torch.cat([g[k][idx] for g in groups]) for k in range(len(Batch._fields))))
+
+    def _flat(self, envs: slice) -> Batch:
+        """The samples of envs `envs`, flattened step-major to `[T * n, ...]` (the layout a rank holding only
+        those envs has)."""
+        return Batch(
+            self.actor_obs[:, envs].flatten(0, 1), self.critic_obs[:, envs].flatten(0, 1),
+            self.actions[:, envs].flatten(0, 1), self.log_prob[:, envs].flatten(), self.mean[:, envs].flatten(0, 1),
+            self.std[:, envs].flatten(0, 1), self.values[:, envs].flatten(), self.returns[:, envs].flatten(),
+            self.advantages[:, envs].flatten(),
+        )

@@ -35,12 +35,13 @@ class EvalCfg:
 class TrainCfg:
     task: str
     backend: str = "mujoco"
-    num_envs: int = 1024
+    num_envs: int = 1024  # per process: with torchrun / --nproc N, each of the N ranks simulates num_envs envs
     steps_per_env: int = 24  # rollout length per iteration
     max_iterations: int = 1000
     max_time_s: float = 0.0  # wall-clock budget for training (0: none); training stops at whichever comes first
     save_interval: int = 100
-    seed: int = 0
+    seed: int = 0  # rank r seeds its envs and action noise with seed + r
+    dist_backend: str = "auto"  # multi-process training: auto (nccl on CUDA, gloo on CPU) | gloo | nccl
     task_overrides: dict[str, Any] = field(default_factory=dict)
     network: NetworkCfg = field(default_factory=NetworkCfg)
     ppo: PPOCfg = field(default_factory=PPOCfg)
@@ -53,6 +54,8 @@ class TrainCfg:
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:
             raise ConfigError("num_envs, steps_per_env and max_iterations must be positive")
+        if self.dist_backend not in ("auto", "gloo", "nccl"):
+            raise ConfigError(f"dist_backend must be auto, gloo or nccl, got {self.dist_backend!r}")
         if (self.num_envs * self.steps_per_env) % self.ppo.minibatches:
             raise ConfigError(
                 f"num_envs * steps_per_env ({self.num_envs * self.steps_per_env}) must be divisible by "

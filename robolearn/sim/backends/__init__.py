@@ -7,11 +7,13 @@ import mujoco
 from robolearn.errors import ConfigError
 from robolearn.sim.backends.base import Backend
 from robolearn.sim.backends.mujoco_cpu import MujocoBackend
+from robolearn.sim.backends.pybullet_backend import PyBulletBackend
 
 __all__ = ["Backend", "BACKENDS", "make_backend"]
 
 BACKENDS: dict[str, tuple[type[Backend], str]] = {
     "mujoco": (MujocoBackend, "MuJoCo on the CPU, envs stepped in C++ threads by mujoco.rollout (default)"),
+    "pybullet": (PyBulletBackend, "PyBullet (Bullet) on the CPU, one client per env: a second engine for sim2sim"),
 }
 
 

@@ -13,7 +13,7 @@ import mujoco
 
 from robolearn.errors import RobotImportError
 
-__all__ = ["CollisionRule", "UrdfImportOptions", "resolve_urdf_path", "load_urdf_spec"]
+__all__ = ["CollisionRule", "UrdfImportOptions", "resolve_urdf_path", "load_urdf_spec", "urdf_velocity_limits"]
 
 _PRIMITIVES = {
     "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
@@ -89,6 +89,20 @@ def _resolve_mesh(filename: str, urdf: Path, package_dirs: dict[str, Path]) -> P
     if not candidate.is_absolute():
         candidate = urdf.parent / candidate
     return candidate if candidate.is_file() else None
+
+
+def urdf_velocity_limits(urdf: Path) -> dict[str, float]:
+    """Joint name -> `<limit velocity>` (rad/s or m/s) for the joints that declare one (MuJoCo drops them)."""
+    try:
+        root = ET.parse(urdf).getroot()
+    except ET.ParseError as exc:
+        raise RobotImportError(f"{urdf}: not valid XML ({exc})") from None
+    out = {}
+    for joint in root.findall("joint"):
+        limit = joint.find("limit")
+        if limit is not None and limit.get("velocity") is not None:
+            out[joint.get("name")] = float(limit.get("velocity"))
+    return out
 
 
 def _rewrite_urdf(urdf: Path, opts: UrdfImportOptions) -> str:

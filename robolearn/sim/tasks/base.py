@@ -115,11 +115,39 @@ class Task(ABC):
         """{'policy': [N, P], 'privileged': [N, C]}"""
 
     @abstractmethod
+    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
+        """The noise-free `policy` group as named terms `(name, value [N, d], scale)`, in order.
+
+        The names are the contract with the deploy runtime, which rebuilds the same vector from what a
+        robot measures (see robolearn.hardware.observations): base_ang_vel (IMU gyro, body frame),
+        projected_gravity (unit gravity in the body frame), velocity_command (vx, vy, wz), joint_pos (q minus
+        the default pose), joint_vel, last_action, ee_pos (end effector in the base frame), target_pos,
+        target_error (target_pos - ee_pos)."""
+
+    def clean_policy_obs(self) -> torch.Tensor:
+        """`policy` observations without noise: the terms scaled and concatenated."""
+        return torch.cat([value * torch.as_tensor(scale, dtype=value.dtype) for _, value, scale in self.policy_terms()],
+                         dim=1)
+
+    def policy_obs_layout(self) -> list[dict[str, Any]]:
+        """[{name, dim, scale: [dim floats]}] of the `policy` group: what an exported bundle declares."""
+        layout = []
+        for name, value, scale in self.policy_terms():
+            dim = value.shape[1]
+            scale_list = [float(x) for x in torch.as_tensor(scale, dtype=torch.float64).expand(dim)]
+            layout.append({"name": name, "dim": dim, "scale": scale_list})
+        return layout
+
+    @abstractmethod
     def terminated(self) -> torch.Tensor:
         """[N] bool: failure (not time-outs)."""
 
     def after_step(self) -> None:  # noqa: B027 - optional hook
         """Commands, pushes and curricula, once per policy step before resets."""
+
+    def command_ranges(self) -> dict[str, tuple[float, float]]:
+        """Ranges of the commands the policy was trained on (written into exported bundles)."""
+        return {}
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """Per-env task metrics for the current step (e.g. tracking error); averaged by evaluation."""

@@ -79,10 +79,19 @@ class LocomotionTask(Task):
         if not self.robot_cfg.floating_base or not self.robot_cfg.feet:
             raise ConfigError(f"task locomotion needs a floating-base robot with feet; {self.robot_cfg.name} has none")
         base = spec.body(self.robot_cfg.base_link) if self.robot_cfg.base_link else spec.worldbody.first_body()
-        box = next(g for g in base.geoms if g.type == mujoco.mjtGeom.mjGEOM_BOX)
+        # The body box is fitted to its mesh at compile time: read its size, position and orientation from a
+        # compiled copy, then wrap it in a touch zone 2 cm larger.
+        fitted = spec.copy().compile()
+        body_id = fitted.body(base.name).id
+        boxes = [g for g in range(fitted.ngeom) if fitted.geom_bodyid[g] == body_id
+                 and fitted.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX]
+        if not boxes:
+            raise ConfigError(f"robot {self.robot_cfg.name}: base link {base.name!r} has no box collision geom "
+                              f"for the base-contact termination (collision rule shape: box)")
+        g = boxes[0]
         touch = base.add_site(
-            name="base_touch", type=mujoco.mjtGeom.mjGEOM_BOX, pos=box.pos, quat=box.quat,
-            size=np.asarray(box.size) + 0.02, group=4,
+            name="base_touch", type=mujoco.mjtGeom.mjGEOM_BOX, pos=fitted.geom_pos[g], quat=fitted.geom_quat[g],
+            size=fitted.geom_size[g] + 0.02, group=4,
         )
         spec.add_sensor(name="base_touch", type=mujoco.mjtSensor.mjSENS_TOUCH, objtype=mujoco.mjtObj.mjOBJ_SITE,
                         objname=touch.name)
@@ -209,18 +218,21 @@ class LocomotionTask(Task):
                 self.sim.set_state(push, self.sim.qpos[push].clone(), qvel)
 
     # -- MDP -------------------------------------------------------------------------------------------
+    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
+        cfg = self.cfg
+        return [
+            ("base_ang_vel", self.base_ang_vel, cfg.obs_scale_ang_vel),
+            ("projected_gravity", self.projected_gravity, 1.0),
+            ("velocity_command", self.commands, [cfg.obs_scale_lin_vel, cfg.obs_scale_lin_vel, cfg.obs_scale_ang_vel]),
+            ("joint_pos", self.joint_pos - self.default_joint_pos, 1.0),
+            ("joint_vel", self.joint_vel, cfg.obs_scale_joint_vel),
+            ("last_action", self.actions, 1.0),
+        ]
+
     def observations(self) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        cmd_scale = torch.tensor([cfg.obs_scale_lin_vel, cfg.obs_scale_lin_vel, cfg.obs_scale_ang_vel])
-        clean = [
-            self.base_ang_vel * cfg.obs_scale_ang_vel,
-            self.projected_gravity,
-            self.commands * cmd_scale,
-            self.joint_pos - self.default_joint_pos,
-            self.joint_vel * cfg.obs_scale_joint_vel,
-            self.actions,
-        ]
-        policy = torch.cat(clean, dim=1)
+        clean = self.clean_policy_obs()
+        policy = clean
         if cfg.noise.scale > 0:
             nu, nz = self.num_actions, cfg.noise
             noise_vec = torch.cat([
@@ -230,7 +242,7 @@ class LocomotionTask(Task):
             ]) * nz.scale
             policy = policy + (2 * torch.rand(policy.shape, generator=self.generator) - 1) * noise_vec
         privileged = torch.cat([
-            *clean,
+            clean,
             self.base_lin_vel * cfg.obs_scale_lin_vel,
             self.base_height.unsqueeze(1),
             self.friction.unsqueeze(1),
@@ -243,6 +255,10 @@ class LocomotionTask(Task):
     def terminated(self) -> torch.Tensor:
         tilted = self.projected_gravity[:, 2] > -self.cfg.max_tilt_cos
         return self.base_contact | tilted
+
+    def command_ranges(self) -> dict[str, tuple[float, float]]:
+        c = self.cfg.commands
+        return {"lin_vel_x": c.lin_vel_x, "lin_vel_y": c.lin_vel_y, "ang_vel_yaw": c.ang_vel_yaw}
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """Tracking errors against the current command; NaN (left out) during the first `metric_settle_s`

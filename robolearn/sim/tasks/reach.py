@@ -64,19 +64,26 @@ class ReachTask(Task):
         self.ee_pos = self.sensors[:, -1, self._ee_cols].float()
         self.distance = (self.target - self.ee_pos).norm(dim=1)
 
+    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
+        return [
+            ("joint_pos", self.joint_pos - self.default_joint_pos, 1.0),
+            ("joint_vel", self.joint_vel, self.cfg.obs_scale_joint_vel),
+            ("ee_pos", self.ee_pos, 1.0),
+            ("target_pos", self.target, 1.0),
+            ("target_error", self.target - self.ee_pos, 1.0),
+            ("last_action", self.actions, 1.0),
+        ]
+
     def observations(self) -> dict[str, torch.Tensor]:
-        obs = torch.cat([
-            self.joint_pos - self.default_joint_pos,
-            self.joint_vel * self.cfg.obs_scale_joint_vel,
-            self.ee_pos,
-            self.target,
-            self.target - self.ee_pos,
-            self.actions,
-        ], dim=1)
+        obs = self.clean_policy_obs()
         return {"policy": obs, "privileged": obs}
 
     def terminated(self) -> torch.Tensor:
         return torch.zeros(self.num_envs, dtype=torch.bool)
+
+    def command_ranges(self) -> dict[str, tuple[float, float]]:
+        lo, hi = self.cfg.target_low, self.cfg.target_high
+        return {f"target_{axis}": (lo[i], hi[i]) for i, axis in enumerate("xyz")}
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"ee_distance": self.distance}

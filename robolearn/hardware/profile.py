@@ -1,0 +1,111 @@
+"""Hardware profiles (`hardware/<robot>.yaml`): one real robot's joints, rates, gains, limits and transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from robolearn.config import declarations_root, from_dict, load_yaml
+from robolearn.errors import ConfigError
+
+__all__ = ["StandCfg", "SafetyCfg", "SimTransportCfg", "Ros2Cfg", "DdsCfg", "ImpedanceCfg", "HardwareProfile",
+           "profile_names", "load_profile"]
+
+
+@dataclass(kw_only=True)
+class StandCfg:
+    duration_s: float = 2.0  # ramp from the measured pose to the default pose
+    kp: float | None = None  # default: the bundle's gains
+    kd: float | None = None
+
+
+@dataclass(kw_only=True)
+class SafetyCfg:
+    state_timeout_ms: float = 20.0  # no new robot state for this long -> Damp
+    policy_timeout_ms: float = 60.0  # no new policy action for this long while running -> Damp
+    max_tilt_deg: float = 60.0  # legged robots: body tilt beyond this -> Damp
+    joint_limit_margin: float = 0.1  # rad: a measured joint beyond its range by more -> Damp
+    target_limit_margin: float = 0.5  # rad: targets are clamped into the range; asked beyond it by more -> Damp
+    velocity_limit_scale: float = 1.0  # measured |dq| above this times the URDF velocity limit -> Damp
+    torque_limit_scale: float = 1.0  # PD targets are clipped so kp, kd torque stays within this times the limit
+    max_target_rate: float = 20.0  # rad/s: how fast a joint target may move (rate limit)
+
+
+@dataclass(kw_only=True)
+class SimTransportCfg:
+    start: Literal["lying", "standing"] = "standing"
+    start_pose: dict[str, float] | None = None  # joint regex -> rad (lying pose); default: the default pose
+
+
+@dataclass(kw_only=True)
+class Ros2Cfg:
+    joint_states_topic: str = "/joint_states"
+    imu_topic: str | None = None
+    cmd_vel_topic: str = "/cmd_vel"
+    command_interface: Literal["position", "trajectory"] = "position"
+    command_topic: str = "/forward_position_controller/commands"  # Float64MultiArray (forward_command_controller)
+    trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory"
+
+
+@dataclass(kw_only=True)
+class DdsCfg:
+    protocol: Literal["unitree", "ros2"] = "ros2"
+    domain_id: int = 0
+    network_interface: str = "lo"  # the robot's NIC on hardware (e.g. eth0); lo for rehearsals
+    state_topic: str = ""  # default per protocol: rt/lowstate or rt/joint_states
+    command_topic: str = ""  # default per protocol: rt/lowcmd or rt/<controller>/commands
+    imu_topic: str = ""
+    cmd_vel_topic: str = "rt/cmd_vel"
+
+
+@dataclass(kw_only=True)
+class ImpedanceCfg:
+    stiffness: list[float] = field(default_factory=lambda: [400.0, 400.0, 400.0, 30.0, 30.0, 30.0])  # N/m, N m/rad
+    damping_ratio: float = 1.0
+    nullspace_stiffness: float = 10.0
+
+
+@dataclass(kw_only=True)
+class HardwareProfile:
+    name: str
+    description: str
+    kind: Literal["legged", "arm"]
+    model: str  # sim/robots/<model>.yaml: the simulated twin and the arm kinematics
+    joint_names: list[str]  # the robot's own joint (motor) order
+    control_hz: float = 500.0
+    damping_kd: float = 1.0  # Damp: kp = 0, this kd on every joint
+    stand: StandCfg = field(default_factory=StandCfg)
+    safety: SafetyCfg = field(default_factory=SafetyCfg)
+    sim: SimTransportCfg = field(default_factory=SimTransportCfg)
+    ros2: Ros2Cfg = field(default_factory=Ros2Cfg)
+    dds: DdsCfg = field(default_factory=DdsCfg)
+    impedance: ImpedanceCfg | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.control_hz <= 0:
+            raise ConfigError(f"{self.source}: control_hz must be positive, got {self.control_hz}")
+        if len(set(self.joint_names)) != len(self.joint_names):
+            raise ConfigError(f"{self.source}: joint_names has duplicates")
+
+
+def _profiles_dir() -> Path:
+    return declarations_root() / "hardware"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in _profiles_dir().glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    """A profile by name (`go2`) or by the path of its YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = _profiles_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown hardware profile {str(name_or_path)!r}; valid profiles: "
+                              f"{', '.join(profile_names())}")
+    data = load_yaml(path)
+    data.setdefault("source", str(path))
+    return from_dict(HardwareProfile, data, where=str(path))

@@ -1,0 +1,408 @@
+"""The deploy runtime: a state machine over a robot, a low-level joint controller, the policy and the safety layer.
+
+    PASSIVE (zero torque) --stand()--> STAND (ramp from the measured pose to the default pose)
+        --run()--> RUN (policy at its rate, joint PD at the robot's rate, interpolating between policy targets)
+    any --stop() / e-stop / safety trip--> DAMP (kp = 0, kd from the profile), latched until reset()
+
+One control tick (`tick()`) reads the robot, runs the safety checks, computes the joint command and writes it.
+`spin()` runs ticks at the profile's control rate in real time (sleep, then spin for the last half
+millisecond) and records loop timing. The policy runs in its own thread, so a stalled policy is seen by the
+control loop (the watchdog) instead of blocking it. Every trip is logged with its reason and the robot damps
+in the same tick.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robolearn.errors import BundleError, ConfigError
+from robolearn.hardware.bundle import Bundle
+from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
+from robolearn.hardware.observations import Measurement, ObservationBuilder
+from robolearn.hardware.profile import HardwareProfile
+from robolearn.hardware.safety import SafetyLayer
+
+__all__ = ["Mode", "Trip", "LoopStats", "PolicyWorker", "DeployRuntime"]
+
+log = logging.getLogger("robolearn.deploy")
+SPIN_S = 0.0005  # the last part of each period is busy-waited: time.sleep overshoots by ~0.1 ms
+
+
+class Mode(enum.StrEnum):
+    PASSIVE = "passive"
+    STAND = "stand"
+    RUN = "run"
+    DAMP = "damp"
+
+
+@dataclass
+class Trip:
+    time: float  # runtime clock, s
+    tick: int
+    mode: str
+    reason: str
+
+
+@dataclass
+class LoopStats:
+    """Control-loop timing: periods (tick start to tick start) and tick compute times; policy latencies."""
+
+    target_period: float
+    periods: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    compute: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    policy_latency: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    overruns: int = 0
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {"ticks": float(len(self.periods)), "overruns": float(self.overruns)}
+        if self.periods:
+            p = np.asarray(self.periods)
+            err = np.abs(p - self.target_period) * 1000.0
+            out.update(rate_hz=1.0 / p.mean(), period_err_p50_ms=float(np.percentile(err, 50)),
+                       period_err_p99_ms=float(np.percentile(err, 99)), period_err_max_ms=float(err.max()),
+                       compute_p99_ms=float(np.percentile(np.asarray(self.compute) * 1000.0, 99)),
+                       compute_max_ms=float(np.max(self.compute) * 1000.0))
+        if self.policy_latency:
+            lat = np.asarray(self.policy_latency) * 1000.0
+            out.update(policy_p50_ms=float(np.percentile(lat, 50)), policy_p99_ms=float(np.percentile(lat, 99)),
+                       policy_max_ms=float(lat.max()))
+        return out
+
+
+class PolicyWorker:
+    """Runs `policy(obs) -> actions` in a daemon thread; one request in flight at a time."""
+
+    def __init__(self, policy: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.policy = policy
+        self._request: np.ndarray | None = None
+        self._result: tuple[np.ndarray, float] | None = None
+        self._busy = False
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="robolearn-policy", daemon=True)
+        self._thread.start()
+
+    def submit(self, obs: np.ndarray) -> bool:
+        """Queue an observation; False if the previous one is still being computed."""
+        with self._cv:
+            if self._busy:
+                return False
+            self._request, self._busy = obs, True
+            self._cv.notify()
+            return True
+
+    def poll(self) -> tuple[np.ndarray, float] | None:
+        """(actions, latency s) of a finished request, once."""
+        with self._cv:
+            result, self._result = self._result, None
+            return result
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._request is None and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                obs, self._request = self._request, None
+            start = time.perf_counter()
+            try:
+                actions = np.asarray(self.policy(obs), dtype=np.float64)
+            except Exception as exc:  # a crashing policy must look like a NaN action: the runtime damps
+                log.error("policy raised %s: %s", type(exc).__name__, exc)
+                actions = np.full(1, np.nan)
+            with self._cv:
+                self._result = (actions, time.perf_counter() - start)
+                self._busy = False
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+
+class DeployRuntime:
+    """Runs a bundle on a robot. Joint arrays inside are in policy order; the robot sees its own order."""
+
+    def __init__(self, bundle: Bundle, profile: HardwareProfile, robot: RobotInterface, *,
+                 policy: Callable[[np.ndarray], np.ndarray] | None = None, kinematics=None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        m = bundle.manifest
+        if m.kind != profile.kind:
+            raise BundleError(f"{bundle.folder}: a {m.kind} policy cannot run on the {profile.kind} robot "
+                              f"{profile.name}")
+        missing = [j for j in m.joints.names if j not in robot.joint_names]
+        if missing:
+            raise BundleError(f"{bundle.folder}: joints {missing} of the policy are not on robot {profile.name} "
+                              f"(its joints: {', '.join(robot.joint_names)})")
+        ratio = profile.control_hz / m.policy_hz
+        if abs(ratio - round(ratio)) > 1e-6 or ratio < 1:
+            raise ConfigError(f"{profile.source}: control_hz {profile.control_hz:g} must be a multiple of the "
+                              f"policy rate {m.policy_hz:g} Hz")
+        self.bundle, self.profile, self.robot, self.clock = bundle, profile, robot, clock
+        self.policy_every = int(round(ratio))
+        self.dt = 1.0 / profile.control_hz
+        self.index = np.array([robot.joint_names.index(j) for j in m.joints.names])  # policy -> robot order
+        self.n_robot = len(robot.joint_names)
+        self.default = np.asarray(m.joints.default_pos, dtype=float)
+        self.kp = np.asarray(m.joints.kp, dtype=float)
+        self.kd = np.asarray(m.joints.kd, dtype=float)
+        self.stand_kp = np.full_like(self.kp, profile.stand.kp) if profile.stand.kp is not None else self.kp
+        self.stand_kd = np.full_like(self.kd, profile.stand.kd) if profile.stand.kd is not None else self.kd
+        self.safety = SafetyLayer(profile.safety, joint_names=m.joints.names,
+                                  pos_limits=np.asarray(m.joints.pos_limits),
+                                  vel_limits=np.asarray(m.joints.vel_limits),
+                                  torque_limits=np.asarray(m.joints.torque_limits), control_dt=self.dt,
+                                  legged=m.kind == "legged")
+        self.observations = ObservationBuilder(m)
+        if self.observations.needs_kinematics and kinematics is None:  # the policy observes the end effector
+            from robolearn.hardware.kinematics import ArmKinematics
+
+            kinematics = ArmKinematics(profile.model, m.joints.names)
+        self.kinematics = kinematics
+        self.worker = PolicyWorker(policy or bundle.policy)
+        self.stats = LoopStats(target_period=self.dt)
+        self.mode = Mode.PASSIVE
+        self.trips: list[Trip] = []
+        self.ticks = 0
+        self.command = np.zeros(3)
+        self.last_state: RobotState | None = None
+        self._estop = False
+        self._lock = threading.Lock()
+        self._start_time = clock()
+        self._target = self.default.copy()  # last commanded joint targets (policy order)
+        self._reset_run()
+
+    # -- requests (any thread: CLI, ROS services, DDS) -----------------------------------------------------
+    def set_command(self, command: np.ndarray | list[float]) -> None:
+        """Velocity command (vx, vy, wz) for legged policies, target position for arm policies."""
+        command = np.asarray(command, dtype=float)
+        if command.shape != (3,) or not np.all(np.isfinite(command)):
+            raise ConfigError(f"command must be 3 finite numbers, got {command.tolist()}")
+        self.command = command
+
+    def stand(self) -> str:
+        with self._lock:
+            if self.mode != Mode.PASSIVE:
+                return f"stand ignored: runtime is in {self.mode}, stand starts from passive"
+            state = self.last_state
+            if state is None:
+                return "stand ignored: no robot state yet"
+            reason = self.safety.check_state(state.q[self.index], state.dq[self.index], state.quat, state.gyro,
+                                             self.clock() - state.stamp, active=False)
+            if reason is not None:
+                return f"stand refused: {reason}"
+            self._stand_from = self.last_state.q[self.index].copy()
+            self._stand_t0 = self.clock()
+            self._target = self._stand_from.copy()
+            self.mode = Mode.STAND
+        log.info("stand: ramping to the default pose over %.1f s", self.profile.stand.duration_s)
+        return "stand"
+
+    def stand_progress(self) -> float:
+        if self.mode != Mode.STAND:
+            return 1.0 if self.mode == Mode.RUN else 0.0
+        return min(1.0, (self.clock() - self._stand_t0) / max(self.profile.stand.duration_s, 1e-9))
+
+    def run(self) -> str:
+        with self._lock:
+            if self.mode != Mode.STAND or self.stand_progress() < 1.0:
+                return f"run ignored: runtime is in {self.mode}; run starts once the stand ramp is complete"
+            self._reset_run()
+            self.mode = Mode.RUN
+        log.info("run: policy at %.0f Hz, control at %.0f Hz", self.bundle.manifest.policy_hz, self.profile.control_hz)
+        return "run"
+
+    def stop(self) -> str:
+        with self._lock:
+            if self.mode != Mode.DAMP:
+                log.info("stop requested in %s: damping", self.mode)
+                self.mode = Mode.DAMP
+        return "damp"
+
+    def estop(self) -> None:
+        """E-stop input: the next tick trips to Damp (within one control period)."""
+        self._estop = True
+
+    def reset(self) -> str:
+        """Damp -> Passive, once the e-stop is released."""
+        with self._lock:
+            if self.mode != Mode.DAMP:
+                return f"reset ignored: runtime is in {self.mode}"
+            if self.last_state is not None and self.last_state.estop:
+                return "reset refused: the robot's e-stop is still pressed"
+            self._estop = False
+            self.mode = Mode.PASSIVE
+        return "passive"
+
+    @property
+    def last_trip(self) -> Trip | None:
+        return self.trips[-1] if self.trips else None
+
+    # -- the control tick -------------------------------------------------------------------------------------
+    def _reset_run(self) -> None:
+        self.last_action = np.zeros(len(self.default))
+        self._from = self._to = self._target.copy()
+        self._k = 0
+        self._run_ticks = 0
+        self._submitted_at: float | None = None  # the unanswered policy request, if any
+        self.observations.reset()
+
+    def _trip(self, reason: str, now: float) -> None:
+        self.trips.append(Trip(time=now - self._start_time, tick=self.ticks, mode=str(self.mode), reason=reason))
+        log.error("safety trip in %s: %s -> damp", self.mode, reason)
+        self.mode = Mode.DAMP
+
+    def _to_robot(self, q: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> JointCommand:
+        n = self.n_robot
+        cmd = JointCommand(q=np.zeros(n), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, self.profile.damping_kd),
+                           tau=np.zeros(n))
+        if self.last_state is not None:
+            cmd.q[:] = np.nan_to_num(self.last_state.q)
+        cmd.q[self.index], cmd.kp[self.index], cmd.kd[self.index] = q, kp, kd
+        return cmd
+
+    def _damp(self) -> JointCommand:
+        n = self.n_robot
+        q = np.nan_to_num(self.last_state.q) if self.last_state is not None else np.zeros(n)
+        return JointCommand.damping(q, self.profile.damping_kd)
+
+    def tick(self) -> Mode:
+        """One control period: read, check, command, write. Returns the mode after the tick.
+        Any exception inside (transport, policy, kinematics) trips to Damp instead of ending the loop."""
+        now = self.clock()
+        self.ticks += 1
+        with self._lock:
+            try:
+                cmd = self._control(self.robot.read(), now)
+            except Exception as exc:
+                self._trip(f"runtime error: {type(exc).__name__}: {exc}", now)
+                cmd = self._damp()
+        try:
+            self.robot.write(cmd)
+        except Exception as exc:
+            with self._lock:
+                if self.mode != Mode.DAMP:
+                    self._trip(f"cannot write to the robot: {type(exc).__name__}: {exc}", now)
+            log.error("write failed in damp: %s", exc)
+        return self.mode
+
+    def _control(self, state: RobotState | None, now: float) -> JointCommand:
+        if state is not None:
+            self.last_state = state
+        if self.mode == Mode.DAMP:
+            return self._damp()
+        if self._estop or (state is not None and state.estop):
+            self._trip("e-stop", now)
+            return self._damp()
+        if self.mode == Mode.PASSIVE:  # zero torque is safe whatever the state; stand() checks it before leaving
+            if state is not None:
+                self._target = np.nan_to_num(state.q[self.index])
+            return JointCommand.zeros(self.n_robot)
+        if state is None:
+            self._trip("no robot state received", now)
+            return self._damp()
+        q, dq = state.q[self.index], state.dq[self.index]
+        reason = self.safety.check_state(q, dq, state.quat, state.gyro, now - state.stamp, active=True)
+        if reason is not None:
+            self._trip(reason, now)
+            return self._damp()
+        if self.mode == Mode.STAND:
+            alpha = self.stand_progress()
+            target, kp, kd = (1 - alpha) * self._stand_from + alpha * self.default, self.stand_kp, self.stand_kd
+        else:
+            reason = self._policy_step(state, q, dq, now)
+            if reason is not None:
+                self._trip(reason, now)
+                return self._damp()
+            self._k += 1
+            target = self._from + (self._to - self._from) * min(1.0, self._k / self.policy_every)
+            kp, kd = self.kp, self.kd
+        safe, reason = self.safety.filter_targets(target, self._target, q, dq, kp, kd)
+        if reason is not None:
+            self._trip(reason, now)
+            return self._damp()
+        self._target = safe
+        return self._to_robot(safe, kp, kd)
+
+    def _policy_step(self, state: RobotState, q: np.ndarray, dq: np.ndarray, now: float) -> str | None:
+        m = self.bundle.manifest
+        result = self.worker.poll()
+        if result is not None:
+            actions, latency = result
+            self.stats.policy_latency.append(latency)
+            if actions.shape != (m.policy.action_dim,) or not np.all(np.isfinite(actions)):
+                return SafetyLayer.check_finite("action", actions) or f"policy returned shape {actions.shape}"
+            self.last_action = np.clip(actions, -m.clip_actions, m.clip_actions)
+            self._from, self._to, self._k = self._target.copy(), self.default + m.action_scale * self.last_action, 0
+            self._submitted_at = None
+        elif self._submitted_at is not None:
+            waited_ms, limit_ms = (now - self._submitted_at) * 1000.0, self.profile.safety.policy_timeout_ms
+            if waited_ms > limit_ms:
+                return f"policy stalled: no answer for {waited_ms:.0f} ms (limit {limit_ms:g} ms)"
+        if self._run_ticks % self.policy_every == 0:
+            ee_pos = None
+            if self.kinematics is not None:
+                ee_pos = self.kinematics.fk(q)
+            obs = self.observations.build(Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action,
+                                                      quat=state.quat, gyro=state.gyro, ee_pos=ee_pos))
+            reason = SafetyLayer.check_finite("observation", obs)
+            if reason is not None:
+                return reason
+            if self.worker.submit(obs):
+                self._submitted_at = now
+            # else: the previous request is still running; the watchdog above decides when that is a stall
+        self._run_ticks += 1
+        return None
+
+    # -- real time ------------------------------------------------------------------------------------------
+    def spin(self, duration: float | None = None, *, stop: threading.Event | None = None,
+             on_tick: Callable[[DeployRuntime], None] | None = None) -> None:
+        """Tick at the control rate until `duration` seconds pass or `stop` is set."""
+        stop = stop or threading.Event()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a collection pause is a missed deadline; the loop allocates no reference cycles
+        try:
+            self._spin(duration, stop, on_tick)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _spin(self, duration: float | None, stop: threading.Event,
+              on_tick: Callable[[DeployRuntime], None] | None) -> None:
+        dt = self.dt
+        start = time.perf_counter()
+        deadline = start
+        last = None
+        while not stop.is_set() and (duration is None or deadline - start < duration):
+            t0 = time.perf_counter()
+            if last is not None:
+                self.stats.periods.append(t0 - last)
+            last = t0
+            self.tick()
+            if on_tick is not None:
+                on_tick(self)
+            self.stats.compute.append(time.perf_counter() - t0)
+            deadline += dt
+            remaining = deadline - time.perf_counter()
+            if remaining < 0:
+                self.stats.overruns += 1
+                if remaining < -dt:  # more than a period late: do not try to catch up with a burst of ticks
+                    deadline = time.perf_counter()
+                continue
+            if remaining > SPIN_S:
+                time.sleep(remaining - SPIN_S)
+            while time.perf_counter() < deadline:
+                pass
+
+    def close(self) -> None:
+        self.worker.close()

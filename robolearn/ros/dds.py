@@ -1,0 +1,457 @@
+"""Raw-DDS transports (cyclonedds, no ROS install): a Unitree Go2 over `rt/lowcmd` / `rt/lowstate`, a ros2_control
+robot over `rt/joint_states` / `rt/<controller>/commands`, and a `cmd_vel` Twist source.
+
+- Participants: `participant(domain_id, network_interface)`; `network_interface="lo"` gives loopback-only traffic
+  (`loopback_config`: interface `lo`, no multicast, unicast peer 127.0.0.1), which these machines need because
+  `lo` has no multicast flag. `use_loopback()` sets `CYCLONEDDS_URI` instead (for code that creates its own).
+- QoS: `ros_default_qos()` (reliable, volatile, keep-last 10) and `sensor_data_qos()` (best effort, keep-last 5), as
+  rclcpp's presets. Writers pin XCDR1, the representation ROS 2 and Unitree use. Readers of state are best effort
+  (they match reliable and best-effort writers); command writers are reliable (forward_command_controller
+  subscribes with the reliable system default; the Unitree SDK's writers are reliable too).
+- Topic names: ROS `/x/y` is DDS `rt/x/y` (`dds_topic`); names that already start with `rt/` pass unchanged.
+
+Readers never block: a listener (cyclonedds' receive thread) takes every sample on arrival, converts it and keeps
+the latest with `time.monotonic()` at receipt; `read()` returns that. Bad samples (wrong CRC, malformed arrays)
+are dropped and counted, and logged once per topic with what was expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+from cyclonedds.core import DDSException, Listener
+from cyclonedds.domain import Domain, DomainParticipant
+from cyclonedds.idl import IdlStruct
+from cyclonedds.internal import InvalidSample
+from cyclonedds.pub import DataWriter
+from cyclonedds.qos import Policy, Qos
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+from cyclonedds.util import duration
+
+from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
+from robolearn.hardware.profile import HardwareProfile
+from robolearn.ros.dds_types import (
+    NUM_MOTORS,
+    Float64MultiArray_,
+    Imu_,
+    JointState_,
+    LowCmd_,
+    LowState_,
+    MultiArrayDimension_,
+    MultiArrayLayout_,
+    Twist_,
+)
+from robolearn.ros.joint_states import JointStateAssembler, position_targets
+from robolearn.ros.unitree_crc import crc_ok, with_crc
+
+__all__ = [
+    "robot_from_profile",
+    "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
+    "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
+    "DdsTwistSource",
+]
+
+log = logging.getLogger("robolearn.dds")
+
+# Unitree Go2 motor order (unitree_sdk2 / unitree_legged_const: FR_0..2, FL_0..2, RR_0..2, RL_0..2), URDF names.
+GO2_JOINT_NAMES = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")]
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+def interface_config(network_interface: str, domain_id: int | None = None) -> str:
+    """Cyclone DDS XML config that binds to one network interface (e.g. `eth0` on a robot's computer).
+
+    `lo` additionally turns multicast off and uses 127.0.0.1 as unicast discovery peer (loopback-only traffic)."""
+    if not network_interface or not re.fullmatch(r"[\w.:-]+", network_interface):
+        raise ValueError(f"DDS network interface: expected an interface name like 'lo' or 'eth0', "
+                         f"got {network_interface!r}")
+    domain = "any" if domain_id is None else str(_check_domain(domain_id))
+    loop = network_interface == "lo"
+    general = "<AllowMulticast>false</AllowMulticast>" if loop else ""
+    discovery = ("<Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>32"
+                 "</MaxAutoParticipantIndex><Peers><Peer address=\"127.0.0.1\"/></Peers></Discovery>") if loop else ""
+    return (f'<CycloneDDS xmlns="https://cdds.io/config"><Domain id="{domain}"><General><Interfaces>'
+            f'<NetworkInterface name="{network_interface}"/></Interfaces>{general}</General>{discovery}'
+            f"</Domain></CycloneDDS>")
+
+
+def loopback_config(domain_id: int | None = None) -> str:
+    """Cyclone DDS XML config for loopback-only traffic (interface lo, no multicast, peer 127.0.0.1)."""
+    return interface_config("lo", domain_id)
+
+
+@contextlib.contextmanager
+def use_loopback(domain_id: int | None = None) -> Iterator[str]:
+    """Set `CYCLONEDDS_URI` to the loopback config inside the block (restored after); yields the config.
+
+    It takes effect for domains created inside the block (this process, or children started in it)."""
+    old = os.environ.get("CYCLONEDDS_URI")
+    os.environ["CYCLONEDDS_URI"] = config = loopback_config(domain_id)
+    try:
+        yield config
+    finally:
+        if old is None:
+            os.environ.pop("CYCLONEDDS_URI", None)
+        else:
+            os.environ["CYCLONEDDS_URI"] = old
+
+
+def _check_domain(domain_id: int) -> int:
+    if not isinstance(domain_id, int) or not 0 <= domain_id <= 232:
+        raise ValueError(f"DDS domain id: expected an integer in [0, 232], got {domain_id!r}")
+    return domain_id
+
+
+_participants: dict[int, tuple[str | None, DomainParticipant, Domain | None]] = {}
+_participants_lock = threading.Lock()
+
+
+def participant(domain_id: int = 0, network_interface: str | None = None) -> DomainParticipant:
+    """The process's participant in `domain_id` (one per domain, shared by every reader and writer here).
+
+    `network_interface`: None = cyclonedds defaults / `CYCLONEDDS_URI`; a name = bind to it (`lo` = loopback)."""
+    _check_domain(domain_id)
+    with _participants_lock:
+        if domain_id in _participants:
+            iface, dp, _ = _participants[domain_id]
+            if iface != network_interface:
+                raise ValueError(f"DDS domain {domain_id} is already open on interface {iface!r} in this process; "
+                                 f"cannot also open it on {network_interface!r}")
+            return dp
+        domain = None
+        if network_interface is not None:
+            try:
+                domain = Domain(domain_id, interface_config(network_interface, domain_id))
+            except DDSException as e:
+                raise RuntimeError(f"DDS domain {domain_id}: could not apply the {network_interface!r} config "
+                                   f"(is the domain already open with another config?): {e}") from e
+        dp = DomainParticipant(domain_id)
+        _participants[domain_id] = (network_interface, dp, domain)
+        return dp
+
+
+def dds_topic(name: str) -> str:
+    """ROS topic `/x/y` -> DDS topic `rt/x/y`. A name that already starts with `rt/` is returned unchanged."""
+    if name.startswith("rt/"):
+        body = name[3:]
+    else:
+        body = name[1:] if name.startswith("/") else name
+    if not re.fullmatch(r"[A-Za-z_~][\w~]*(/[A-Za-z_][\w]*)*", body or "-"):
+        raise ValueError(f"topic {name!r}: expected a ROS name like '/joint_states' or '/ns/cmd_vel' "
+                         f"(letters, digits, underscores, single '/' separators), or a DDS name 'rt/...'")
+    return "rt/" + body
+
+
+def ros_default_qos(depth: int = 10) -> Qos:
+    """rclcpp's default QoS: reliable, volatile, keep-last `depth` (10)."""
+    return Qos(Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)), Policy.Durability.Volatile,
+               Policy.History.KeepLast(depth))
+
+
+def sensor_data_qos(depth: int = 5) -> Qos:
+    """rclcpp's sensor-data QoS: best effort, volatile, keep-last `depth` (5)."""
+    return Qos(Policy.Reliability.BestEffort, Policy.Durability.Volatile, Policy.History.KeepLast(depth))
+
+
+def _xcdr1(qos: Qos) -> Qos:
+    return qos + Qos(Policy.DataRepresentation(use_cdrv0_representation=True))
+
+
+def _delete(entity: object | None) -> None:
+    """Delete a cyclonedds entity now (cyclonedds deletes on `__del__`; listeners keep cycles alive)."""
+    if entity is not None:
+        entity.__del__()
+
+
+# ------------------------------------------------------------------------------------------- readers / writers
+
+T = TypeVar("T", bound=IdlStruct)
+R = TypeVar("R")
+
+
+class _BadSample(ValueError):
+    """A received sample that cannot be used (the message says which field and what was expected)."""
+
+
+class LatestReader(Generic[T, R]):
+    """Subscribes `topic` and keeps the latest sample, converted by `convert(sample, stamp)` in the receive thread.
+
+    `convert` raises `ValueError` for a sample it rejects: it is counted in `rejected` and the first reason per
+    reader is logged. `latest()` -> (converted, receipt stamp) or None; never blocks."""
+
+    def __init__(self, dp: DomainParticipant, topic: str, data_type: type[T], convert: Callable[[T, float], R],
+                 qos: Qos | None = None) -> None:
+        self.topic_name = topic
+        self.received = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        self._convert = convert
+        self._lock = threading.Lock()
+        self._latest: tuple[R, float] | None = None
+        self._topic = Topic(dp, topic, data_type)
+        self._listener = Listener(on_data_available=self._on_data)
+        self._reader: DataReader | None = DataReader(dp, self._topic, qos or sensor_data_qos(), self._listener)
+
+    def _on_data(self, reader: DataReader | None) -> None:
+        # cyclonedds may call the listener before the DataReader object is registered (data arriving during
+        # construction) and pass None: take from our own reader, or leave the data for the next callback.
+        reader = reader if reader is not None else self._reader
+        if reader is None:
+            return
+        try:
+            samples = reader.take(N=64)
+        except Exception as e:  # noqa: BLE001 - a receive thread must not die; undecodable data is a bad sample
+            samples = []
+            self._reject(f"cannot decode a sample: {e}")
+        for s in samples:
+            if isinstance(s, InvalidSample):
+                continue
+            stamp = time.monotonic()
+            try:
+                value = self._convert(s, stamp)
+            except ValueError as e:
+                self._reject(str(e))
+                continue
+            with self._lock:
+                self._latest = (value, stamp)
+                self.received += 1
+
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        if self.last_error is None:
+            log.error("%s: dropped a sample: %s", self.topic_name, why)
+        self.last_error = why
+
+    def latest(self) -> tuple[R, float] | None:
+        with self._lock:
+            return self._latest
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        _delete(reader)
+
+
+def make_writer(dp: DomainParticipant, topic: str, data_type: type[IdlStruct], qos: Qos | None = None) -> DataWriter:
+    """A writer on `topic` (DDS name) with `qos` (default: ROS default QoS), XCDR1 on the wire."""
+    return DataWriter(dp, Topic(dp, topic, data_type), _xcdr1(qos or ros_default_qos()))
+
+
+def _as_vector(name: str, value: np.ndarray | float, n: int) -> np.ndarray:
+    a = np.asarray(value, dtype=float)
+    if a.shape == ():
+        a = np.full(n, float(a))
+    if a.shape != (n,):
+        raise ValueError(f"JointCommand.{name}: expected shape ({n},), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"JointCommand.{name}: non-finite values {a.tolist()}; refusing to send them to the motors")
+    return a
+
+
+def _command_arrays(cmd: JointCommand, n: int) -> tuple[np.ndarray, ...]:
+    return tuple(_as_vector(k, getattr(cmd, k), n) for k in ("q", "dq", "kp", "kd", "tau"))
+
+
+# ------------------------------------------------------------------------------------------------ Unitree Go2
+
+
+class UnitreeDdsRobot(RobotInterface):
+    """A Unitree Go2 (or its simulated twin) over raw DDS: `LowState_` in, `LowCmd_` out, CRC on both.
+
+    Joint i of `joint_names` is motor i (the Go2 order `GO2_JOINT_NAMES`: FR, FL, RR, RL x hip, thigh, calf).
+    States with a wrong CRC are dropped (`bad_crc` counts them). `write` sends mode 0x01 with q, dq, kp, kd, tau
+    for the used motors (the rest stay off, mode 0) and the CRC. `RobotState.estop` stays False: the remote's
+    buttons (`wireless_remote`) are not decoded here.
+    """
+
+    def __init__(self, joint_names: Sequence[str] = GO2_JOINT_NAMES, *, domain_id: int = 0,
+                 network_interface: str | None = None, state_topic: str = "rt/lowstate",
+                 command_topic: str = "rt/lowcmd", check_crc: bool = True) -> None:
+        if not 0 < len(joint_names) <= NUM_MOTORS:
+            raise ValueError(f"UnitreeDdsRobot: expected 1 to {NUM_MOTORS} joint names (motor order), "
+                             f"got {len(joint_names)}")
+        self.joint_names = list(joint_names)
+        self.n = len(joint_names)
+        self.check_crc = check_crc
+        dp = participant(domain_id, network_interface)
+        self.state_topic, self.command_topic = dds_topic(state_topic), dds_topic(command_topic)
+        self._state = LatestReader(dp, self.state_topic, LowState_, self._to_state,
+                                   Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(1)))
+        # Reliable keep-last 1, as the Unitree SDK's writers: matches reliable and best-effort readers and never
+        # waits on history (keep-last replaces the unacknowledged sample).
+        self._writer: DataWriter | None = make_writer(
+            dp, self.command_topic, LowCmd_,
+            Qos(Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=10)), Policy.History.KeepLast(1)))
+        self._msg = LowCmd_()
+        self.sent = 0
+
+    @property
+    def received(self) -> int:
+        """States accepted so far."""
+        return self._state.received
+
+    @property
+    def bad_crc(self) -> int:
+        """States dropped for a wrong CRC."""
+        return self._state.rejected
+
+    def _to_state(self, m: LowState_, stamp: float) -> RobotState:
+        if self.check_crc and not crc_ok(m):
+            raise ValueError(f"wrong CRC {m.crc:#010x} (expected the CRC-32/MPEG-2 of the LowState_ C struct)")
+        ms = m.motor_state[:self.n]
+        imu = m.imu_state
+        return RobotState(stamp=stamp, q=np.array([s.q for s in ms]), dq=np.array([s.dq for s in ms]),
+                          tau=np.array([s.tau_est for s in ms]), quat=np.array(imu.quaternion, dtype=float),
+                          gyro=np.array(imu.gyroscope, dtype=float))
+
+    def read(self) -> RobotState | None:
+        latest = self._state.latest()
+        return None if latest is None else latest[0]
+
+    def write(self, cmd: JointCommand) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"UnitreeDdsRobot: write on {self.command_topic} after close()")
+        q, dq, kp, kd, tau = _command_arrays(cmd, self.n)
+        motors = self._msg.motor_cmd
+        for i in range(self.n):
+            c = motors[i]
+            c.mode, c.q, c.dq, c.kp, c.kd, c.tau = 0x01, float(q[i]), float(dq[i]), float(kp[i]), float(kd[i]), \
+                float(tau[i])
+        self._writer.write(with_crc(self._msg))
+        self.sent += 1
+
+    def close(self) -> None:
+        self._state.close()
+        writer, self._writer = self._writer, None
+        _delete(writer)
+
+
+# --------------------------------------------------------------------------------- ros2_control over raw DDS
+
+
+class Ros2DdsRobot(RobotInterface):
+    """A ros2_control robot over raw DDS: `sensor_msgs/JointState` in (mapped BY NAME by `JointStateAssembler`, as
+    the rclpy node does), `std_msgs/Float64MultiArray` position targets out (forward_command_controller, whose
+    `joints` parameter must list the joints in `joint_names` order), optional `sensor_msgs/Imu`.
+
+    Position-only: the controller's hardware applies its own gains, so kp, kd, dq and tau of a `JointCommand` are
+    not sent; a joint commanded with kp = 0 (Damp, Passive) is sent its measured position (`position_targets`).
+    """
+
+    position_only = True
+
+    def __init__(self, joint_names: Sequence[str], *, controller: str = "forward_position_controller",
+                 command_topic: str | None = None, joint_states_topic: str = "/joint_states",
+                 imu_topic: str | None = None, domain_id: int = 0, network_interface: str | None = None,
+                 missing_joint_timeout: float = 1.0) -> None:
+        self.state_topic = dds_topic(joint_states_topic)
+        self.command_topic = dds_topic(command_topic or f"/{controller}/commands")
+        self.joints = JointStateAssembler(joint_names, self.state_topic, missing_joint_timeout)
+        self.joint_names = self.joints.joint_names
+        self.n = len(self.joint_names)
+        dp = participant(domain_id, network_interface)
+        self._joints = LatestReader(dp, self.state_topic, JointState_, self._on_joint_state)
+        self._imu = None if imu_topic is None else LatestReader(dp, dds_topic(imu_topic), Imu_, _imu_to_arrays)
+        self._writer: DataWriter | None = make_writer(dp, self.command_topic, Float64MultiArray_)
+        self._layout = MultiArrayLayout_(dim=[MultiArrayDimension_(label="joints", size=self.n, stride=self.n)])
+        self.sent = 0
+
+    def _on_joint_state(self, m: JointState_, stamp: float) -> None:
+        self.joints.update(m.name, m.position, m.velocity, m.effort, stamp)
+
+    @property
+    def missing_joints(self) -> list[str]:
+        """Configured joints not received yet."""
+        return self.joints.missing_joints
+
+    @property
+    def received(self) -> int:
+        return self._joints.received
+
+    @property
+    def bad_samples(self) -> int:
+        return self._joints.rejected + (self._imu.rejected if self._imu else 0)
+
+    def read(self) -> RobotState | None:
+        state = self.joints.state()
+        if state is not None and self._imu is not None:
+            imu = self._imu.latest()
+            if imu is None:
+                return None
+            (state.quat, state.gyro), _ = imu
+        return state
+
+    def write(self, cmd: JointCommand) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"Ros2DdsRobot: write on {self.command_topic} after close()")
+        target = position_targets(cmd, self.joints.measured_q())
+        if target is None:
+            return  # nothing to hold yet
+        self._writer.write(Float64MultiArray_(layout=self._layout, data=_as_vector("q", target, self.n).tolist()))
+        self.sent += 1
+
+    def close(self) -> None:
+        self._joints.close()
+        if self._imu is not None:
+            self._imu.close()
+        writer, self._writer = self._writer, None
+        _delete(writer)
+
+
+def robot_from_profile(profile: HardwareProfile) -> RobotInterface:
+    """The DDS transport a hardware profile declares (`dds.protocol`: unitree or ros2)."""
+    d = profile.dds
+    iface = d.network_interface or None
+    if d.protocol == "unitree":
+        return UnitreeDdsRobot(profile.joint_names, domain_id=d.domain_id, network_interface=iface,
+                               state_topic=d.state_topic or "rt/lowstate", command_topic=d.command_topic or "rt/lowcmd")
+    return Ros2DdsRobot(profile.joint_names, command_topic=d.command_topic or None,
+                        joint_states_topic=d.state_topic or profile.ros2.joint_states_topic,
+                        imu_topic=d.imu_topic or None, domain_id=d.domain_id, network_interface=iface)
+
+
+def _imu_to_arrays(m: Imu_, stamp: float) -> tuple[np.ndarray, np.ndarray]:
+    o, w = m.orientation, m.angular_velocity
+    quat = np.array([o.w, o.x, o.y, o.z])
+    norm = float(np.linalg.norm(quat))
+    if not 0.5 < norm < 1.5:
+        raise ValueError(f"Imu_.orientation (x={o.x}, y={o.y}, z={o.z}, w={o.w}) is not a unit quaternion")
+    return quat / norm, np.array([w.x, w.y, w.z])
+
+
+# ------------------------------------------------------------------------------------------------- cmd_vel
+
+
+class DdsTwistSource:
+    """Velocity commands from a `geometry_msgs/Twist` topic (`/cmd_vel` -> `rt/cmd_vel`): the latest (vx, vy, wz)."""
+
+    def __init__(self, topic: str = "/cmd_vel", *, domain_id: int = 0, network_interface: str | None = None) -> None:
+        self.topic = dds_topic(topic)
+        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, Twist_, _twist_to_array)
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """((vx, vy, wz), age in seconds) of the latest command, or None if none arrived."""
+        latest = self._reader.latest()
+        if latest is None:
+            return None
+        cmd, stamp = latest
+        return cmd.copy(), time.monotonic() - stamp
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _twist_to_array(m: Twist_, stamp: float) -> np.ndarray:
+    v = np.array([m.linear.x, m.linear.y, m.angular.z])
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"Twist_ (linear.x, linear.y, angular.z) = {v.tolist()} is not finite")
+    return v
