@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from robolearn.errors import RobolearnError
@@ -278,7 +279,7 @@ def list_() -> None:
         console.print(f"  {name:<16} {load_robot_cfg(name).description}", highlight=False, soft_wrap=True)
     console.print("[bold]backends[/]")
     for name, (_, description) in BACKENDS.items():
-        console.print(f"  {name:<16} {description}", highlight=False, soft_wrap=True)
+        console.print(f"  {name:<16} {description}", highlight=False, soft_wrap=True, markup=False)
     from robolearn.hardware.bundle import shipped_bundles
     from robolearn.hardware.profile import load_profile, profile_names
 
@@ -293,22 +294,29 @@ def list_() -> None:
 @app.command()
 def bench(
     task: Annotated[str, typer.Option(help="task to benchmark")] = "go2-flat",
-    backend: Annotated[str, typer.Option()] = "mujoco",
+    backend: Annotated[Optional[list[str]], typer.Option(help="backend, default mujoco (repeat for several); 'all': "
+                                                              "every registered one whose dependencies import")] = None,
     num_envs: Annotated[list[int], typer.Option(help="env counts (repeat the option for several)")] = [1024],  # noqa: B006
     steps: Annotated[int, typer.Option(help="policy steps timed per measurement")] = 100,
+    max_seconds: Annotated[float, typer.Option(help="time budget per point (build + warm-up + timing); timing stops "
+                                                    "at it and a point over it ends that backend's sweep")] = 60.0,
+    device: Annotated[str, typer.Option(help="device of the GPU backends: auto (cuda; skipped without a GPU), cpu, "
+                                             "cuda, cuda:N; mujoco and pybullet always run on the CPU")] = "auto",
+    output: Annotated[Path, typer.Option(help="folder for the JSON, markdown and PNG results")] = Path(
+        "benchmarks/results"),
+    tag: Annotated[Optional[str], typer.Option(help="machine tag in file names (default: GPU name or cpu<N>)")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
-    """Env steps/s of TASK (physics + observations + rewards) next to raw mujoco.rollout physics."""
-    from robolearn.bench import bench_task
+    """Env steps/s of TASK (physics + observations + rewards) next to raw physics, per backend and env count;
+    writes bench_<task>_<tag>_<date>.{json,md,png} to --output."""
+    from robolearn.bench import print_table, run_sweep, write_report
 
-    table = Table(title=f"bench {task} on {backend}")
-    for col in ("envs", "env steps/s", "raw physics steps/s", "raw env steps/s", "env / raw"):
-        table.add_column(col, justify="right")
-    for n in num_envs:
-        r = bench_task(task, backend=backend, num_envs=n, steps=steps)
-        table.add_row(str(n), f"{r.env_steps_per_s:,.0f}", f"{r.raw_physics_steps_per_s:,.0f}",
-                      f"{r.raw_env_steps_per_s:,.0f}", f"{r.ratio:.0%}")
-    console.print(table)
-    console.print(f"decimation {r.decimation}: raw env steps/s = raw physics steps/s / {r.decimation}")
+    sweep = run_sweep(task, backend or ["mujoco"], num_envs, steps=steps, max_seconds=max_seconds, device=device,
+                      console=console, progress=progress)
+    print_table(sweep, console)
+    paths, note = write_report(sweep, output, tag)
+    console.print(f"wrote {', '.join(map(str, paths))}" + (f" ({note})" if note else ""), markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -353,6 +361,11 @@ def deploy(
     from robolearn.hardware.runtime import DeployRuntime
     from robolearn.hardware.session import make_robot, run_session
 
+    if transport == "ros2":  # the rclpy node owns the loop; same profile, bundle and runtime
+        from robolearn.ros.node import run_node
+
+        run_node(["--ros-args", "-p", f"robot:={robot}", "-p", f"policy:={policy}"])
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("robolearn").setLevel(logging.INFO)
     prof = load_profile(robot)
@@ -452,7 +465,7 @@ def main() -> None:
     try:
         app()
     except RobolearnError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -48,7 +48,8 @@ def test_list_shows_tasks_robots_backends_one_line_each():
     ("args", "message"),
     [
         (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, panda-reach"),
-        (("train", "go2-flat", "--backend", "isaac"), "error: unknown backend 'isaac'; valid backends: mujoco"),
+        (("train", "go2-flat", "--backend", "isaac"),
+         "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
         (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
         (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
     ],
@@ -102,7 +103,7 @@ def test_train_then_play_writes_run_folder_and_video(tmp_path):
     assert out.returncode == 2 and "trained on task 'panda-reach', not 'go2-flat'" in out.stderr
 
 
-def test_bench_prints_env_and_raw_rates():
-    out = run("bench", "--task", "panda-reach", "--num-envs", "16", "--steps", "5")
+def test_bench_prints_env_and_raw_rates(tmp_path):
+    out = run("bench", "--task", "panda-reach", "--num-envs", "16", "--steps", "5", "--output", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "raw physics steps/s" in out.stdout and "env / raw" in out.stdout

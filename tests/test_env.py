@@ -157,8 +157,8 @@ def test_bad_task_config_values_are_rejected():
         make_task("go2-flat", 1, overrides={"rewards": {"jump": 1.0}})
     with pytest.raises(ConfigError, match="commands.lin_vel_x: expected 2 values"):
         load_task_cfg("go2-flat", {"commands": {"lin_vel_x": [1, 2, 3]}})
-    with pytest.raises(ConfigError, match="unknown backend 'mjx'; valid backends: mujoco"):
-        make_task("go2-flat", 1, backend="mjx")
+    with pytest.raises(ConfigError, match="unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"):
+        make_task("go2-flat", 1, backend="isaac")
 
 
 def test_sliding_feet_are_penalized_standing_feet_are_not():
@@ -172,3 +172,14 @@ def test_sliding_feet_are_penalized_standing_feet_are_not():
     task.step(torch.zeros(4, 12))
     assert (standing < 0.05).all() and (task._reward_feet_slip() > 5 * standing + 0.1).all()
     task.close()
+
+
+def test_targets_beyond_the_joint_range_are_penalized(reach_task):
+    """The deploy safety layer damps on targets beyond the joint range: the task penalizes them in training."""
+    reach_task.step(torch.zeros(8, 7))
+    assert torch.all(reach_task._reward_target_limits() == 0)
+    actions = torch.zeros(8, 7)
+    actions[0, 5] = 8.0  # panda_joint6 target 1.571 + 0.5 * 8 = 5.57 rad, its range ends at 3.752
+    reach_task.step(actions)
+    excess = reach_task._reward_target_limits()
+    assert excess[0] == pytest.approx(1.571 + 4.0 - 3.7525, abs=1e-3) and torch.all(excess[1:] == 0)

@@ -162,3 +162,27 @@ def test_cli_train_export_deploy_on_the_simulated_robot(tmp_path):
     assert "stand: ramping" in out.stderr and "run: policy at 50 Hz" in out.stderr
     out = run("deploy", "--robot", "panda", "--policy", str(tmp_path / "g" / "export"), "--auto", "--duration", "1")
     assert out.returncode == 2 and "a legged policy cannot run on the arm robot panda" in out.stderr
+
+
+def test_arm_bundle_runs_on_the_panda_twin_and_holds_its_pose_by_default(reach_run, tmp_path):
+    """The arm path: end-effector observations from forward kinematics; with no target given, Run holds the
+    end effector where it was (an arm's zero command would be a target at its own base)."""
+    from robolearn.hardware.profile import load_profile
+    from robolearn.hardware.runtime import DeployRuntime, Mode
+    from robolearn.hardware.session import make_robot
+
+    bundle = load_bundle(export_run(reach_run, tmp_path / "bundle", record_envs=2, record_steps=2).folder)
+    profile = load_profile("panda")
+    robot = make_robot(profile, "sim")
+    rt = DeployRuntime(bundle, profile, robot)
+    rt.spin(0.05)
+    rt.stand()
+    rt.spin(profile.stand.duration_s + 0.1)
+    ee = rt.kinematics.fk(rt.last_state.q[rt.index])
+    assert rt.run() == "run"
+    assert np.allclose(rt.command, ee)
+    rt.spin(0.3)
+    assert rt.mode in (Mode.RUN, Mode.DAMP) and len(rt.stats.policy_latency) > 5
+    if rt.mode == Mode.DAMP:  # an untrained policy may be stopped by the safety layer, never crash the loop
+        assert rt.trips and "runtime error" not in rt.trips[-1].reason
+    rt.close()

@@ -69,8 +69,12 @@ def test_launch_files_are_installed_by_setup_py():
     assert "hardware/go2.yaml" in out.stdout and "policies/bundles/go2-flat/policy.onnx" in out.stdout
 
 
-def test_node_without_ros_says_what_to_do():
-    out = subprocess.run([sys.executable, "-m", "robolearn.ros.node"], capture_output=True, text=True)
+@pytest.mark.parametrize("command", [
+    ["-m", "robolearn.ros.node"],
+    ["-m", "robolearn.cli", "deploy", "--robot", "go2", "--policy", "go2-flat", "--transport", "ros2"],
+])
+def test_node_without_ros_says_what_to_do(command):
+    out = subprocess.run([sys.executable, *command], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "rclpy is not importable: source your ROS 2 installation" in out.stderr
 

@@ -56,8 +56,9 @@ class ArmKinematics:
         return np.vstack([jp, jr])[:, self.dof_adr]
 
     def bias_torque(self) -> np.ndarray:
-        """Gravity + Coriolis/centrifugal joint torques at the last `update` state."""
-        return self.data.qfrc_bias[self.dof_adr].copy()
+        """Gravity + Coriolis/centrifugal joint torques at the last `update` state, less the gravity the robot's
+        drives already cancel (`gravity_compensation` in the robot declaration, e.g. Franka)."""
+        return (self.data.qfrc_bias - self.data.qfrc_gravcomp)[self.dof_adr].copy()
 
     def fk(self, q: np.ndarray) -> np.ndarray:
         self.update(q)

@@ -175,6 +175,7 @@ class DeployRuntime:
         self.trips: list[Trip] = []
         self.ticks = 0
         self.command = np.zeros(3)
+        self._command_set = False
         self.last_state: RobotState | None = None
         self._estop = False
         self._lock = threading.Lock()
@@ -184,11 +185,13 @@ class DeployRuntime:
 
     # -- requests (any thread: CLI, ROS services, DDS) -----------------------------------------------------
     def set_command(self, command: np.ndarray | list[float]) -> None:
-        """Velocity command (vx, vy, wz) for legged policies, target position for arm policies."""
+        """Velocity command (vx, vy, wz) for legged policies (default 0: stand), target position for arm
+        policies (default: the end-effector position when Run starts, i.e. hold)."""
         command = np.asarray(command, dtype=float)
         if command.shape != (3,) or not np.all(np.isfinite(command)):
             raise ConfigError(f"command must be 3 finite numbers, got {command.tolist()}")
         self.command = command
+        self._command_set = True
 
     def stand(self) -> str:
         with self._lock:
@@ -218,6 +221,8 @@ class DeployRuntime:
             if self.mode != Mode.STAND or self.stand_progress() < 1.0:
                 return f"run ignored: runtime is in {self.mode}; run starts once the stand ramp is complete"
             self._reset_run()
+            if self.kinematics is not None and not self._command_set:  # an arm holds where it is until told
+                self.command = self.kinematics.fk(self.last_state.q[self.index])
             self.mode = Mode.RUN
         log.info("run: policy at %.0f Hz, control at %.0f Hz", self.bundle.manifest.policy_hz, self.profile.control_hz)
         return "run"

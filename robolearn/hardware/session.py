@@ -39,8 +39,8 @@ def make_robot(profile: HardwareProfile, transport: str) -> RobotInterface:
 
         return robot_from_profile(profile)
     if transport == "ros2":
-        raise ConfigError("the ros2 transport runs inside the rclpy node: `ros2 launch robolearn deploy.launch.py "
-                          "robot:=... policy:=...` (or `ros2 run robolearn deploy_node`)")
+        raise ConfigError("the ros2 transport runs inside the rclpy node (robolearn.ros.node.run_node): "
+                          "`robolearn deploy --transport ros2` or `ros2 launch robolearn deploy.launch.py`")
     raise ConfigError(f"unknown transport {transport!r}; valid transports: {', '.join(TRANSPORTS)}")
 
 
@@ -79,6 +79,8 @@ def run_session(rt: DeployRuntime, *, duration: float, auto: bool, command: list
                 r.stand()
                 phase.update(name="stand", t=now)
             elif phase["name"] == "stand" and r.stand_progress() >= 1.0 and now - phase["t"] > 0.2:
+                if command is not None and r.kinematics is not None:
+                    r.set_command(command)  # an arm's target is part of its observation from the first step
                 r.run()
                 phase.update(name="settle", t=now)
             elif phase["name"] == "settle" and now - phase["t"] > 1.0:
@@ -87,8 +89,11 @@ def run_session(rt: DeployRuntime, *, duration: float, auto: bool, command: list
                 phase.update(name="walk", t=now)
                 if sim:
                     walk.update(start=robot.base_pos, t0=now)
-        if sim and phase["name"] == "walk" and r.mode == Mode.RUN:
-            walk.update(end=robot.base_pos, t1=now)
+        if sim and phase["name"] == "walk" and r.mode == Mode.RUN and r.ticks % 10 == 0:
+            if r.kinematics is not None:  # arm: where the end effector is while the policy still runs
+                walk.update(ee=r.kinematics.fk(r.last_state.q[r.index]), t1=now)
+            else:
+                walk.update(end=robot.base_pos, t1=now)
         if command_source is not None and r.ticks % 10 == 0:
             latest = command_source()
             if latest is not None:
@@ -108,7 +113,13 @@ def run_session(rt: DeployRuntime, *, duration: float, auto: bool, command: list
         "timing": {k: round(float(v), 4) for k, v in rt.stats.summary().items()},
         "trips": [{"time_s": round(t.time, 4), "tick": t.tick, "mode": t.mode, "reason": t.reason} for t in rt.trips],
     }
-    if sim:
+    if sim and rt.kinematics is not None:
+        report["sim"] = {}
+        if "ee" in walk:  # arm: how close the end effector was to the commanded target at the end of Run
+            report["sim"].update(run_time_s=round(walk["t1"] - walk["t0"], 3),
+                                 ee_pos_m=[round(float(x), 4) for x in walk["ee"]],
+                                 ee_distance_to_command_m=round(float(np.linalg.norm(walk["ee"] - rt.command)), 4))
+    elif sim:
         report["sim"] = {"final_base_height_m": round(float(robot.base_pos[2]), 4)}
         if "end" in walk:
             dt = walk["t1"] - walk["t0"]

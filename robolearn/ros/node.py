@@ -109,7 +109,8 @@ class RclpyRobot(RobotInterface):
         self.publisher.publish(self._msg_type(joint_names=self.joint_names, points=[point]))
 
 
-def _run_node(args: list[str] | None) -> None:
+def run_node(args: list[str] | None) -> None:
+    """Start the deploy node with ROS arguments (`--ros-args -p robot:=go2 -p policy:=...`) and spin it."""
     rclpy = import_rclpy()
     from geometry_msgs.msg import Twist
     from rclpy.executors import MultiThreadedExecutor
@@ -195,7 +196,7 @@ def run_guarded(run: Callable[[list[str] | None], None], args: list[str] | None)
 
 
 def main(args: list[str] | None = None) -> None:
-    run_guarded(_run_node, args)
+    run_guarded(run_node, args)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ def build_robot_scene(robot: RobotCfg, *, timestep: float, render: bool = False)
     spec.modelname = robot.name
     spec.option.timestep = timestep
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    if robot.gravity_compensation:  # MuJoCo applies the cancelling force as a passive force on every body
+        for body in spec.bodies:
+            if body.name != "world":
+                body.gravcomp = 1.0
     # Robot geoms collide with the floor only (never with each other), or with nothing at all.
     robot_contype = 1 if robot.collide_with == "floor" else 0
     for geom in spec.geoms:

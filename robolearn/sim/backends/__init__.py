@@ -6,6 +6,8 @@ import mujoco
 
 from robolearn.errors import ConfigError
 from robolearn.sim.backends.base import Backend
+from robolearn.sim.backends.mjwarp_backend import MjWarpBackend
+from robolearn.sim.backends.mjx_backend import MjxBackend
 from robolearn.sim.backends.mujoco_cpu import MujocoBackend
 from robolearn.sim.backends.pybullet_backend import PyBulletBackend
 
@@ -13,6 +15,8 @@ __all__ = ["Backend", "BACKENDS", "make_backend"]
 
 BACKENDS: dict[str, tuple[type[Backend], str]] = {
     "mujoco": (MujocoBackend, "MuJoCo on the CPU, envs stepped in C++ threads by mujoco.rollout (default)"),
+    "mjwarp": (MjWarpBackend, "MuJoCo Warp: all envs in parallel on a GPU (or, slowly, the CPU); extra [mjwarp]"),
+    "mjx": (MjxBackend, "MJX (JAX): one compiled program for all envs on a GPU (or, slowly, the CPU); extra [mjx]"),
     "pybullet": (PyBulletBackend, "PyBullet (Bullet) on the CPU, one client per env: a second engine for sim2sim"),
 }
 

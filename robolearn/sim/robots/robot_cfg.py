@@ -40,6 +40,7 @@ class RobotCfg:
     locked_joints: list[str] = field(default_factory=list)
     collision: list[CollisionRule] = field(default_factory=list)
     collide_with: str = "floor"  # floor | none: robot geoms never collide with each other
+    gravity_compensation: bool = False  # the real drives cancel gravity (Franka): the model does too
     sites: dict[str, str] = field(default_factory=dict)  # site name -> URDF link
     feet: list[str] = field(default_factory=list)  # site names of the feet (legged)
     end_effector: str | None = None  # site name (arms)

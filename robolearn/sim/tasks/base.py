@@ -70,6 +70,7 @@ class Task(ABC):
         self.actions = torch.zeros(num_envs, self.num_actions)
         self.last_actions = torch.zeros(num_envs, self.num_actions)
         self.targets = self.default_joint_pos.repeat(num_envs, 1)
+        self._target_range = torch.tensor(self.robot.joint_range, dtype=torch.float32)
         self.action_delay = torch.zeros(num_envs, dtype=torch.long)
         self._reward_fns = {}
         for term in cfg.rewards:
@@ -211,6 +212,13 @@ class Task(ABC):
     def _reward_action_rate(self) -> torch.Tensor:
         """Squared change of the action between policy steps (any task)."""
         return (self.actions - self.last_actions).square().sum(dim=1)
+
+    def _reward_target_limits(self) -> torch.Tensor:
+        """How far (rad) the joint targets reach beyond the joint ranges. In simulation such targets only
+        saturate the PD; on a robot the deploy safety layer treats them as a fault, so train them away."""
+        below = (self._target_range[:, 0] - self.targets).clamp(min=0)
+        above = (self.targets - self._target_range[:, 1]).clamp(min=0)
+        return (below + above).sum(dim=1)
 
     def compute_reward(self) -> torch.Tensor:
         reward = torch.zeros(self.num_envs)
