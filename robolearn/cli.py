@@ -151,39 +151,22 @@ def play(
 ) -> None:
     """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
     from robolearn.policies.evaluate import evaluate
+    from robolearn.policies.runner import load_policy, run_folder
     from robolearn.sim.tasks import make_task
 
-    cfg, policy = _load_policy(run, task)
+    cfg, policy, _ = load_policy(run, task=task)
     overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
     env = make_task(cfg.task, episodes, backend=cfg.backend, seed=seed, overrides=overrides)
     recorder = None
     if video:
         from robolearn.sim.render import VideoRecorder
 
-        recorder = VideoRecorder(env, output or _run_dir(run) / "videos" / "play.mp4")
+        recorder = VideoRecorder(env, output or run_folder(run) / "videos" / "play.mp4")
     summary, results = evaluate(policy, env, on_step=recorder)
     env.close()
     _print_episodes(f"{cfg.task}: {len(results)} episodes", summary, results)
     if recorder is not None:
         console.print(f"video: {recorder.close()}")
-
-
-def _load_policy(run: Path, task: str | None = None) -> tuple[Any, Any]:
-    """(TrainCfg, policy with the checkpoint's weights) of a run folder or checkpoint file."""
-    from robolearn.config import from_dict
-    from robolearn.policies.runner import build_policy, load_checkpoint
-    from robolearn.policies.train_cfg import TrainCfg
-
-    ckpt = load_checkpoint(run, task=task)
-    cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
-    policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
-    policy.load_state_dict(ckpt["model"])
-    return cfg, policy
-
-
-def _run_dir(run: Path) -> Path:
-    """The run folder of `run` (a run folder, or runs/<name>/checkpoints/<file>)."""
-    return run if run.is_dir() else run.parent.parent
 
 
 def _print_episodes(title: str, summary: dict[str, float], results: list[Any]) -> None:
@@ -217,9 +200,10 @@ def eval_(
     import time
 
     from robolearn.policies.evaluate import evaluate
+    from robolearn.policies.runner import load_policy, run_folder
     from robolearn.sim.tasks import make_task
 
-    cfg, policy = _load_policy(run, task)
+    cfg, policy, _ = load_policy(run, task=task)
     episodes = episodes if episodes is not None else cfg.eval.num_envs
     num_envs = min(num_envs if num_envs is not None else episodes, episodes)
     if episodes < 1 or num_envs < 1:
@@ -251,7 +235,7 @@ def eval_(
     summary["episodes"] = float(len(results))
     wall = time.perf_counter() - start
     _print_episodes(f"{cfg.task} on {backend}: {len(results)} episodes", summary, results)
-    out = _run_dir(run) / f"eval_{backend}.json"
+    out = run_folder(run) / f"eval_{backend}.json"
     report = {"run": str(run), "task": cfg.task, "backend": backend, "episodes": len(results), "num_envs": num_envs,
               "seed": seed, "task_overrides": overrides, "wall_time_s": round(wall, 2), "summary": summary,
               "per_episode": [dataclasses.asdict(r) for r in results]}
@@ -266,30 +250,24 @@ def eval_(
 
 @app.command("list")
 def list_() -> None:
-    """Tasks, robots and backends, one line each."""
+    """Tasks, robots, backends, hardware profiles and shipped bundles, one line each."""
+    from robolearn.hardware.bundle import shipped_bundles
+    from robolearn.hardware.profile import load_profile, profile_names
     from robolearn.sim.backends import BACKENDS
     from robolearn.sim.robots.robot_cfg import load_robot_cfg, robot_names
     from robolearn.sim.tasks import task_description, task_names
 
-    console.print("[bold]tasks[/]")
-    for name in task_names():
-        console.print(f"  {name:<16} {task_description(name)}", highlight=False, soft_wrap=True)
-    console.print("[bold]robots[/]")
-    for name in robot_names():
-        console.print(f"  {name:<16} {load_robot_cfg(name).description}", highlight=False, soft_wrap=True)
-    console.print("[bold]backends[/]")
-    for name, (_, description) in BACKENDS.items():
-        console.print(f"  {name:<16} {description}", highlight=False, soft_wrap=True, markup=False)
-    from robolearn.hardware.bundle import shipped_bundles
-    from robolearn.hardware.profile import load_profile, profile_names
-
-    console.print("[bold]hardware profiles[/]")
-    for name in profile_names():
-        console.print(f"  {name:<16} {load_profile(name).description}", highlight=False, soft_wrap=True)
-    console.print("[bold]shipped policy bundles[/]")
-    for name in shipped_bundles():
-        console.print(f"  {name:<16} policies/bundles/{name}", highlight=False, soft_wrap=True)
-
+    sections = {
+        "tasks": [(name, task_description(name)) for name in task_names()],
+        "robots": [(name, load_robot_cfg(name).description) for name in robot_names()],
+        "backends": [(name, description) for name, (_, description) in BACKENDS.items()],
+        "hardware profiles": [(name, load_profile(name).description) for name in profile_names()],
+        "shipped policy bundles": [(name, f"policies/bundles/{name}") for name in shipped_bundles()],
+    }
+    for title, rows in sections.items():
+        console.print(f"[bold]{title}[/]")
+        for name, description in rows:  # descriptions may hold [brackets]: printed as text, not markup
+            console.print(f"  {name:<16} {description}", highlight=False, soft_wrap=True, markup=False)
 
 @app.command()
 def bench(

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from robolearn.config import from_dict
 from robolearn.errors import BundleError
 from robolearn.hardware.bundle import (
     BUNDLE_FORMAT,
@@ -33,7 +32,7 @@ from robolearn.hardware.bundle import (
     write_manifest,
 )
 from robolearn.policies.networks import ActorCritic
-from robolearn.policies.runner import build_policy, load_checkpoint
+from robolearn.policies.runner import load_policy, run_folder
 from robolearn.policies.train_cfg import TrainCfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
@@ -117,16 +116,11 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
                record_steps: int = 100, seed: int = 0) -> ExportReport:
     """Export the run's latest checkpoint (or the checkpoint file `run`) to the bundle folder `output`
     (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
-    run = Path(run)
-    ckpt = load_checkpoint(run)
-    run_dir = run if run.is_dir() else run.parent.parent
-    folder = Path(output) if output is not None else run_dir / "export"
-    cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
+    cfg, policy, ckpt = load_policy(run)
+    policy.eval()
+    folder = Path(output) if output is not None else run_folder(run) / "export"
     task = make_task(cfg.task, record_envs, backend="mujoco", seed=seed, overrides=cfg.task_overrides)
     try:
-        policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
-        policy.load_state_dict(ckpt["model"])
-        policy.eval()
         obs_dim = task.obs_dims["policy"]
         if sum(t["dim"] for t in task.policy_obs_layout()) != obs_dim:
             raise BundleError(f"task {cfg.task}: policy_terms do not add up to the policy observation ({obs_dim})")

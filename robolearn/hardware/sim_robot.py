@@ -126,11 +126,3 @@ class SimRobot(RobotInterface):
     @property
     def base_pos(self) -> np.ndarray:
         return self.data.qpos[0:3].copy()
-
-    @property
-    def base_lin_vel_body(self) -> np.ndarray:
-        """Base linear velocity in the body frame (x forward), m/s."""
-        q = self.data.qpos[3:7]
-        rot = np.zeros(9)
-        mujoco.mju_quat2Mat(rot, q)
-        return rot.reshape(3, 3).T @ self.data.qvel[0:3]

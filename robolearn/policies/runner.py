@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from robolearn.config import to_dict
+from robolearn.config import from_dict, to_dict
 from robolearn.errors import CheckpointError
 from robolearn.policies.distributed import Distributed, init_distributed
 from robolearn.policies.evaluate import evaluate
@@ -33,7 +33,7 @@ from robolearn.policies.storage import RolloutStorage
 from robolearn.policies.train_cfg import TrainCfg
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["build_policy", "load_checkpoint", "OnPolicyRunner"]
+__all__ = ["build_policy", "load_checkpoint", "load_policy", "run_folder", "OnPolicyRunner"]
 
 CHECKPOINT_VERSION = 1
 TRAIN_DEVICE = "cpu"  # policy, storage and PPO run on the CPU next to the mujoco backend
@@ -61,6 +61,21 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
     if task is not None and ckpt["task"] != task:
         raise CheckpointError(f"{path}: checkpoint was trained on task {ckpt['task']!r}, not {task!r}")
     return ckpt
+
+
+def load_policy(run: str | Path, *, task: str | None = None) -> tuple[TrainCfg, ActorCritic, dict[str, Any]]:
+    """(training config, policy with the checkpoint's weights, the checkpoint) of a run folder or checkpoint."""
+    ckpt = load_checkpoint(run, task=task)
+    cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
+    policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
+    policy.load_state_dict(ckpt["model"])
+    return cfg, policy, ckpt
+
+
+def run_folder(run: str | Path) -> Path:
+    """The run folder of `run` (a run folder, or runs/<name>/checkpoints/<file>)."""
+    run = Path(run)
+    return run if run.is_dir() else run.parent.parent
 
 
 class OnPolicyRunner:
