@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["RobolearnError", "ConfigError", "RobotImportError", "CheckpointError", "BundleError"]
+__all__ = ["RobolearnError", "ConfigError", "RobotImportError", "CheckpointError", "BundleError", "DatasetError",
+           "DeviceError"]
 
 
 class RobolearnError(Exception):
@@ -23,3 +24,11 @@ class CheckpointError(RobolearnError):
 
 class BundleError(RobolearnError):
     """A policy bundle (policy.onnx + deploy.yaml) is missing, malformed, tampered with, or does not fit the robot."""
+
+
+class DatasetError(RobolearnError):
+    """A dataset folder is missing, foreign (not LeRobot v3), corrupted, or does not match what is being written."""
+
+
+class DeviceError(RobolearnError):
+    """A teleoperation device is missing, unreadable, or sends data that cannot be parsed."""

@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess
 def test_help_lists_the_commands():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("train", "play", "list", "bench", "export", "deploy"):
+    for command in ("train", "play", "list", "bench", "export", "deploy", "record", "teleop", "dataset"):
         assert command in out.stdout
 
 
@@ -37,8 +37,8 @@ def test_list_shows_tasks_robots_backends_one_line_each():
         else:
             current = line.strip()
             sections[current] = []
-    assert sections["tasks"] == ["go2-flat", "panda-reach"]
-    assert sections["robots"] == ["go2", "panda", "so100"]
+    assert sections["tasks"] == ["go2-flat", "panda-lift", "panda-push", "panda-reach"]
+    assert sections["robots"] == ["go2", "panda", "panda_gripper", "so100"]
     assert "mujoco" in sections["backends"]
     assert sections["hardware profiles"] == ["go2", "panda", "so100"]
     assert sections["shipped policy bundles"] == ["go2-flat"]
@@ -47,7 +47,8 @@ def test_list_shows_tasks_robots_backends_one_line_each():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, panda-reach"),
+        (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, panda-lift, panda-push, "
+                                "panda-reach"),
         (("train", "go2-flat", "--backend", "isaac"),
          "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
         (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
@@ -75,7 +76,8 @@ def test_malformed_config_file_names_file_and_line(tmp_path):
 
 def test_unknown_robot_in_a_task_override():
     out = run("train", "panda-reach", "--set", "task_overrides.robot=ur5")
-    assert out.returncode == 2 and "error: unknown robot 'ur5'; valid robots: go2, panda, so100" in out.stderr
+    assert out.returncode == 2
+    assert "error: unknown robot 'ur5'; valid robots: go2, panda, panda_gripper, so100" in out.stderr
 
 
 def test_train_then_play_writes_run_folder_and_video(tmp_path):

@@ -1,4 +1,5 @@
-"""Offscreen rendering of one env of a task to an mp4 (MUJOCO_GL=egl, no display needed)."""
+"""Offscreen rendering of one env of a task (MUJOCO_GL=egl, no display needed): a chase-camera mp4 of a rollout
+(`VideoRecorder`), and a task's own cameras as frames for datasets (`CameraRig`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,30 @@ import numpy as np
 from robolearn.errors import RobolearnError
 from robolearn.sim.tasks import Task
 
-__all__ = ["VideoRecorder"]
+__all__ = ["VideoRecorder", "CameraRig"]
+
+
+def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    try:
+        return mujoco.Renderer(model, height=height, width=width)
+    except Exception as exc:  # no EGL / OSMesa
+        raise RobolearnError(f"offscreen rendering failed ({exc}); try MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+
+
+def _mesh_option() -> mujoco.MjvOption:
+    option = mujoco.MjvOption()
+    option.geomgroup[:] = [1, 1, 1, 0, 0, 0]  # meshes, not the collision primitives
+    return option
+
+
+def _load_env(task: Task, model: mujoco.MjModel, data: mujoco.MjData, env: int) -> None:
+    """Copy env `env`'s state and its markers (mocap bodies) into a render model's data, then forward."""
+    data.qpos[:] = task.sim.qpos[env].numpy()
+    data.qvel[:] = task.sim.qvel[env].numpy()
+    for body, pos in task.mocap_positions(env).items():
+        mocap = model.body_mocapid[model.body(body).id]
+        data.mocap_pos[mocap] = pos
+    mujoco.mj_forward(model, data)
 
 
 class VideoRecorder:
@@ -24,10 +48,7 @@ class VideoRecorder:
         self.task, self.env_id, self.path = task, env_id, Path(path)
         self.model = task.build_model(render=True)
         self.data = mujoco.MjData(self.model)
-        try:
-            self.renderer = mujoco.Renderer(self.model, height=height, width=width)
-        except Exception as exc:  # no EGL / OSMesa
-            raise RobolearnError(f"offscreen rendering failed ({exc}); try MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+        self.renderer = _renderer(self.model, height, width)
         self.every = max(1, round(1.0 / (fps * task.dt)))
         self.fps = 1.0 / (self.every * task.dt)
         self.frames: list[np.ndarray] = []
@@ -38,20 +59,13 @@ class VideoRecorder:
         self.camera.distance = 1.6 if floating else 1.8
         self.camera.azimuth = 135.0
         self.camera.elevation = -20.0
-        self._target_id = next((i for i in range(self.model.nbody) if self.model.body(i).name == "target"), None)
-        self.scene_option = mujoco.MjvOption()
-        self.scene_option.geomgroup[:] = [1, 1, 1, 0, 0, 0]  # meshes, not the collision primitives
+        self.scene_option = _mesh_option()
 
     def __call__(self, task: Task) -> None:
         self._count += 1
         if self._count % self.every:
             return
-        env = self.env_id
-        self.data.qpos[:] = task.sim.qpos[env].numpy()
-        self.data.qvel[:] = task.sim.qvel[env].numpy()
-        if self._target_id is not None and hasattr(task, "target"):
-            self.data.mocap_pos[self.model.body_mocapid[self._target_id]] = task.target[env].numpy()
-        mujoco.mj_forward(self.model, self.data)
+        _load_env(task, self.model, self.data, self.env_id)
         if task.robot.floating_base:
             self.camera.lookat[:] = self.data.qpos[:3]
             self.camera.lookat[2] = 0.25
@@ -69,3 +83,31 @@ class VideoRecorder:
                 w.append_data(frame)
         self.renderer.close()
         return self.path
+
+
+class CameraRig:
+    """The cameras a task declares (`cfg.cameras`: name, pose, size), rendered for one env with the real meshes.
+
+    `frames(task, env)` returns {camera name: uint8 [H, W, 3]}; ~5 ms per 240x320 frame with software EGL."""
+
+    def __init__(self, task: Task) -> None:
+        cameras = list(getattr(task.cfg, "cameras", []))
+        if not cameras:
+            raise RobolearnError(f"task {task.name} declares no cameras")
+        self.model = task.build_model(render=True)
+        self.data = mujoco.MjData(self.model)
+        self.cameras = {c.name: c for c in cameras}
+        self.renderers = {c.name: _renderer(self.model, c.height, c.width) for c in cameras}
+        self.option = _mesh_option()
+
+    def frames(self, task: Task, env: int = 0) -> dict[str, np.ndarray]:
+        _load_env(task, self.model, self.data, env)
+        out = {}
+        for name, renderer in self.renderers.items():
+            renderer.update_scene(self.data, camera=name, scene_option=self.option)
+            out[name] = renderer.render()  # a fresh array per call
+        return out
+
+    def close(self) -> None:
+        for renderer in self.renderers.values():
+            renderer.close()

@@ -9,11 +9,13 @@ from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.sim.tasks.base import Task, TaskCfg
 from robolearn.sim.tasks.locomotion import LocomotionTask
+from robolearn.sim.tasks.manipulation import LiftTask, ManipulationTask, PushTask
 from robolearn.sim.tasks.reach import ReachTask
 
-__all__ = ["Task", "TaskCfg", "TASK_TYPES", "task_names", "load_task_cfg", "make_task"]
+__all__ = ["Task", "TaskCfg", "ManipulationTask", "TASK_TYPES", "task_names", "load_task_cfg", "make_task"]
 
-TASK_TYPES: dict[str, type[Task]] = {"locomotion": LocomotionTask, "reach": ReachTask}
+TASK_TYPES: dict[str, type[Task]] = {"locomotion": LocomotionTask, "reach": ReachTask, "push": PushTask,
+                                     "lift": LiftTask}
 
 
 def _tasks_dir() -> Path:

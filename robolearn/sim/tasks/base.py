@@ -60,7 +60,7 @@ class Task(ABC):
         self.robot: RobotInfo = robot_info(self.model, self.robot_cfg)
         self.sim = make_backend(backend, self.model, num_envs, device)
         self.backend = backend
-        self.num_actions = self.model.nu
+        self.num_actions = self.action_dim()
         self.dt = cfg.sim_dt * cfg.decimation
         self.max_episode_steps = int(round(cfg.episode_length_s / self.dt))
         self.episode_step = torch.zeros(num_envs, dtype=torch.long)
@@ -92,6 +92,11 @@ class Task(ABC):
 
     def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:  # noqa: B027 - optional hook
         """Add task sensors, sites or objects to the scene before it is compiled."""
+
+    def action_dim(self) -> int:
+        """Size of one action (called once, before `setup`): one joint target per actuator unless a task maps
+        its actions to joint targets in its own way (`action_to_ctrl`), e.g. end-effector motions."""
+        return self.model.nu
 
     def sensor(self, name: str) -> slice:
         """Columns of sensor `name` in `self.sensors[..., :]`."""
@@ -145,6 +150,10 @@ class Task(ABC):
 
     def after_step(self) -> None:  # noqa: B027 - optional hook
         """Commands, pushes and curricula, once per policy step before resets."""
+
+    def mocap_positions(self, env: int) -> dict[str, Any]:
+        """{mocap body name: position [3]} of env `env`: markers (targets, goals) that renderers place."""
+        return {}
 
     def command_ranges(self) -> dict[str, tuple[float, float]]:
         """Ranges of the commands the policy was trained on (written into exported bundles)."""

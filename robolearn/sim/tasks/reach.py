@@ -85,6 +85,9 @@ class ReachTask(Task):
         lo, hi = self.cfg.target_low, self.cfg.target_high
         return {f"target_{axis}": (lo[i], hi[i]) for i, axis in enumerate("xyz")}
 
+    def mocap_positions(self, env: int) -> dict[str, object]:
+        return {"target": self.target[env].numpy()}
+
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"ee_distance": self.distance}
 
