@@ -38,6 +38,7 @@ def launch_nodes(path: Path) -> tuple[set[str], list[str]]:
 @pytest.mark.parametrize(("name", "required_args", "executables"), [
     ("deploy.launch.py", {"robot", "policy", "auto_stand"}, ["robolearn_deploy"]),
     ("sim.launch.py", {"robot", "policy"}, ["robolearn_sim", "robolearn_deploy"]),
+    ("teleop.launch.py", {"robot", "device", "dataset", "camera_topic"}, ["robolearn_teleop"]),
 ])
 def test_launch_files_declare_arguments_and_start_installed_executables(name, required_args, executables):
     args, found = launch_nodes(ROOT / "launch" / name)
@@ -66,11 +67,13 @@ def test_launch_files_are_installed_by_setup_py():
                           "print(kw['data_files']); runpy.run_path('setup.py')"],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     assert "launch/deploy.launch.py" in out.stdout and "launch/sim.launch.py" in out.stdout
+    assert "launch/teleop.launch.py" in out.stdout
     assert "hardware/go2.yaml" in out.stdout and "policies/bundles/go2-flat/policy.onnx" in out.stdout
 
 
 @pytest.mark.parametrize("command", [
     ["-m", "robolearn.ros.node"],
+    ["-m", "robolearn.ros.teleop_node"],
     ["-m", "robolearn.cli", "deploy", "--robot", "go2", "--policy", "go2-flat", "--transport", "ros2"],
 ])
 def test_node_without_ros_says_what_to_do(command):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
+from robolearn.sim.ik import dls_ik
 from robolearn.sim.math import sample_uniform, yaw_quat
 from robolearn.sim.tasks.base import Task, TaskCfg
 
@@ -136,32 +137,15 @@ class ManipulationTask(Task):
         d = self._ik_data
         d.qpos[self.robot.qpos_adr] = self.robot.default_joint_pos
         mujoco.mj_kinematics(m, d)
-        self._ee_rot = d.site_xmat[self._site].reshape(3, 3).copy()
+        self._ee_quat = np.zeros(4)
+        mujoco.mju_mat2Quat(self._ee_quat, d.site_xmat[self._site])
 
     # -- actions -> joint targets ---------------------------------------------------------------------------
     def _ik(self, q: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Arm joint positions that put the end effector at `target` [3] with the held orientation, starting
-        from joint positions `q` [nu] (damped least squares, `ik_iterations` steps)."""
-        m, d = self.model, self._ik_data
-        jp, jr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        """Joint positions [nu] that put the end effector at `target` [3] with the held orientation, from `q`."""
         q = q.copy()
-        lam2 = self.cfg.ik_damping**2
-        quat_err, quat_cur, quat_tgt = np.zeros(4), np.zeros(4), np.zeros(4)
-        mujoco.mju_mat2Quat(quat_tgt, self._ee_rot.ravel())
-        rot_err = np.zeros(3)
-        for _ in range(self.cfg.ik_iterations):
-            d.qpos[self.robot.qpos_adr] = q
-            mujoco.mj_kinematics(m, d)
-            mujoco.mj_comPos(m, d)
-            mujoco.mj_jacSite(m, d, jp, jr, self._site)
-            mujoco.mju_mat2Quat(quat_cur, d.site_xmat[self._site])
-            mujoco.mju_negQuat(quat_err, quat_cur)
-            mujoco.mju_mulQuat(quat_err, quat_tgt, quat_err)
-            mujoco.mju_quat2Vel(rot_err, quat_err, 1.0)
-            err = np.concatenate([target - d.site_xpos[self._site], rot_err])
-            jac = np.vstack([jp, jr])[:, self._arm_dof]
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + lam2 * np.eye(6), err)
-            q[self._arm] += dq
+        q[self._arm] = dls_ik(self.model, self._ik_data, self._site, self._arm_qpos, self._arm_dof, q[self._arm],
+                              target, self._ee_quat, damping=self.cfg.ik_damping, iterations=self.cfg.ik_iterations)
         return q
 
     def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
@@ -300,8 +284,8 @@ class ManipulationTask(Task):
 
     def scene_from_frame(self, frame: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(joint_pos [1, nu], block pose [1, 7], goal [1, 3]) from a recorded first frame, for `restart`."""
-        env_state = torch.as_tensor(np.asarray(frame["observation.environment_state"]), dtype=torch.float32)
-        q = torch.as_tensor(np.asarray(frame["observation.state"]), dtype=torch.float32)
+        env_state = torch.tensor(np.asarray(frame["observation.environment_state"]), dtype=torch.float32)
+        q = torch.tensor(np.asarray(frame["observation.state"]), dtype=torch.float32)
         pose = env_state[:7].clone()
         pose[3:7] /= pose[3:7].norm()
         return q.unsqueeze(0), pose.unsqueeze(0), env_state[7:10].unsqueeze(0)
