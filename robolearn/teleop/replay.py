@@ -66,7 +66,7 @@ def replay_episode(root: str | Path, episode: int, *, video: str | Path | None =
             final_obj = float(np.linalg.norm(task.block_pos[0].numpy() - recorded_block))
             if writer is not None:
                 writer.append_data(rig.frames(task, 0)[camera])
-            action = torch.as_tensor(np.asarray(data["action"][t]), dtype=torch.float32).unsqueeze(0)
+            action = torch.tensor(np.asarray(data["action"][t]), dtype=torch.float32).unsqueeze(0)
             _, _, _, _, info = task.step(action)
             success = bool(info["ended"]["success"][0] > 0.5) if "ended" in info else bool(task.success()[0])
             if "ended" in info:
