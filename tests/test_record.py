@@ -73,9 +73,9 @@ def test_video_frames_are_the_camera_images_of_the_recorded_states(recorded):
     errors = []
     for t in range(0, len(frames), 20):
         # put the recorded joints and block into the scene and render
-        q = torch.as_tensor(data["observation.state"][t])
-        pose = torch.as_tensor(data["observation.environment_state"][t][:7])
-        task.restart(q.unsqueeze(0), pose.unsqueeze(0), torch.as_tensor(data["observation.environment_state"][t][7:])
+        q = torch.tensor(data["observation.state"][t])
+        pose = torch.tensor(data["observation.environment_state"][t][:7])
+        task.restart(q.unsqueeze(0), pose.unsqueeze(0), torch.tensor(data["observation.environment_state"][t][7:])
                      .unsqueeze(0))
         rendered = rig.frames(task, 0)["front"].astype(float)
         errors.append(np.abs(rendered - frames[t].astype(float)).mean())
