@@ -1,4 +1,5 @@
-"""The `robolearn` command line: train, play, eval, list, bench, export, deploy, record, teleop, dataset."""
+"""The `robolearn` command line: train, play, eval, distill, compare, list, bench, export, deploy, record, teleop,
+dataset."""
 
 from __future__ import annotations
 
@@ -188,64 +189,131 @@ def eval_(
     backend: Annotated[str, typer.Option(help="physics backend (see `robolearn list`); pybullet: sim2sim")] = "mujoco",
     episodes: Annotated[Optional[int], typer.Option(help="episodes (default: the config's eval.num_envs)")] = None,
     num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    randomization: Annotated[str, typer.Option(help="train (the training ranges) or a held-out set named in the "
+                                                    "config's eval.randomization, e.g. wide")] = "train",
     video: Annotated[Optional[Path], typer.Option(help="render the first episode to this mp4")] = None,
     seed: Annotated[Optional[int], typer.Option(help="task seed (default: the run's seed + 1000, as its "
                                                      "final evaluation)")] = None,
     task: Annotated[Optional[str], typer.Option(help="check that the run was trained on this task")] = None,
 ) -> None:
-    """Evaluate a trained policy with the run's evaluation settings on a backend (deterministic actions, one
-    episode per env); prints per-episode metrics and writes RUN/eval_<backend>.json."""
-    import dataclasses
+    """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
+    (deterministic actions, one episode per env); prints per-episode metrics and writes
+    RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization)."""
     import json
-    import time
 
-    from robolearn.policies.evaluate import evaluate
-    from robolearn.policies.runner import load_policy, run_folder
-    from robolearn.sim.tasks import make_task
+    from robolearn.policies.eval_run import evaluate_run
+    from robolearn.policies.runner import run_folder
 
-    cfg, policy, _ = load_policy(run, task=task)
-    episodes = episodes if episodes is not None else cfg.eval.num_envs
-    num_envs = min(num_envs if num_envs is not None else episodes, episodes)
-    if episodes < 1 or num_envs < 1:
-        raise RobolearnError(f"--episodes and --num-envs must be >= 1, got {episodes} and {num_envs}")
-    seed = cfg.seed + 1000 if seed is None else seed
-    overrides = cfg.eval_task_overrides()
-    start = time.perf_counter()
-    summaries, results, recorder = [], [], None
-    for batch, first in enumerate(range(0, episodes, num_envs)):
-        env = make_task(cfg.task, min(num_envs, episodes - first), backend=backend, seed=seed + batch,
-                        overrides=overrides)
-        if batch == 0:
-            console.print(f"[bold]eval[/] {cfg.task} on {backend}: {episodes} episodes, {num_envs} envs at a time, "
-                          f"seed {seed}")
-        try:
-            if video is not None and batch == 0:
-                from robolearn.sim.render import VideoRecorder
+    recorder = None
 
-                recorder = VideoRecorder(env, video)
-            summary, batch_results = evaluate(policy, env, on_step=recorder if batch == 0 else None)
-        finally:
-            env.close()
-        for r in batch_results:
-            r.env_id += first  # episode number across batches
-        summaries.append((summary, len(batch_results)))
-        results += batch_results
-    # Batches weigh by their episodes (one batch: evaluate's own summary, per-step metrics over env-steps).
-    summary = {k: sum(s[k] * n for s, n in summaries) / len(results) for k in summaries[0][0]}
-    summary["episodes"] = float(len(results))
-    wall = time.perf_counter() - start
-    _print_episodes(f"{cfg.task} on {backend}: {len(results)} episodes", summary, results)
-    out = run_folder(run) / f"eval_{backend}.json"
-    report = {"run": str(run), "task": cfg.task, "backend": backend, "episodes": len(results), "num_envs": num_envs,
-              "seed": seed, "task_overrides": overrides, "wall_time_s": round(wall, 2), "summary": summary,
-              "per_episode": [dataclasses.asdict(r) for r in results]}
+    def first_batch(env: Any) -> Any:
+        nonlocal recorder
+        console.print(f"[bold]eval[/] {run} on {backend} ({randomization} randomization): {env.num_envs} envs per "
+                      "batch", highlight=False)
+        if video is not None:
+            from robolearn.sim.render import VideoRecorder
+
+            recorder = VideoRecorder(env, video)
+        return recorder
+
+    report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
+                                   randomization=randomization, task=task, on_first_batch=first_batch)
+    _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
+    suffix = "" if randomization == "train" else f"_{randomization}"
+    out = run_folder(run) / f"eval_{backend}{suffix}.json"
     try:
         out.write_text(json.dumps(report, indent=2))
     except OSError as exc:
         raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
     if recorder is not None:
         console.print(f"video: {recorder.close()}")
-    console.print(f"{len(results)} episodes in {wall:.0f} s -> {out}")
+    console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="the teacher's run folder or checkpoint (robolearn train)")],
+    student: Annotated[Optional[str], typer.Option(help="dagger | rma | hib (default: the config's)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="parallel environments")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="distillation iterations")] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none)")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    config: Annotated[Optional[Path], typer.Option(help="distillation config (default "
+                                                        "policies/distill/<teacher's task>.yaml)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value")] = [],  # noqa: B006
+    name: Annotated[Optional[str], typer.Option(help="run name (default <task>-<student>-<time>)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Distil a privileged teacher into a student that reads only proprioceptive history (DAgger, RMA
+    adaptation module or historical information bottleneck); writes a run folder that play, eval and export
+    take."""
+    from robolearn.policies.distill import Distiller, load_distill_cfg
+    from robolearn.policies.runner import load_checkpoint
+
+    task = load_checkpoint(teacher)["task"]
+    overrides = _parse_sets(set_)
+    for key, value in (("num_envs", num_envs), ("max_iterations", iterations), ("max_time_s", max_time),
+                       ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    if student is not None:
+        _set_path(overrides, "student.kind", student)
+    cfg = load_distill_cfg(teacher, task, config, overrides)
+    run_name = name or f"{task}-{cfg.student.kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    distiller = Distiller(cfg, runs_dir / run_name, console=console)
+    console.print(f"[bold]distilling[/] {teacher} into a {cfg.student.kind} student (history {cfg.student.history}, "
+                  f"{cfg.student.encoder} encoder) with {cfg.num_envs} envs -> {runs_dir / run_name}")
+    summary = distiller.learn(progress=progress)
+    table = Table(title=f"{task}: {cfg.student.kind} student", show_header=False)
+    for key in ("iterations", "env_steps", "wall_time_s", "steps_per_s"):
+        table.add_row(key, str(summary[key]))
+    for key, value in {**summary["final_losses"], **{f"eval/{k}": v for k, v in summary["eval"].items()}}.items():
+        table.add_row(key, f"{value:.4g}")
+    console.print(table)
+    console.print(f"run folder: {runs_dir / run_name}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run folders; the first is the reference (the teacher)")],
+    randomization: Annotated[list[str], typer.Option(help="randomization sets (repeat), e.g. train, wide")] = [  # noqa: B006
+        "train"],
+    label: Annotated[Optional[list[str]], typer.Option(help="a name per run for the table (default: folder names)")
+                     ] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="episodes per run and set (default: eval.num_envs)")] = None,
+    output: Annotated[Path, typer.Option(help="folder for the JSON, markdown and PNG")] = Path("benchmarks/results"),
+) -> None:
+    """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
+    first run) and plot in --output."""
+    from robolearn.policies.compare import comparison_rows, write_comparison
+    from robolearn.policies.eval_run import evaluate_run
+
+    labels = label or [Path(r).name for r in runs]
+    if len(labels) != len(runs):
+        raise RobolearnError(f"--label given {len(labels)} times for {len(runs)} runs")
+    reports = []
+    for name in randomization:
+        for run, lab in zip(runs, labels, strict=True):
+            report, _ = evaluate_run(run, episodes=episodes, randomization=name)
+            console.print(f"{lab} ({name}): " + " ".join(f"{k}={v:.4g}" for k, v in report["summary"].items()),
+                          highlight=False, soft_wrap=True)
+            reports.append(report)
+    tasks = {r["task"] for r in reports}
+    if len(tasks) > 1:
+        raise RobolearnError(f"runs are for different tasks: {', '.join(sorted(tasks))}")
+    rows = comparison_rows(reports, [lab for _ in randomization for lab in labels])
+    table = Table(title=f"{reports[0]['task']}: policies side by side")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
+    meta = {"task": reports[0]["task"], "runs": [str(r) for r in runs], "labels": labels,
+            "randomization": randomization, "episodes": reports[0]["episodes"],
+            "task_overrides": {r["randomization"]: r["task_overrides"] for r in reports}}
+    paths = write_comparison(rows, reports[0]["task"], output, meta)
+    console.print(f"wrote {', '.join(map(str, paths))}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("list")

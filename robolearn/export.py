@@ -1,6 +1,7 @@
 """`robolearn export RUN`: checkpoint -> policy bundle (policy.onnx + deploy.yaml + parity.npz).
 
-The ONNX graph is the deterministic actor with the observation normalizer baked in. The exporter records
+The ONNX graph is the deterministic actor with the observation normalizer baked in; a distilled student's
+input is its stacked history (manifest `policy.history` frames, oldest first). The exporter records
 observations by running the policy in the training task, checks onnxruntime against torch on them
 (max abs error <= 1e-5), and stores a sample so the robot computer can repeat the check at load time.
 """
@@ -31,7 +32,7 @@ from robolearn.hardware.bundle import (
     sha256_file,
     write_manifest,
 )
-from robolearn.policies.networks import ActorCritic
+from robolearn.policies.history import PolicyInput
 from robolearn.policies.runner import load_policy, run_folder
 from robolearn.policies.train_cfg import TrainCfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
@@ -44,7 +45,7 @@ PARITY_SAMPLES = 64
 
 
 class _DeterministicActor(nn.Module):
-    def __init__(self, policy: ActorCritic) -> None:
+    def __init__(self, policy: nn.Module) -> None:
         super().__init__()
         self.policy = policy
 
@@ -75,16 +76,19 @@ def _onnx_bytes(actor: nn.Module, obs_dim: int) -> bytes:
 
 
 @torch.no_grad()
-def _record_observations(policy: ActorCritic, task: Task, steps: int) -> np.ndarray:
-    obs = task.reset()["policy"]
-    rows = [obs]
+def _record_observations(policy: nn.Module, task: Task, steps: int) -> np.ndarray:
+    """The policy's inputs [(steps + 1) * N, history * P] along its own rollout (stacked frames for students)."""
+    policy_input = PolicyInput(policy, task.num_envs)
+    x = policy_input(task.reset())
+    rows = [x]
     for _ in range(steps):
-        obs = task.step(policy.act_mean(obs))[0]["policy"]
-        rows.append(obs)
+        obs, _, terminated, truncated, _ = task.step(policy.act_mean(x))
+        x = policy_input(obs, terminated | truncated)
+        rows.append(x)
     return torch.cat(rows).numpy()
 
 
-def _manifest(task: Task, cfg: TrainCfg, run: Path, ckpt: dict, sha256: str) -> BundleManifest:
+def _manifest(task: Task, cfg: TrainCfg, run: Path, ckpt: dict, sha256: str, history: int) -> BundleManifest:
     robot, rcfg = task.robot, task.robot_cfg
     velocity = urdf_velocity_limits(resolve_urdf_path(rcfg.urdf, relative_to=rcfg.folder))
     missing = [j for j in robot.joint_names if j not in velocity]
@@ -93,7 +97,8 @@ def _manifest(task: Task, cfg: TrainCfg, run: Path, ckpt: dict, sha256: str) -> 
     layout = task.policy_obs_layout()
     return BundleManifest(
         format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=rcfg.name, kind=rcfg.kind,
-        policy=PolicySpec(sha256=sha256, obs_dim=task.obs_dims["policy"], action_dim=task.num_actions, history=1),
+        policy=PolicySpec(sha256=sha256, obs_dim=history * task.obs_dims["policy"], action_dim=task.num_actions,
+                          history=history),
         observation=[ObsTerm(name=t["name"], dim=t["dim"], scale=t["scale"]) for t in layout],
         joints=JointSpec(
             names=list(robot.joint_names),
@@ -117,20 +122,24 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
     """Export the run's latest checkpoint (or the checkpoint file `run`) to the bundle folder `output`
     (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
     cfg, policy, ckpt = load_policy(run)
+    if policy.reads_privileged:
+        raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
+                          f"distil it into a deployable student with `robolearn distill --teacher {run}`")
     policy.eval()
     folder = Path(output) if output is not None else run_folder(run) / "export"
     task = make_task(cfg.task, record_envs, backend="mujoco", seed=seed, overrides=cfg.task_overrides)
     try:
-        obs_dim = task.obs_dims["policy"]
-        if sum(t["dim"] for t in task.policy_obs_layout()) != obs_dim:
-            raise BundleError(f"task {cfg.task}: policy_terms do not add up to the policy observation ({obs_dim})")
+        frame_dim = task.obs_dims["policy"]
+        if sum(t["dim"] for t in task.policy_obs_layout()) != frame_dim:
+            raise BundleError(f"task {cfg.task}: policy_terms do not add up to the policy observation ({frame_dim})")
+        obs_dim = policy.actor_dim  # history * frame_dim
         recorded = _record_observations(policy, task, record_steps)
         folder.mkdir(parents=True, exist_ok=True)
         onnx_path = folder / "policy.onnx"
         onnx_path.write_bytes(_onnx_bytes(_DeterministicActor(policy), obs_dim))
         with torch.no_grad():
             reference = policy.act_mean(torch.from_numpy(recorded)).numpy()
-        manifest = _manifest(task, cfg, run, ckpt, sha256_file(onnx_path))
+        manifest = _manifest(task, cfg, run, ckpt, sha256_file(onnx_path), policy.history)
         runtime = OnnxPolicy(onnx_path, manifest.policy).batch(recorded)
         error = float(np.abs(runtime - reference).max())
         if not error <= EXPORT_TOLERANCE:

@@ -65,7 +65,7 @@ def test_unreadable_or_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="bad.pt: not a readable robolearn checkpoint"):
         load_checkpoint(bad)
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a robolearn PPO checkpoint"):
+    with pytest.raises(CheckpointError, match="not a robolearn checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
 
 

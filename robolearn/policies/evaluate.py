@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robolearn.policies.history import PolicyInput
 from robolearn.policies.networks import ActorCritic
 from robolearn.sim.tasks import Task
 
@@ -27,7 +28,8 @@ class EpisodeResult:
 @torch.inference_mode()
 def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None] | None = None
              ) -> tuple[dict[str, float], list[EpisodeResult]]:
-    """Deterministic (mean) actions; each env's first episode counts. Step metrics that a task marks NaN
+    """Deterministic (mean) actions; each env's first episode counts. Students with a history (`policy.history`
+    > 1) read stacked frames, refilled at each reset as on the robot. Step metrics that a task marks NaN
     (e.g. while a new velocity command settles) are left out of the averages.
 
     Returns (summary, episodes): summary holds `survival`, `mean_return` and the mean of every metric.
@@ -35,13 +37,16 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
     policy.eval()
     obs = task.reset()
     n = task.num_envs
+    policy_input = PolicyInput(policy, n)
+    x = policy_input(obs)
     active = torch.ones(n, dtype=torch.bool)
     returns = torch.zeros(n)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
     episodes: dict[int, EpisodeResult] = {}
     for _ in range(task.max_episode_steps):
-        obs, reward, _, _, info = task.step(policy.act_mean(obs["policy"]))
+        obs, reward, terminated, truncated, info = task.step(policy.act_mean(x))
+        x = policy_input(obs, terminated | truncated)
         returns += reward * active
         for key, value in info["metrics"].items():
             valid = active & torch.isfinite(value)

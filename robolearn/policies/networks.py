@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["mlp", "EmpiricalNormalizer", "ActorCritic"]
+__all__ = ["mlp", "EmpiricalNormalizer", "ActorCritic", "TeacherActorCritic"]
 
 _ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -48,19 +48,28 @@ class ActorCritic(nn.Module):
     """Gaussian actor on `policy` observations; critic on `privileged` observations (asymmetric).
 
     Shapes: actor_obs [B, P] -> mean [B, A]; critic_obs [B, C] -> value [B, 1]. Normalizers are part of the
-    module, so an exported actor carries its own normalization.
+    module, so an exported actor carries its own normalization. `actor_input(obs)` picks the actor's input from
+    a task's observation groups; `history` is the number of stacked frames the actor reads (1: none).
     """
 
+    history = 1
+    reads_privileged = False  # True: the actor reads privileged observations (a teacher; not deployable)
+
     def __init__(self, actor_dim: int, critic_dim: int, num_actions: int, *, actor_hidden: list[int],
-                 critic_hidden: list[int], activation: str = "elu", init_std: float = 1.0) -> None:
+                 critic_hidden: list[int], activation: str = "elu", init_std: float = 1.0,
+                 _actor_in: int | None = None) -> None:
         super().__init__()
+        self.actor_dim = actor_dim
         self.actor_norm = EmpiricalNormalizer(actor_dim)
         self.critic_norm = EmpiricalNormalizer(critic_dim)
-        self.actor = mlp(actor_dim, actor_hidden, num_actions, activation)
+        self.actor = mlp(actor_dim if _actor_in is None else _actor_in, actor_hidden, num_actions, activation)
         self.critic = mlp(critic_dim, critic_hidden, 1, activation)
         self.log_std = nn.Parameter(torch.full((num_actions,), float(torch.tensor(init_std).log())))
         nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
         nn.init.zeros_(self.actor[-1].bias)
+
+    def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return obs["policy"]
 
     def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
         return self.actor(self.actor_norm(actor_obs))
@@ -74,3 +83,41 @@ class ActorCritic(nn.Module):
     def update_normalizers(self, actor_obs: torch.Tensor, critic_obs: torch.Tensor) -> None:
         self.actor_norm.update(actor_obs)
         self.critic_norm.update(critic_obs)
+
+
+class TeacherActorCritic(ActorCritic):
+    """A privileged teacher: the actor reads the policy group and a latent of the privileged extras.
+
+    The task's privileged group must start with the (noise-free) policy terms, as locomotion tasks' does; the
+    extras are `privileged[:, policy_dim:]` (true velocity, friction, masses, motor strength, height scan...).
+    Actor input = [policy, extras] [B, P + E], normalized; encoder(extras) -> latent z [B, L];
+    actor head([policy, z]) -> mean [B, A]. RMA-style students regress z and reuse the frozen head.
+    """
+
+    reads_privileged = True
+
+    def __init__(self, policy_dim: int, critic_dim: int, num_actions: int, *, encoder_hidden: list[int],
+                 latent_dim: int, actor_hidden: list[int], critic_hidden: list[int], activation: str = "elu",
+                 init_std: float = 1.0) -> None:
+        if critic_dim <= policy_dim:
+            raise ValueError(f"a teacher needs privileged extras: privileged dim {critic_dim} <= policy dim "
+                             f"{policy_dim}")
+        super().__init__(critic_dim, critic_dim, num_actions, actor_hidden=actor_hidden, critic_hidden=critic_hidden,
+                         activation=activation, init_std=init_std, _actor_in=policy_dim + latent_dim)
+        self.policy_dim, self.latent_dim = policy_dim, latent_dim
+        self.encoder = mlp(critic_dim - policy_dim, encoder_hidden, latent_dim, activation)
+
+    def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([obs["policy"], obs["privileged"][:, self.policy_dim:]], dim=1)
+
+    def latent(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        """[B, P + E] -> z [B, L]."""
+        return self.encoder(self.actor_norm(actor_obs)[:, self.policy_dim:])
+
+    def head(self, policy_normed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Action mean from the normalized policy observation [B, P] and a latent [B, L]."""
+        return self.actor(torch.cat([policy_normed, z], dim=1))
+
+    def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        x = self.actor_norm(actor_obs)
+        return self.head(x[:, :self.policy_dim], self.encoder(x[:, self.policy_dim:]))

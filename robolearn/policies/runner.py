@@ -22,25 +22,36 @@ import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 
 from robolearn.config import from_dict, to_dict
-from robolearn.errors import CheckpointError
+from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.distributed import Distributed, init_distributed
 from robolearn.policies.evaluate import evaluate
-from robolearn.policies.networks import ActorCritic
+from robolearn.policies.networks import ActorCritic, TeacherActorCritic
 from robolearn.policies.ppo import PPO
 from robolearn.policies.storage import RolloutStorage
+from robolearn.policies.students import load_student
 from robolearn.policies.train_cfg import TrainCfg
 from robolearn.sim.tasks import Task, make_task
 
 __all__ = ["build_policy", "load_checkpoint", "load_policy", "run_folder", "OnPolicyRunner"]
 
 CHECKPOINT_VERSION = 1
+CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-student")  # robolearn train; robolearn distill
 TRAIN_DEVICE = "cpu"  # policy, storage and PPO run on the CPU next to the mujoco backend
 
 
 def build_policy(cfg: TrainCfg, obs_dims: dict[str, int], num_actions: int) -> ActorCritic:
     n = cfg.network
+    if n.privileged_encoder:
+        if obs_dims["privileged"] <= obs_dims["policy"]:
+            raise ConfigError(f"network.privileged_encoder: task {cfg.task} has no privileged extras (privileged "
+                              f"{obs_dims['privileged']} <= policy {obs_dims['policy']}) for a teacher to read")
+        return TeacherActorCritic(obs_dims["policy"], obs_dims["privileged"], num_actions,
+                                  encoder_hidden=n.privileged_encoder, latent_dim=n.latent_dim,
+                                  actor_hidden=n.actor_hidden, critic_hidden=n.critic_hidden,
+                                  activation=n.activation, init_std=n.init_std)
     return ActorCritic(obs_dims["policy"], obs_dims["privileged"], num_actions, actor_hidden=n.actor_hidden,
                        critic_hidden=n.critic_hidden, activation=n.activation, init_std=n.init_std)
 
@@ -56,16 +67,21 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable robolearn checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "robolearn-ppo":
-        raise CheckpointError(f"{path}: not a robolearn PPO checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in CHECKPOINT_FORMATS:
+        raise CheckpointError(f"{path}: not a robolearn checkpoint (PPO run or distilled student)")
     if task is not None and ckpt["task"] != task:
         raise CheckpointError(f"{path}: checkpoint was trained on task {ckpt['task']!r}, not {task!r}")
     return ckpt
 
 
-def load_policy(run: str | Path, *, task: str | None = None) -> tuple[TrainCfg, ActorCritic, dict[str, Any]]:
-    """(training config, policy with the checkpoint's weights, the checkpoint) of a run folder or checkpoint."""
+def load_policy(run: str | Path, *, task: str | None = None) -> tuple[TrainCfg, nn.Module, dict[str, Any]]:
+    """(training config, policy with the checkpoint's weights, the checkpoint) of a run folder or checkpoint.
+
+    For a distilled student the training config is its teacher's (task, overrides, evaluation settings)."""
     ckpt = load_checkpoint(run, task=task)
+    if ckpt["format"] == "robolearn-student":
+        cfg, student = load_student(ckpt, str(run))
+        return cfg, student, ckpt
     cfg = from_dict(TrainCfg, ckpt["config"], where=f"{run} (checkpoint config)")
     policy = build_policy(cfg, ckpt["obs_dims"], ckpt["num_actions"])
     policy.load_state_dict(ckpt["model"])
@@ -101,7 +117,7 @@ class OnPolicyRunner:
         # The same minibatch permutations on every rank (see RolloutStorage.minibatches).
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.ppo = PPO(self.policy, cfg.ppo, self.generator, self.dist)
-        self.storage = RolloutStorage(cfg.steps_per_env, cfg.num_envs, self.obs_dims["policy"],
+        self.storage = RolloutStorage(cfg.steps_per_env, cfg.num_envs, self.policy.actor_dim,
                                       self.obs_dims["privileged"], self.task.num_actions)
         self.iteration = 0
         self.env_steps = 0
@@ -132,6 +148,8 @@ class OnPolicyRunner:
     def resume(self, path: str | Path) -> None:
         if self.dist is None:
             ckpt = load_checkpoint(path, task=self.cfg.task)
+            if ckpt["format"] != "robolearn-ppo":
+                raise CheckpointError(f"{path}: a distilled student cannot be resumed by PPO training")
         else:  # rank 0 reads the file (it may exist on its machine only) and sends the checkpoint to every rank
             ckpt, error = None, None
             if self.dist.is_main:
@@ -186,7 +204,7 @@ class OnPolicyRunner:
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     for _ in range(cfg.steps_per_env):
-                        actor_obs, critic_obs = obs["policy"], obs["privileged"]
+                        actor_obs, critic_obs = self.policy.actor_input(obs), obs["privileged"]
                         if ranks is None:
                             self.policy.update_normalizers(actor_obs, critic_obs)
                         else:  # merged over ranks: the normalizers stay identical everywhere

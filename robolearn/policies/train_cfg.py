@@ -19,8 +19,14 @@ class NetworkCfg:
     critic_hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
     activation: str = "elu"
     init_std: float = 1.0
+    # Non-empty: a privileged teacher (TeacherActorCritic): an encoder of these hidden sizes maps the privileged
+    # extras to `latent_dim`, and the actor reads [policy, latent]. Distil it with `robolearn distill`.
+    privileged_encoder: list[int] = field(default_factory=list)
+    latent_dim: int = 32
 
     def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ConfigError(f"network.latent_dim must be >= 1, got {self.latent_dim}")
         if self.activation not in ("elu", "relu", "tanh"):
             raise ConfigError(f"network.activation must be elu, relu or tanh, got {self.activation!r}")
 
@@ -29,6 +35,8 @@ class NetworkCfg:
 class EvalCfg:
     num_envs: int = 64  # one episode per env
     task_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. forward-only commands
+    # Named held-out randomization ranges (task `randomization` fields), for `robolearn eval --randomization`.
+    randomization: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -47,9 +55,17 @@ class TrainCfg:
     ppo: PPOCfg = field(default_factory=PPOCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
-    def eval_task_overrides(self) -> dict[str, Any]:
-        """Task overrides for evaluation: the training overrides with the eval section's on top."""
-        return merge(self.task_overrides, self.eval.task_overrides)
+    def eval_task_overrides(self, randomization: str = "train") -> dict[str, Any]:
+        """Task overrides for evaluation: the training overrides with the eval section's on top, and the named
+        randomization ranges (`train`: the training ranges) on top of those."""
+        out = merge(self.task_overrides, self.eval.task_overrides)
+        if randomization == "train":
+            return out
+        if randomization not in self.eval.randomization:
+            valid = ", ".join(["train", *self.eval.randomization])
+            raise ConfigError(f"unknown randomization {randomization!r} for task {self.task}; valid: {valid} "
+                              f"(eval.randomization in the training config)")
+        return merge(out, {"randomization": self.eval.randomization[randomization]})
 
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:

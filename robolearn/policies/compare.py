@@ -1,0 +1,74 @@
+"""`robolearn compare RUN... --randomization train --randomization wide`: policies side by side.
+
+Every run is evaluated with the same episodes (same seeds, so the same commands, start states and randomization
+draws) under every named randomization; the first run is the reference (the teacher) for the retention
+columns. Writes compare_<task>_<date>.{json,md,png}: the table, and bars of return and survival per run and
+randomization.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["comparison_rows", "write_comparison"]
+
+METRICS = ("mean_return", "survival", "lin_vel_x_error", "terrain_level")
+
+
+def comparison_rows(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
+    """One row per (run, randomization): metrics and retention vs the first run under the same randomization."""
+    reference = {r["randomization"]: r["summary"] for r in reports if r["run"] == reports[0]["run"]}
+    rows = []
+    for report, label in zip(reports, labels, strict=True):
+        s, ref = report["summary"], reference[report["randomization"]]
+        row = {"policy": label, "kind": report["policy"], "history": report["history"],
+               "randomization": report["randomization"], "episodes": report["episodes"]}
+        row.update({k: round(s[k], 4) for k in METRICS if k in s})
+        for key in ("mean_return", "survival"):
+            row[f"{key}_vs_ref"] = round(s[key] / ref[key], 4) if ref[key] else None
+        rows.append(row)
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(rows: list[dict[str, Any]], task: str, output: Path, meta: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output.mkdir(parents=True, exist_ok=True)
+    stem = output / f"compare_{task}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
+    paths[0].write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    paths[1].write_text(f"# {task}: policies side by side\n\n{_markdown(rows)}")
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    randomizations = list(dict.fromkeys(r["randomization"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(randomizations)
+    for ax, key, title in ((axes[0], "mean_return", "episode return"), (axes[1], "survival", "survival")):
+        for j, name in enumerate(randomizations):
+            values = [next(r[key] for r in rows if r["policy"] == p and r["randomization"] == name)
+                      for p in policies]
+            bars = ax.bar([i + (j - (len(randomizations) - 1) / 2) * width for i in range(len(policies))], values,
+                          width, label=f"randomization: {name}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(range(len(policies)), policies, rotation=15)
+        ax.set_title(f"{task}: {title}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].set_ylim(0, 1.1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths
