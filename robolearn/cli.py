@@ -523,13 +523,16 @@ def _policy_fn(policy: str, task_name: str) -> Any:
     from robolearn.policies.runner import load_policy
 
     _, net, _ = load_policy(Path(policy), task=task_name)
+    if net.history > 1:
+        raise RobolearnError(f"--policy {policy}: a student that reads a {net.history}-frame history cannot drive "
+                             "the recorder yet; record with its teacher or a PPO policy")
     net.eval()
 
     def act(task: Any, obs: Any) -> Any:
         import torch
 
         with torch.inference_mode():
-            return net.act_mean(obs["policy"])
+            return net.act_mean(net.actor_input(obs))
 
     return act
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from robolearn.config import declarations_root, from_dict, load_yaml, merge, to_dict
 from robolearn.errors import CheckpointError, ConfigError
-from robolearn.policies.evaluate import evaluate
+from robolearn.policies.evaluate import evaluate_final
 from robolearn.policies.history import FrameHistory
 from robolearn.policies.networks import TeacherActorCritic
 from robolearn.policies.runner import CHECKPOINT_VERSION, load_checkpoint, load_policy
@@ -290,11 +290,4 @@ class Distiller:
         return summary
 
     def evaluate(self) -> dict[str, float]:
-        tc = self.train_cfg
-        task = make_task(tc.task, tc.eval.num_envs, backend=tc.backend, seed=tc.seed + 1000,
-                         overrides=merge(tc.eval_task_overrides(), self.cfg.task_overrides))
-        try:
-            summary, _ = evaluate(self.student, task)
-        finally:
-            task.close()
-        return {k: round(v, 4) for k, v in summary.items()}
+        return evaluate_final(self.student, self.train_cfg, self.cfg.task_overrides)

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robolearn.config import merge
 from robolearn.policies.history import PolicyInput
 from robolearn.policies.networks import ActorCritic
-from robolearn.sim.tasks import Task
+from robolearn.policies.train_cfg import TrainCfg
+from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["EpisodeResult", "evaluate"]
+__all__ = ["EpisodeResult", "evaluate", "evaluate_final"]
 
 _ENDED_KEYS = ("env_ids", "terminated", "length_s")
 
@@ -81,3 +83,15 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
             summary[key] = sum(e.metrics[key] for e in ordered) / len(ordered)
     policy.train()
     return summary, ordered
+
+
+def evaluate_final(policy: torch.nn.Module, cfg: TrainCfg, extra_overrides: dict | None = None) -> dict[str, float]:
+    """A run's closing evaluation (summary.json): `cfg.eval.num_envs` episodes with the eval settings, seed
+    cfg.seed + 1000, rounded to 4 digits."""
+    task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, seed=cfg.seed + 1000,
+                     overrides=merge(cfg.eval_task_overrides(), extra_overrides or {}))
+    try:
+        summary, _ = evaluate(policy, task)
+    finally:
+        task.close()
+    return {k: round(v, 4) for k, v in summary.items()}

@@ -27,7 +27,7 @@ from torch import nn
 from robolearn.config import from_dict, to_dict
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.distributed import Distributed, init_distributed
-from robolearn.policies.evaluate import evaluate
+from robolearn.policies.evaluate import evaluate_final
 from robolearn.policies.networks import ActorCritic, TeacherActorCritic
 from robolearn.policies.ppo import PPO
 from robolearn.policies.storage import RolloutStorage
@@ -293,11 +293,4 @@ class OnPolicyRunner:
         return summary
 
     def evaluate(self) -> dict[str, float]:
-        cfg = self.cfg
-        task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, seed=cfg.seed + 1000,
-                         overrides=cfg.eval_task_overrides())
-        try:
-            summary, _ = evaluate(self.policy, task)
-        finally:
-            task.close()
-        return {k: round(v, 4) for k, v in summary.items()}
+        return evaluate_final(self.policy, self.cfg)

@@ -7,10 +7,12 @@ Each student normalizes frames with the teacher's policy normalizer (copied, fro
 - `dagger`: history encoder -> features; own action head; trained to match the teacher's actions.
 - `rma` (Kumar et al. 2021, arXiv:2107.04034): the encoder regresses the teacher's privileged latent z and the
   teacher's own frozen action head acts on [current frame, z_hat]; trained on the latent error.
-- `hib` (historical information bottleneck, Wang et al. 2023, arXiv:2306.02425): a stochastic encoder
+- `hib` (historical information bottleneck, He et al. 2023, arXiv:2305.18464): a stochastic encoder
   q(z | history) = N(mu, sigma) learns the privileged representation itself: a decoder reconstructs the
-  privileged extras from z, a KL term to N(0, I) bounds what z keeps of the history, and the action head on
-  [current frame, z] matches the teacher. Deterministic actions use z = mu.
+  privileged extras from z (a variational bound on I(z; privileged)), a KL term to N(0, I) bounds I(z; history),
+  and the action head on [current frame, z] matches the teacher. Deterministic actions use z = mu. The paper
+  trains the policy with RL in one stage and bounds I(z; privileged) contrastively; here it shares the
+  distillation loop, so actions come from the teacher's labels.
 
 Encoders: `mlp` (flattened history) or `tcn` (per-frame embedding, then 1-D convolutions over time, as RMA's
 adaptation module).
