@@ -30,8 +30,8 @@ class FrameHistory:
             self._started = True
         else:
             self.buffer = torch.cat([self.buffer[:, 1:], frames.unsqueeze(1)], dim=1)
-            if reset is not None and reset.any():
-                self.buffer[reset] = frames[reset].unsqueeze(1)
+            if reset is not None:  # no host sync on reset.any(): one where over the batch
+                self.buffer = torch.where(reset.view(-1, 1, 1), frames.unsqueeze(1), self.buffer)
         return self.buffer.flatten(1)
 
 
