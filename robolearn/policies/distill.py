@@ -33,8 +33,7 @@ from robolearn.config import declarations_root, from_dict, load_yaml, merge, to_
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.evaluate import evaluate_final
 from robolearn.policies.history import FrameHistory
-from robolearn.policies.networks import TeacherActorCritic
-from robolearn.policies.runner import CHECKPOINT_VERSION, load_checkpoint, load_policy
+from robolearn.policies.runner import CHECKPOINT_VERSION, load_policy
 from robolearn.policies.students import StudentCfg, build_student
 from robolearn.policies.train_cfg import TrainCfg
 from robolearn.sim.tasks import make_task
@@ -90,11 +89,10 @@ def load_distill_cfg(teacher: str | Path, task: str, path: str | Path | None = N
 
 
 def _teacher(path: str | Path) -> tuple[TrainCfg, nn.Module, dict[str, Any]]:
-    ckpt = load_checkpoint(path)
+    cfg, teacher, ckpt = load_policy(path)
     if ckpt["format"] != "robolearn-ppo":
         raise CheckpointError(f"{path}: a teacher must be a PPO run (robolearn train), not a {ckpt['format']} "
                               "checkpoint")
-    cfg, teacher, ckpt = load_policy(path)
     teacher.eval()
     teacher.requires_grad_(False)
     return cfg, teacher, ckpt
@@ -158,20 +156,20 @@ class Distiller:
     def _collect(self, obs: dict[str, torch.Tensor], history: FrameHistory, x: torch.Tensor, stats: dict
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         cfg, teacher, p = self.cfg, self.teacher, self.obs_dims["policy"]
-        beta = self.beta()
-        rma = isinstance(teacher, TeacherActorCritic)
+        beta, kind = self.beta(), cfg.student.kind
         for t in range(cfg.steps_per_env):
             teacher_in = teacher.actor_input(obs)
-            teacher_actions = teacher.act_mean(teacher_in)
+            if kind == "rma":  # build_student made sure the teacher is a TeacherActorCritic
+                teacher_actions, self.buf["teacher_latent"][t] = teacher.act_with_latent(teacher_in)
+            else:
+                teacher_actions = teacher.act_mean(teacher_in)
             actions = self.student.act_mean(x)
             if beta > 0:
                 use_teacher = torch.rand(cfg.num_envs, generator=self.generator) < beta
                 actions = torch.where(use_teacher.unsqueeze(1), teacher_actions, actions)
             self.buf["x"][t] = x
             self.buf["teacher_actions"][t] = teacher_actions
-            if rma:
-                self.buf["teacher_latent"][t] = teacher.latent(teacher_in)
-            if obs["privileged"].shape[1] > p:
+            if kind == "hib":
                 self.buf["extras"][t] = (obs["privileged"][:, p:] - self.extras_mean) / self.extras_std
             obs, reward, terminated, truncated, info = self.task.step(actions)
             done = terminated | truncated

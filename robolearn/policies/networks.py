@@ -110,14 +110,15 @@ class TeacherActorCritic(ActorCritic):
     def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([obs["policy"], obs["privileged"][:, self.policy_dim:]], dim=1)
 
-    def latent(self, actor_obs: torch.Tensor) -> torch.Tensor:
-        """[B, P + E] -> z [B, L]."""
-        return self.encoder(self.actor_norm(actor_obs)[:, self.policy_dim:])
-
     def head(self, policy_normed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Action mean from the normalized policy observation [B, P] and a latent [B, L]."""
         return self.actor(torch.cat([policy_normed, z], dim=1))
 
-    def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
+    def act_with_latent(self, actor_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, P + E] -> (action mean [B, A], latent z [B, L]), the encoder run once."""
         x = self.actor_norm(actor_obs)
-        return self.head(x[:, :self.policy_dim], self.encoder(x[:, self.policy_dim:]))
+        z = self.encoder(x[:, self.policy_dim:])
+        return self.head(x[:, :self.policy_dim], z), z
+
+    def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        return self.act_with_latent(actor_obs)[0]
