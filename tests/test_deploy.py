@@ -74,6 +74,23 @@ def test_stand_up_walk_on_command_and_damp_on_stop(bundle):
     assert "period_err_p99_ms" in timing
 
 
+def test_history_student_walks_on_command_through_the_same_runtime():
+    """The distilled go2-rough student (rma, 25 stacked frames; policies/bundles/go2-rough-rma) on the twin with the
+    real profile: the runtime stacks 25 frames of what the robot measures, the student stands up, walks at the
+    commanded speed, then damps."""
+    student = load_bundle("go2-rough-rma")
+    assert student.manifest.policy.history == 25 and student.manifest.policy.obs_dim == 25 * 45
+    rt = DeployRuntime(student, GO2, make_robot(GO2, "sim"))
+    report = run_session(rt, duration=9.0, auto=True, command=[0.5, 0.0, 0.0])
+    frames = list(rt.observations.frames)
+    rt.close()
+    assert report["trips"] == [] and report["final_mode"] == "damp"
+    assert len(frames) == 25 and not np.allclose(frames[0], frames[-1])  # a moving window, not one frame repeated
+    walk = report["sim"]
+    assert walk["walk_time_s"] > 4.0
+    assert 0.3 < walk["walk_mean_speed_m_s"] < 0.7, walk  # commanded 0.5 m/s
+
+
 def test_stand_reaches_default_pose_height(bundle):
     robot = make_robot(GO2, "sim")
     rt = DeployRuntime(bundle, GO2, robot)
