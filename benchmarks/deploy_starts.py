@@ -10,7 +10,7 @@ robot's computer adds too; a policy whose start depends on it is fragile. Two st
 
 A trial "walks" when the mean forward speed over the run phase is within 40% of the command.
 
-    python benchmarks/deploy_starts.py go2-flat go2-rough-rma /tmp/dagger-bundle --trials 10
+    python benchmarks/deploy_starts.py go2-flat go2-rough-rma --trials 10
 Writes benchmarks/results/deploy_starts_<robot>_<time>.{json,md}.
 """
 
@@ -29,6 +29,7 @@ from robolearn.hardware.bundle import load_bundle
 from robolearn.hardware.profile import HardwareProfile, load_profile
 from robolearn.hardware.runtime import DeployRuntime
 from robolearn.hardware.session import make_robot, run_session
+from robolearn.policies.compare import markdown_table
 
 PROCEDURES = {"full": {}, "quick": {"stand": {"duration_s": 0.1}, "sim": {"start": "standing"}}}
 
@@ -81,13 +82,10 @@ def main() -> None:
     payload = {"robot": args.robot, "command_m_s": args.speed, "trials": args.trials, "rows": rows,
                "per_trial": trials, "load_average": os.getloadavg()}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-    lines = [f"Deploy starts on the {args.robot} twin, command {args.speed} m/s, {args.trials} trials each", "",
-             "| bundle | history | procedure | walked | mean speed | min | max | trips |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['bundle']} | {r['history']} | {r['procedure']} | {r['walked']}/{r['trials']} | "
-              f"{r['mean_speed_m_s']} | {r['min_speed_m_s']} | {r['max_speed_m_s']} | {r['trips']} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = (f"Deploy starts on the {args.robot} twin, command {args.speed} m/s, {args.trials} trials each\n\n"
+            + markdown_table(rows))
+    out.with_suffix(".md").write_text(text)
+    print(text)
     print(f"wrote {out}.json / .md")
 
 

@@ -33,7 +33,8 @@ def comparison_rows(reports: list[dict[str, Any]], labels: list[str]) -> list[di
     return rows
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as a markdown table, one column per key (first-seen order), empty cells for missing keys."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -51,7 +52,7 @@ def write_comparison(rows: list[dict[str, Any]], task: str, output: Path, meta: 
     stem = output / f"compare_{task}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
     paths[0].write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    paths[1].write_text(f"# {task}: policies side by side\n\n{_markdown(rows)}")
+    paths[1].write_text(f"# {task}: policies side by side\n\n{markdown_table(rows)}")
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     randomizations = list(dict.fromkeys(r["randomization"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
