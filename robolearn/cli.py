@@ -78,6 +78,7 @@ def train(
                        dist_backend=cfg.dist_backend):
         return  # the workers have trained; rank 0 printed the summary
     runner = OnPolicyRunner(cfg, runs_dir / run_name, console=console)
+    finished = False
     try:
         if resume is not None:
             runner.resume(resume)
@@ -86,8 +87,9 @@ def train(
             console.print(f"[bold]training[/] {task} on {cfg.backend} with {cfg.num_envs} envs{ranks} -> "
                           f"{runs_dir / run_name}")
         summary = runner.learn(progress=progress)
+        finished = True
     finally:
-        runner.close()
+        runner.close(wait_for_peers=finished)
     if runner.is_main:
         _print_summary(summary)
         console.print(f"run folder: {runs_dir / run_name}")

@@ -77,9 +77,16 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
-        """Destroy the process group if this object created it."""
+    def close(self, *, wait_for_peers: bool = True) -> None:
+        """Destroy the process group if this object created it.
+
+        On a clean exit every rank first waits at a barrier, so no rank tears its gloo connections down while
+        another still uses them (rank 0 evaluates and writes files after the last collective; a rank that
+        shut down meanwhile was seen to abort in CI with "terminate called without an active exception").
+        After an error pass wait_for_peers=False: the peers may never arrive, and torchrun stops them."""
         if self.owns_group and tdist.is_initialized():
+            if wait_for_peers:
+                tdist.barrier()
             tdist.destroy_process_group()
         self.owns_group = False
 

@@ -108,7 +108,7 @@ class OnPolicyRunner:
             self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, seed=cfg.seed + self.rank,
                                         overrides=cfg.task_overrides)  # ...on its own envs
         except BaseException:
-            self.close()
+            self.close(wait_for_peers=False)
             raise
         self.obs_dims = self.task.obs_dims
         self.policy = build_policy(cfg, self.obs_dims, self.task.num_actions)
@@ -128,10 +128,11 @@ class OnPolicyRunner:
         """Rank 0 (or the only process): the one that writes files and prints."""
         return self.rank == 0
 
-    def close(self) -> None:
-        """Leave the process group (distributed runs); a no-op for a single process."""
+    def close(self, *, wait_for_peers: bool = True) -> None:
+        """Leave the process group (distributed runs); a no-op for a single process. After an error pass
+        wait_for_peers=False (see `Distributed.close`)."""
         if self.dist is not None:
-            self.dist.close()
+            self.dist.close(wait_for_peers=wait_for_peers)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
