@@ -17,7 +17,7 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.distill import Distiller, load_distill_cfg
 from robolearn.policies.networks import ActorCritic, TeacherActorCritic
 from robolearn.policies.runner import OnPolicyRunner, load_checkpoint, load_policy
-from robolearn.policies.students import STUDENT_KINDS, StudentCfg, build_student
+from robolearn.policies.students import ENCODERS, STUDENT_KINDS, StudentCfg, build_student
 from robolearn.policies.train_cfg import load_train_cfg
 
 TERRAIN = {"tile_size": 4.0, "num_rows": 3, "num_cols": 7, "platform_size": 1.0, "border": 5.0}
@@ -51,7 +51,7 @@ def _teacher_net() -> TeacherActorCritic:
     return t
 
 
-@pytest.mark.parametrize("encoder", ["tcn", "mlp"])
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("kind", STUDENT_KINDS)
 def test_student_shapes_and_gradients(kind, encoder):
     teacher = _teacher_net()
@@ -81,6 +81,27 @@ def test_student_shapes_and_gradients(kind, encoder):
     else:
         assert all(g is not None and g.abs().sum() > 0 for g in head_grads)
     assert student.obs_norm.mean.grad is None  # a buffer
+
+
+def test_student_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="student.encoder must be one of tcn, gru, mlp, got 'lstm'"):
+        StudentCfg(encoder="lstm")
+    with pytest.raises(ConfigError, match="student.gru_hidden=0: must be >= 1"):
+        StudentCfg(encoder="gru", gru_hidden=0)
+
+
+def test_gru_student_reads_the_window_in_time_order():
+    """The GRU runs over time (dim 1 of [B, H, P]), not over the batch: the order of the frames matters, and one
+    env's actions do not depend on the other envs in the batch."""
+    student = build_student(StudentCfg(kind="dagger", encoder="gru", history=5, latent_dim=16), _teacher_net(),
+                            P, PRIV, A)
+    x = torch.randn(4, 5, P)
+    swapped = x.clone()
+    swapped[:, [0, 1]] = x[:, [1, 0]]
+    with torch.no_grad():
+        base = student.act_mean(x.flatten(1))
+        assert not torch.allclose(base, student.act_mean(swapped.flatten(1)))
+        assert torch.allclose(student.act_mean(x[2:3].flatten(1)), base[2:3], atol=1e-6)
 
 
 def test_history_frames_are_oldest_first_and_refilled_on_reset():
@@ -161,9 +182,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
+    # A GRU-encoder hib student: the export's ONNX parity below covers the recurrent layer.
     out = _cli("distill", "--teacher", str(teacher_run), "--student", "hib", "--iterations", "2", "--num-envs", "14",
-               "--set", "student.history=4", "--set", "steps_per_env=8", "--set", "minibatches=2",
-               "--name", "hib", "--runs-dir", str(tmp_path), "--no-progress")
+               "--set", "student.history=4", "--set", "student.encoder=gru", "--set", "steps_per_env=8",
+               "--set", "minibatches=2", "--name", "hib", "--runs-dir", str(tmp_path), "--no-progress")
     assert out.returncode == 0, out.stderr + out.stdout
     run = tmp_path / "hib"
     assert json.loads((run / "summary.json").read_text())["student"] == "hib"

@@ -14,8 +14,11 @@ Each student normalizes frames with the teacher's policy normalizer (copied, fro
   trains the policy with RL in one stage and bounds I(z; privileged) contrastively; here it shares the
   distillation loop, so actions come from the teacher's labels.
 
-Encoders: `mlp` (flattened history) or `tcn` (per-frame embedding, then 1-D convolutions over time, as RMA's
-adaptation module).
+Encoders: `mlp` (flattened history), `tcn` (per-frame embedding, then 1-D convolutions over time, as RMA's
+adaptation module) or `gru` (per-frame embedding, then a GRU run over the window, oldest frame first; its last
+hidden state feeds the output MLP). The GRU is recurrent over the window, not across steps: each action starts it
+from zero on the last H frames, so the student keeps the stateless history interface (same bundle, same runtime)
+and an episode start needs no hidden-state reset.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.networks import _ACTIVATIONS, ActorCritic, EmpiricalNormalizer, TeacherActorCritic, mlp
 from robolearn.policies.train_cfg import TrainCfg
 
-__all__ = ["STUDENT_KINDS", "StudentCfg", "HistoryEncoder", "Student", "build_student", "load_student"]
+__all__ = ["STUDENT_KINDS", "ENCODERS", "StudentCfg", "HistoryEncoder", "Student", "build_student", "load_student"]
 
 STUDENT_KINDS = ("dagger", "rma", "hib")
+ENCODERS = ("tcn", "gru", "mlp")
 
 
 @dataclass(kw_only=True)
@@ -43,7 +47,8 @@ class StudentCfg:
     history: int = 25  # policy frames (0.5 s at 50 Hz)
     encoder: str = "tcn"  # tcn | mlp
     encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])  # mlp encoder, or the tcn's output MLP
-    tcn_channels: int = 32
+    tcn_channels: int = 32  # tcn and gru: width of the per-frame embedding (and of the convolutions)
+    gru_hidden: int = 64  # gru: hidden state size
     latent_dim: int = 32  # rma: must equal the teacher's network.latent_dim
     head_hidden: list[int] = field(default_factory=lambda: [256, 128, 64])  # dagger and hib action heads
     decoder_hidden: list[int] = field(default_factory=lambda: [128])  # hib: z -> privileged extras
@@ -52,11 +57,13 @@ class StudentCfg:
     def __post_init__(self) -> None:
         if self.kind not in STUDENT_KINDS:
             raise ConfigError(f"student.kind must be one of {', '.join(STUDENT_KINDS)}, got {self.kind!r}")
-        if self.encoder not in ("tcn", "mlp"):
-            raise ConfigError(f"student.encoder must be tcn or mlp, got {self.encoder!r}")
-        if self.history < 1 or self.latent_dim < 1 or self.tcn_channels < 1:
-            raise ConfigError("student.history, student.latent_dim and student.tcn_channels must be >= 1, got "
-                              f"{self.history}, {self.latent_dim}, {self.tcn_channels}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"student.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        sizes = {"history": self.history, "latent_dim": self.latent_dim, "tcn_channels": self.tcn_channels,
+                 "gru_hidden": self.gru_hidden}
+        small = ", ".join(f"student.{k}={v}" for k, v in sizes.items() if v < 1)
+        if small:
+            raise ConfigError(f"{small}: must be >= 1")
         if self.activation not in _ACTIVATIONS:
             raise ConfigError(f"student.activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
 
@@ -65,12 +72,17 @@ class HistoryEncoder(nn.Module):
     """Normalized frames [B, H, P] -> [B, out]."""
 
     def __init__(self, kind: str, history: int, frame_dim: int, out: int, *, hidden: list[int], channels: int,
-                 activation: str) -> None:
+                 activation: str, gru_hidden: int = 64) -> None:
         super().__init__()
         act = _ACTIVATIONS[activation]
+        self.kind = kind
         if kind == "mlp":
-            self.conv = None
             self.head = mlp(history * frame_dim, hidden, out, activation)
+            return
+        self.embed = nn.Sequential(nn.Linear(frame_dim, channels), act())
+        if kind == "gru":
+            self.gru = nn.GRU(channels, gru_hidden, batch_first=True)
+            self.head = mlp(gru_hidden, hidden, out, activation)
             return
         layers: list[nn.Module] = []
         length = history
@@ -79,13 +91,15 @@ class HistoryEncoder(nn.Module):
                 break
             layers += [nn.Conv1d(channels, channels, kernel, stride), act()]
             length = (length - kernel) // stride + 1
-        self.embed = nn.Sequential(nn.Linear(frame_dim, channels), act())
         self.conv = nn.Sequential(*layers)
         self.head = mlp(channels * length, hidden, out, activation)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.conv is None:
+        if self.kind == "mlp":
             return self.head(frames.flatten(1))
+        if self.kind == "gru":
+            _, last = self.gru(self.embed(frames))  # last: [1, B, gru_hidden], after the newest frame
+            return self.head(last[0])
         h = self.embed(frames).transpose(1, 2)  # [B, C, H]
         return self.head(self.conv(h).flatten(1))
 
@@ -103,7 +117,8 @@ class Student(nn.Module):
         self.obs_norm = EmpiricalNormalizer(frame_dim)  # the teacher's, copied by build_student; never updated
         latent_out = 2 * cfg.latent_dim if cfg.kind == "hib" else cfg.latent_dim
         self.encoder = HistoryEncoder(cfg.encoder, cfg.history, frame_dim, latent_out, hidden=cfg.encoder_hidden,
-                                      channels=cfg.tcn_channels, activation=cfg.activation)
+                                      channels=cfg.tcn_channels, activation=cfg.activation,
+                                      gru_hidden=cfg.gru_hidden)
         if cfg.kind == "rma":
             if teacher_head is None:
                 raise ValueError("an rma student needs the teacher's action head")
