@@ -74,6 +74,7 @@ def train(
             overrides[key] = value
     cfg = load_train_cfg(task, config, overrides)
     run_name = name or f"{task}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    _new_run_dir(runs_dir / run_name, resume)
     if _launch_workers(nproc, run_name if name is None else None, task=task, resume=resume,
                        dist_backend=cfg.dist_backend):
         return  # the workers have trained; rank 0 printed the summary
@@ -93,6 +94,18 @@ def train(
     if runner.is_main:
         _print_summary(summary)
         console.print(f"run folder: {runs_dir / run_name}")
+
+
+def _new_run_dir(run_dir: Path, resume: Path | None = None) -> Path:
+    """`run_dir`, refused when it already holds a run's checkpoints (a second run would overwrite them),
+    unless it is the run being resumed."""
+    ckpts = run_dir / "checkpoints"
+    resuming_it = resume is not None and (resume.resolve() == run_dir.resolve()
+                                          or resume.resolve().parent.parent == run_dir.resolve())
+    if ckpts.is_dir() and any(ckpts.glob("*.pt")) and not resuming_it:
+        raise RobolearnError(f"run folder {run_dir} already holds a run ({ckpts}); pick another --name, or continue "
+                             f"that run with --resume {run_dir} --name {run_dir.name}")
+    return run_dir
 
 
 def _launch_workers(nproc: int, run_name: str | None, *, task: str, resume: Path | None, dist_backend: str) -> bool:
@@ -263,7 +276,7 @@ def distill(
         _set_path(overrides, "student.kind", student)
     cfg = load_distill_cfg(teacher, task, config, overrides)
     run_name = name or f"{task}-{cfg.student.kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    distiller = Distiller(cfg, runs_dir / run_name, console=console)
+    distiller = Distiller(cfg, _new_run_dir(runs_dir / run_name), console=console)
     console.print(f"[bold]distilling[/] {teacher} into a {cfg.student.kind} student (history {cfg.student.history}, "
                   f"{cfg.student.encoder} encoder) with {cfg.num_envs} envs -> {runs_dir / run_name}")
     summary = distiller.learn(progress=progress)

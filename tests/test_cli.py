@@ -104,6 +104,18 @@ def test_train_then_play_writes_run_folder_and_video(tmp_path):
     out = run("play", str(run_dir), "--task", "go2-flat", "--no-video")
     assert out.returncode == 2 and "trained on task 'panda-reach', not 'go2-flat'" in out.stderr
 
+    # The same --name again would overwrite the run's checkpoints: refused, the files untouched.
+    before = (run_dir / "checkpoints" / "model.pt").stat().st_mtime_ns
+    out = run("train", "panda-reach", "--iterations", "1", "--name", "smoke", "--runs-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert f"run folder {run_dir} already holds a run" in out.stderr and "--resume" in out.stderr
+    assert (run_dir / "checkpoints" / "model.pt").stat().st_mtime_ns == before
+    # Continuing that run in its own folder is what --resume is for.
+    out = run("train", "panda-reach", "--num-envs", "32", "--iterations", "3", "--max-time", "0", "--name", "smoke",
+              "--runs-dir", str(tmp_path), "--resume", str(run_dir), "--set", "eval.num_envs=4", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 3
+
 
 def test_bench_prints_env_and_raw_rates(tmp_path):
     out = run("bench", "--task", "panda-reach", "--num-envs", "16", "--steps", "5", "--output", str(tmp_path))

@@ -189,6 +189,8 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     assert out.returncode == 0, out.stderr + out.stdout
     run = tmp_path / "hib"
     assert json.loads((run / "summary.json").read_text())["student"] == "hib"
+    out = _cli("distill", "--teacher", str(teacher_run), "--name", "hib", "--runs-dir", str(tmp_path))
+    assert out.returncode == 2 and f"run folder {run} already holds a run" in out.stderr + out.stdout
     out = _cli("eval", str(run), "--randomization", "wide", "--episodes", "3")
     assert out.returncode == 0, out.stderr + out.stdout
     report = json.loads((run / "eval_mujoco_wide.json").read_text())
