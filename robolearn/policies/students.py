@@ -45,7 +45,7 @@ ENCODERS = ("tcn", "gru", "mlp")
 class StudentCfg:
     kind: str = "dagger"  # dagger | rma | hib
     history: int = 25  # policy frames (0.5 s at 50 Hz)
-    encoder: str = "tcn"  # tcn | mlp
+    encoder: str = "tcn"  # tcn | gru | mlp
     encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])  # mlp encoder, or the tcn's output MLP
     tcn_channels: int = 32  # tcn and gru: width of the per-frame embedding (and of the convolutions)
     gru_hidden: int = 64  # gru: hidden state size
@@ -79,8 +79,8 @@ class HistoryEncoder(nn.Module):
         if kind == "mlp":
             self.head = mlp(history * frame_dim, hidden, out, activation)
             return
-        self.embed = nn.Sequential(nn.Linear(frame_dim, channels), act())
         if kind == "gru":
+            self.embed = nn.Sequential(nn.Linear(frame_dim, channels), act())
             self.gru = nn.GRU(channels, gru_hidden, batch_first=True)
             self.head = mlp(gru_hidden, hidden, out, activation)
             return
@@ -91,7 +91,8 @@ class HistoryEncoder(nn.Module):
                 break
             layers += [nn.Conv1d(channels, channels, kernel, stride), act()]
             length = (length - kernel) // stride + 1
-        self.conv = nn.Sequential(*layers)
+        self.embed = nn.Sequential(nn.Linear(frame_dim, channels), act())  # after the convolutions: the
+        self.conv = nn.Sequential(*layers)  # initialization order (and so a seeded run) is as before gru existed
         self.head = mlp(channels * length, hidden, out, activation)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
