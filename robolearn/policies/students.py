@@ -46,7 +46,7 @@ class StudentCfg:
     kind: str = "dagger"  # dagger | rma | hib
     history: int = 25  # policy frames (0.5 s at 50 Hz)
     encoder: str = "tcn"  # tcn | gru | mlp
-    encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])  # mlp encoder, or the tcn's output MLP
+    encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])  # mlp encoder, or the tcn and gru output MLP
     tcn_channels: int = 32  # tcn and gru: width of the per-frame embedding (and of the convolutions)
     gru_hidden: int = 64  # gru: hidden state size
     latent_dim: int = 32  # rma: must equal the teacher's network.latent_dim
