@@ -297,27 +297,32 @@ def compare(
     label: Annotated[Optional[list[str]], typer.Option(help="a name per run for the table (default: folder names)")
                      ] = None,
     episodes: Annotated[Optional[int], typer.Option(help="episodes per run and set (default: eval.num_envs)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="a label (e.g. the blind PPO run's): add the paired "
+                                                         "per-episode difference to it, with a 95% interval")] = None,
     output: Annotated[Path, typer.Option(help="folder for the JSON, markdown and PNG")] = Path("benchmarks/results"),
 ) -> None:
     """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
-    first run) and plot in --output."""
+    first run, 95% intervals, and the paired difference to --baseline) and plot in --output."""
     from robolearn.policies.compare import comparison_rows, write_comparison
     from robolearn.policies.eval_run import evaluate_run
 
     labels = label or [Path(r).name for r in runs]
     if len(labels) != len(runs):
         raise RobolearnError(f"--label given {len(labels)} times for {len(runs)} runs")
+    if baseline is not None and baseline not in labels:  # before minutes of evaluation
+        raise RobolearnError(f"--baseline {baseline!r} is not one of the runs' labels: {', '.join(labels)}")
     reports = []
     for name in randomization:
         for run, lab in zip(runs, labels, strict=True):
-            report, _ = evaluate_run(run, episodes=episodes, randomization=name)
+            report, _ = evaluate_run(run, episodes=episodes, num_envs=num_envs, randomization=name)
             console.print(f"{lab} ({name}): " + " ".join(f"{k}={v:.4g}" for k, v in report["summary"].items()),
                           highlight=False, soft_wrap=True)
             reports.append(report)
     tasks = {r["task"] for r in reports}
     if len(tasks) > 1:
         raise RobolearnError(f"runs are for different tasks: {', '.join(sorted(tasks))}")
-    rows = comparison_rows(reports, [lab for _ in randomization for lab in labels])
+    rows = comparison_rows(reports, [lab for _ in randomization for lab in labels], baseline)
     table = Table(title=f"{reports[0]['task']}: policies side by side")
     for col in rows[0]:
         table.add_column(col)
@@ -325,7 +330,7 @@ def compare(
         table.add_row(*("" if v is None else str(v) for v in row.values()))
     console.print(table)
     meta = {"task": reports[0]["task"], "runs": [str(r) for r in runs], "labels": labels,
-            "randomization": randomization, "episodes": reports[0]["episodes"],
+            "randomization": randomization, "episodes": reports[0]["episodes"], "baseline": baseline,
             "task_overrides": {r["randomization"]: r["task_overrides"] for r in reports}}
     paths = write_comparison(rows, reports[0]["task"], output, meta)
     console.print(f"wrote {', '.join(map(str, paths))}", markup=False, highlight=False, soft_wrap=True)

@@ -191,7 +191,7 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     assert json.loads((run / "summary.json").read_text())["student"] == "hib"
     out = _cli("distill", "--teacher", str(teacher_run), "--name", "hib", "--runs-dir", str(tmp_path))
     assert out.returncode == 2 and f"run folder {run} already holds a run" in out.stderr + out.stdout
-    out = _cli("eval", str(run), "--randomization", "wide", "--episodes", "3")
+    out = _cli("eval", str(run), "--randomization", "wide", "--episodes", "3", "--num-envs", "2")  # 2 batches
     assert out.returncode == 0, out.stderr + out.stdout
     report = json.loads((run / "eval_mujoco_wide.json").read_text())
     assert report["policy"] == "hib" and report["history"] == 4 and report["episodes"] == 3
@@ -199,6 +199,24 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     out = _cli("eval", str(run), "--randomization", "icy", "--episodes", "1")
     assert out.returncode == 2
     assert "error: unknown randomization 'icy' for task go2-rough; valid: train, wide" in out.stderr + out.stdout
+    # compare: the same episodes as eval (same seeds and batches), 95% intervals, paired differences to a baseline.
+    args = ["compare", str(teacher_run), str(run), "--label", "teacher", "--label", "hib", "--randomization", "train",
+            "--randomization", "wide", "--episodes", "3", "--output", str(tmp_path / "cmp")]
+    out = _cli(*args, "--baseline", "blind")
+    assert out.returncode == 2 and "--baseline 'blind' is not one of the runs' labels: teacher, hib" in out.stderr
+    out = _cli(*args, "--baseline", "teacher", "--num-envs", "2")
+    assert out.returncode == 0, out.stderr + out.stdout
+    (table,) = (tmp_path / "cmp").glob("compare_go2-rough_*.json")
+    assert {p.suffix for p in (tmp_path / "cmp").iterdir()} == {".json", ".md", ".png"}
+    rows = {(r["policy"], r["randomization"]): r for r in json.loads(table.read_text())["rows"]}
+    assert len(rows) == 4
+    returns = [e["episode_return"] for e in report["per_episode"]]
+    hib, teacher = rows["hib", "wide"], rows["teacher", "wide"]
+    assert hib["mean_return"] == pytest.approx(np.mean(returns), abs=1e-4)
+    assert hib["mean_return_ci95"] == pytest.approx(1.96 * np.std(returns, ddof=1) / np.sqrt(3), abs=1e-4)
+    assert teacher["mean_return_vs_baseline"] == 0 and teacher["mean_return_vs_baseline_ci95"] == 0
+    assert hib["mean_return_vs_baseline"] == pytest.approx(hib["mean_return"] - teacher["mean_return"], abs=2e-4)
+    assert hib["survival_vs_baseline"] == pytest.approx(hib["survival"] - teacher["survival"], abs=2e-4)
     out = _cli("export", str(run))
     assert out.returncode == 0, out.stderr + out.stdout
     manifest = yaml.safe_load((run / "export" / "deploy.yaml").read_text())

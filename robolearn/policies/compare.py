@@ -2,7 +2,10 @@
 
 Every run is evaluated with the same episodes (same seeds, so the same commands, start states and randomization
 draws) under every named randomization; the first run is the reference (the teacher) for the retention
-columns. Writes compare_<task>_<date>.{json,md,png}: the table, and bars of return and survival per run and
+columns. With a baseline (`--baseline LABEL`, e.g. the blind PPO policy) every row also holds the paired
+per-episode difference to the baseline's run under the same randomization, and its 95% confidence interval: the
+episodes are the same, so terrain, command and randomization draws cancel out of the difference. Writes
+compare_<task>_<date>.{json,md,png}: the table, and bars of return and survival (with 95% intervals) per run and
 randomization.
 """
 
@@ -10,25 +13,54 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from robolearn.errors import RobolearnError
+from robolearn.policies.eval_run import ci95
+
 __all__ = ["comparison_rows", "write_comparison"]
 
-METRICS = ("mean_return", "survival", "lin_vel_x_error", "terrain_level")
+METRICS = ("mean_return", "mean_return_ci95", "survival", "survival_ci95", "lin_vel_x_error", "terrain_level")
 
 
-def comparison_rows(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
-    """One row per (run, randomization): metrics and retention vs the first run under the same randomization."""
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def _per_episode(report: dict[str, Any]) -> dict[str, list[float]]:
+    episodes = report["per_episode"]
+    return {"mean_return": [e["episode_return"] for e in episodes],
+            "survival": [float(e["survived"]) for e in episodes]}
+
+
+def comparison_rows(reports: list[dict[str, Any]], labels: list[str], baseline: str | None = None
+                    ) -> list[dict[str, Any]]:
+    """One row per (run, randomization): metrics and retention vs the first run under the same randomization,
+    and with `baseline` (a label) the paired per-episode difference to that run: `<metric>_vs_baseline` (mean)
+    and `<metric>_vs_baseline_ci95`."""
     reference = {r["randomization"]: r["summary"] for r in reports if r["run"] == reports[0]["run"]}
+    if baseline is not None and baseline not in labels:
+        raise RobolearnError(f"--baseline {baseline!r} is not one of the runs' labels: {', '.join(labels)}")
+    base = {r["randomization"]: _per_episode(r) for r, lab in zip(reports, labels, strict=True) if lab == baseline}
     rows = []
     for report, label in zip(reports, labels, strict=True):
         s, ref = report["summary"], reference[report["randomization"]]
         row = {"policy": label, "kind": report["policy"], "history": report["history"],
                "randomization": report["randomization"], "episodes": report["episodes"]}
-        row.update({k: round(s[k], 4) for k in METRICS if k in s})
+        row.update({k: _round(s[k]) for k in METRICS if k in s})
         for key in ("mean_return", "survival"):
             row[f"{key}_vs_ref"] = round(s[key] / ref[key], 4) if ref[key] else None
+        if baseline is not None:
+            ours, theirs = _per_episode(report), base[report["randomization"]]
+            if len(ours["survival"]) != len(theirs["survival"]):
+                raise RobolearnError(f"{label} ran {len(ours['survival'])} episodes, baseline {baseline} "
+                                     f"{len(theirs['survival'])}: a paired difference needs the same episodes")
+            for key in ("mean_return", "survival"):
+                diff = [a - b for a, b in zip(ours[key], theirs[key], strict=True)]
+                row[f"{key}_vs_baseline"] = round(sum(diff) / len(diff), 4)
+                row[f"{key}_vs_baseline_ci95"] = _round(ci95(diff))
         rows.append(row)
     return rows
 
@@ -59,13 +91,13 @@ def write_comparison(rows: list[dict[str, Any]], task: str, output: Path, meta: 
     width = 0.8 / len(randomizations)
     for ax, key, title in ((axes[0], "mean_return", "episode return"), (axes[1], "survival", "survival")):
         for j, name in enumerate(randomizations):
-            values = [next(r[key] for r in rows if r["policy"] == p and r["randomization"] == name)
-                      for p in policies]
-            bars = ax.bar([i + (j - (len(randomizations) - 1) / 2) * width for i in range(len(policies))], values,
-                          width, label=f"randomization: {name}")
+            mine = [next(r for r in rows if r["policy"] == p and r["randomization"] == name) for p in policies]
+            errors = [r.get(f"{key}_ci95") or 0.0 for r in mine]
+            bars = ax.bar([i + (j - (len(randomizations) - 1) / 2) * width for i in range(len(policies))],
+                          [r[key] for r in mine], width, yerr=errors, capsize=2, label=f"randomization: {name}")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.set_xticks(range(len(policies)), policies, rotation=15)
-        ax.set_title(f"{task}: {title}")
+        ax.set_title(f"{task}: {title} (95% interval)")
         ax.grid(axis="y", alpha=0.3)
     axes[1].set_ylim(0, 1.1)
     axes[0].legend(fontsize=8)

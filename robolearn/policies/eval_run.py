@@ -2,12 +2,16 @@
 
 `evaluate_run` runs `episodes` episodes (one per env, `num_envs` at a time, batch b seeded seed + b) with the
 run's evaluation settings and a named randomization (`train`: the training ranges; others from the config's
-`eval.randomization`, e.g. `wide`), and returns the report `robolearn eval` writes to JSON.
+`eval.randomization`, e.g. `wide`), and returns the report `robolearn eval` writes to JSON. The summary holds
+`mean_return_ci95` and `survival_ci95` (from 2 episodes on): 1.96 standard errors of the per-episode mean (normal
+approximation).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +22,12 @@ from robolearn.policies.evaluate import EpisodeResult, evaluate
 from robolearn.policies.runner import load_policy
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["evaluate_run"]
+__all__ = ["ci95", "evaluate_run"]
+
+
+def ci95(values: list[float]) -> float:
+    """Half-width of the normal-approximation 95% confidence interval of the mean of `values` (NaN below 2)."""
+    return 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
 
 
 def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | None = None,
@@ -51,6 +60,9 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
     # Batches weigh by their episodes (one batch: evaluate's own summary, per-step metrics over env-steps).
     summary = {k: sum(s[k] * n for s, n in summaries) / len(results) for k in summaries[0][0]}
     summary["episodes"] = float(len(results))
+    if len(results) > 1:  # no interval from one episode (and no NaN in the JSON)
+        summary["mean_return_ci95"] = ci95([r.episode_return for r in results])
+        summary["survival_ci95"] = ci95([float(r.survived) for r in results])
     kind = ckpt["config"]["student"]["kind"] if ckpt["format"] == "robolearn-student" else (
         "teacher" if policy.reads_privileged else "ppo")
     report = {"run": str(run), "task": cfg.task, "policy": kind, "history": policy.history, "backend": backend,
