@@ -304,7 +304,7 @@ def compare(
 ) -> None:
     """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
     first run, 95% intervals, and the paired difference to --baseline) and plot in --output."""
-    from robolearn.policies.compare import comparison_rows, write_comparison
+    from robolearn.policies.compare import comparison_rows, summary_table, write_comparison
     from robolearn.policies.eval_run import evaluate_run
 
     labels = label or [Path(r).name for r in runs]
@@ -323,11 +323,12 @@ def compare(
     if len(tasks) > 1:
         raise RobolearnError(f"runs are for different tasks: {', '.join(sorted(tasks))}")
     rows = comparison_rows(reports, [lab for _ in randomization for lab in labels], baseline)
-    table = Table(title=f"{reports[0]['task']}: policies side by side")
-    for col in rows[0]:
+    text_rows = summary_table(rows)
+    table = Table(title=f"{reports[0]['task']}: policies side by side (95% intervals)")
+    for col in text_rows[0]:
         table.add_column(col)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    for row in text_rows:
+        table.add_row(*row.values())
     console.print(table)
     meta = {"task": reports[0]["task"], "runs": [str(r) for r in runs], "labels": labels,
             "randomization": randomization, "episodes": reports[0]["episodes"], "baseline": baseline,

@@ -217,6 +217,8 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     assert teacher["mean_return_vs_baseline"] == 0 and teacher["mean_return_vs_baseline_ci95"] == 0
     assert hib["mean_return_vs_baseline"] == pytest.approx(hib["mean_return"] - teacher["mean_return"], abs=2e-4)
     assert hib["survival_vs_baseline"] == pytest.approx(hib["survival"] - teacher["survival"], abs=2e-4)
+    md = table.with_suffix(".md").read_text()
+    assert f"| hib | wide | 3 | {hib['mean_return']:.2f} ± {hib['mean_return_ci95']:.2f} |" in md
     out = _cli("export", str(run))
     assert out.returncode == 0, out.stderr + out.stdout
     manifest = yaml.safe_load((run / "export" / "deploy.yaml").read_text())

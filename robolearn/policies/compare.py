@@ -20,7 +20,7 @@ from typing import Any
 from robolearn.errors import RobolearnError
 from robolearn.policies.eval_run import ci95
 
-__all__ = ["comparison_rows", "write_comparison"]
+__all__ = ["comparison_rows", "summary_table", "write_comparison"]
 
 METRICS = ("mean_return", "mean_return_ci95", "survival", "survival_ci95", "lin_vel_x_error", "terrain_level")
 
@@ -65,6 +65,32 @@ def comparison_rows(reports: list[dict[str, Any]], labels: list[str], baseline: 
     return rows
 
 
+def _pm(row: dict[str, Any], key: str, digits: int, sign: str = "") -> str:
+    """`value ± ci95` of row[key] (just the value when the row has no interval); '' when the row lacks key."""
+    if row.get(key) is None:
+        return ""
+    ci = row.get(f"{key}_ci95")
+    return f"{row[key]:{sign}.{digits}f}" + ("" if ci is None else f" ± {ci:.{digits}f}")
+
+
+def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The rows as text for people (console and markdown): means with their 95% intervals, retention vs the
+    reference and the paired difference to the baseline; every number stays in the JSON."""
+    out = []
+    for r in rows:
+        cells = {"policy": r["policy"], "randomization": r["randomization"], "episodes": str(r["episodes"]),
+                 "return": _pm(r, "mean_return", 2), "survival": _pm(r, "survival", 3),
+                 "return / ref": f"{r['mean_return_vs_ref']:.3f}" if r["mean_return_vs_ref"] is not None else "",
+                 "survival / ref": f"{r['survival_vs_ref']:.3f}" if r["survival_vs_ref"] is not None else ""}
+        if "mean_return_vs_baseline" in r:
+            cells["return - baseline"] = _pm(r, "mean_return_vs_baseline", 2, "+")
+            cells["survival - baseline"] = _pm(r, "survival_vs_baseline", 3, "+")
+        if "lin_vel_x_error" in r:
+            cells["lin_vel_x_error"] = f"{r['lin_vel_x_error']:.3f}"
+        out.append(cells)
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Rows of dicts as a markdown table, one column per key (first-seen order), empty cells for missing keys."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -84,7 +110,9 @@ def write_comparison(rows: list[dict[str, Any]], task: str, output: Path, meta: 
     stem = output / f"compare_{task}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
     paths[0].write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    paths[1].write_text(f"# {task}: policies side by side\n\n{markdown_table(rows)}")
+    baseline = f"; paired difference to {meta['baseline']}" if meta.get("baseline") else ""
+    paths[1].write_text(f"# {task}: policies side by side\n\nMeans with 95% intervals; retention vs the first run"
+                        f"{baseline}. Every number: {paths[0].name}.\n\n{markdown_table(summary_table(rows))}")
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     randomizations = list(dict.fromkeys(r["randomization"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
