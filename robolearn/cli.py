@@ -304,14 +304,13 @@ def compare(
 ) -> None:
     """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
     first run, 95% intervals, and the paired difference to --baseline) and plot in --output."""
-    from robolearn.policies.compare import comparison_rows, summary_table, write_comparison
+    from robolearn.policies.compare import check_baseline, comparison_rows, summary_table, write_comparison
     from robolearn.policies.eval_run import evaluate_run
 
     labels = label or [Path(r).name for r in runs]
     if len(labels) != len(runs):
         raise RobolearnError(f"--label given {len(labels)} times for {len(runs)} runs")
-    if baseline is not None and baseline not in labels:  # before minutes of evaluation
-        raise RobolearnError(f"--baseline {baseline!r} is not one of the runs' labels: {', '.join(labels)}")
+    check_baseline(baseline, labels)  # before minutes of evaluation
     reports = []
     for name in randomization:
         for run, lab in zip(runs, labels, strict=True):

@@ -20,7 +20,7 @@ from typing import Any
 from robolearn.errors import RobolearnError
 from robolearn.policies.eval_run import ci95
 
-__all__ = ["comparison_rows", "summary_table", "write_comparison"]
+__all__ = ["check_baseline", "comparison_rows", "summary_table", "write_comparison"]
 
 METRICS = ("mean_return", "mean_return_ci95", "survival", "survival_ci95", "lin_vel_x_error", "terrain_level")
 
@@ -35,14 +35,19 @@ def _per_episode(report: dict[str, Any]) -> dict[str, list[float]]:
             "survival": [float(e["survived"]) for e in episodes]}
 
 
+def check_baseline(baseline: str | None, labels: list[str]) -> None:
+    """A clear error when `baseline` (a label) is none of the runs' `labels`."""
+    if baseline is not None and baseline not in labels:
+        raise RobolearnError(f"--baseline {baseline!r} is not one of the runs' labels: {', '.join(labels)}")
+
+
 def comparison_rows(reports: list[dict[str, Any]], labels: list[str], baseline: str | None = None
                     ) -> list[dict[str, Any]]:
     """One row per (run, randomization): metrics and retention vs the first run under the same randomization,
     and with `baseline` (a label) the paired per-episode difference to that run: `<metric>_vs_baseline` (mean)
     and `<metric>_vs_baseline_ci95`."""
     reference = {r["randomization"]: r["summary"] for r in reports if r["run"] == reports[0]["run"]}
-    if baseline is not None and baseline not in labels:
-        raise RobolearnError(f"--baseline {baseline!r} is not one of the runs' labels: {', '.join(labels)}")
+    check_baseline(baseline, labels)
     base = {r["randomization"]: _per_episode(r) for r, lab in zip(reports, labels, strict=True) if lab == baseline}
     rows = []
     for report, label in zip(reports, labels, strict=True):
