@@ -30,13 +30,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from robolearn.errors import ConfigError
-from robolearn.sim.backends import BACKENDS
+from robolearn.sim.backends import BACKENDS, CPU_BACKENDS
 from robolearn.sim.tasks import load_task_cfg, make_task
 
 __all__ = ["BenchResult", "Skip", "Sweep", "COLUMNS", "bench_task", "resolve_backends", "backend_device",
            "run_sweep", "machine_info", "print_table", "write_report"]
 
-CPU_BACKENDS = ("mujoco", "pybullet")  # engines that only run on the CPU; every other backend may use a GPU
 COLUMNS = ("backend", "device", "envs", "env steps/s", "raw physics steps/s", "raw env steps/s", "env / raw",
            "steps timed", "note")
 _VERSIONS = ("torch", "numpy", "mujoco", "pybullet", "mujoco-mjx", "jax", "jaxlib", "mujoco-warp", "warp-lang")
@@ -250,11 +249,14 @@ def _memory_shortfall(done: list[BenchResult], rss_before: int | None, num_envs:
 
 def run_sweep(task: str, backends: Sequence[str], num_envs: Sequence[int], *, steps: int = 100,
               max_seconds: float = 60.0, device: str = "auto", seed: int = 0, console: Console | None = None,
-              progress: bool = True) -> Sweep:
+              progress: bool = True, max_total_seconds: float = math.inf,
+              on_point: Callable[[Sweep], object] | None = None) -> Sweep:
     """Measure every backend at every env count (ascending). A backend's sweep ends early when a point takes
     longer than `max_seconds` (build + warm-up + timing), when the next count would not fit in host memory, or
-    when a point fails; a backend whose optional dependency does not import is skipped. Each of these is
-    printed as one line and kept in `Sweep.skipped`."""
+    when a point fails; a backend whose optional dependency does not import is skipped. No point starts once
+    `max_total_seconds` have passed since the sweep began. Each of these is printed as one line and kept in
+    `Sweep.skipped`. `on_point(sweep)` runs after every measured point (the CLI writes the report there, so that a
+    sweep killed by an outer time limit keeps what it measured)."""
     load_task_cfg(task)  # an unknown task fails here, in one line, not as a skipped backend
     names = resolve_backends(backends)
     counts = sorted(set(num_envs))
@@ -266,6 +268,7 @@ def run_sweep(task: str, backends: Sequence[str], num_envs: Sequence[int], *, st
     sweep = Sweep(task, {"steps": steps, "rounds": ROUNDS, "warmup": WARMUP, "max_seconds": max_seconds, "seed": seed,
                          "device": device, "backends": names, "num_envs": counts}, machine_info())
     live = progress and console.is_terminal
+    start = time.perf_counter()
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) if live else nullcontext() as bar:
@@ -279,6 +282,8 @@ def run_sweep(task: str, backends: Sequence[str], num_envs: Sequence[int], *, st
                     bar.update(job, description=f"{name} on {dev}: {n} envs")
                 r, stop = None, (_memory_shortfall(done, rss_before, n) if dev else
                                  "no GPU here (--device cpu runs this GPU backend on the CPU, slowly)")
+                if stop is None and time.perf_counter() - start > max_total_seconds:
+                    stop = f"the sweep's {max_total_seconds:g} s were spent"
                 if stop is None:
                     try:
                         r = bench_task(task, backend=name, num_envs=n, steps=steps, seed=seed, device=dev,
@@ -293,6 +298,8 @@ def run_sweep(task: str, backends: Sequence[str], num_envs: Sequence[int], *, st
                 if r is not None:
                     done.append(r)
                     sweep.results.append(r)
+                    if on_point is not None:
+                        on_point(sweep)
                     if bar:
                         bar.advance(job)
                     else:

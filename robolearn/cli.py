@@ -48,6 +48,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def train(
     task: Annotated[str, typer.Argument(help="task name (see `robolearn list`)")],
     backend: Annotated[Optional[str], typer.Option(help="simulation backend")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (GPU backends); cuda also applies the "
+                                                       "config's `gpu` section")] = None,
     num_envs: Annotated[Optional[int], typer.Option(help="parallel environments")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="PPO iterations")] = None,
     max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none)")] = None,
@@ -68,15 +70,15 @@ def train(
     from robolearn.policies.train_cfg import load_train_cfg
 
     overrides = _parse_sets(set_)
-    for key, value in (("backend", backend), ("num_envs", num_envs), ("max_iterations", iterations),
-                       ("max_time_s", max_time), ("seed", seed)):
+    for key, value in (("backend", backend), ("device", device), ("num_envs", num_envs),
+                       ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed)):
         if value is not None:
             overrides[key] = value
     cfg = load_train_cfg(task, config, overrides)
     run_name = name or f"{task}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     _new_run_dir(runs_dir / run_name, resume)
     if _launch_workers(nproc, run_name if name is None else None, task=task, resume=resume,
-                       dist_backend=cfg.dist_backend):
+                       dist_backend=cfg.dist_backend, device=cfg.device):
         return  # the workers have trained; rank 0 printed the summary
     runner = OnPolicyRunner(cfg, runs_dir / run_name, console=console)
     finished = False
@@ -85,8 +87,8 @@ def train(
             runner.resume(resume)
         if runner.is_main:
             ranks = f" x {runner.world_size} ranks" if runner.world_size > 1 else ""
-            console.print(f"[bold]training[/] {task} on {cfg.backend} with {cfg.num_envs} envs{ranks} -> "
-                          f"{runs_dir / run_name}")
+            console.print(f"[bold]training[/] {task} on {cfg.backend} ({runner.device}) with {cfg.num_envs} "
+                          f"envs{ranks} -> {runs_dir / run_name}")
         summary = runner.learn(progress=progress)
         finished = True
     finally:
@@ -108,7 +110,8 @@ def _new_run_dir(run_dir: Path, resume: Path | None = None) -> Path:
     return run_dir
 
 
-def _launch_workers(nproc: int, run_name: str | None, *, task: str, resume: Path | None, dist_backend: str) -> bool:
+def _launch_workers(nproc: int, run_name: str | None, *, task: str, resume: Path | None, dist_backend: str,
+                    device: str) -> bool:
     """`--nproc N` outside torchrun: run this same command line as N torchrun workers on this machine and wait.
     Returns False when this process is to train itself (N == 1, or already a torchrun worker)."""
     import os
@@ -127,9 +130,9 @@ def _launch_workers(nproc: int, run_name: str | None, *, task: str, resume: Path
     import torch
 
     from robolearn.policies.distributed import resolve_backend
-    from robolearn.policies.runner import TRAIN_DEVICE, load_checkpoint
+    from robolearn.policies.runner import load_checkpoint
 
-    resolve_backend(dist_backend, torch.device(TRAIN_DEVICE))
+    resolve_backend(dist_backend, torch.device(device))
     if resume is not None:
         load_checkpoint(resume, task=task)
     # Same arguments (plus the run name, so that all ranks agree on it); workers see WORLD_SIZE and train.
@@ -164,6 +167,8 @@ def play(
     eval_settings: Annotated[bool, typer.Option("--eval-settings/--train-settings",
                                                 help="use the config's evaluation overrides")] = True,
     seed: Annotated[int, typer.Option()] = 1000,
+    backend: Annotated[Optional[str], typer.Option(help="simulation backend (default: the run's)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="device (default: the run's)")] = None,
 ) -> None:
     """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
     from robolearn.policies.evaluate import evaluate
@@ -172,7 +177,15 @@ def play(
 
     cfg, policy, _ = load_policy(run, task=task)
     overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
-    env = make_task(cfg.task, episodes, backend=cfg.backend, seed=seed, overrides=overrides)
+    if backend is None and device is None and cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # a GPU run played on a machine without one
+            backend, device = "mujoco", "cpu"
+            console.print(f"the run trained on {cfg.backend} ({cfg.device}); no CUDA device here: playing it on "
+                          "mujoco (cpu)", highlight=False)
+    env = make_task(cfg.task, episodes, backend=backend or cfg.backend, device=device or cfg.device, seed=seed,
+                    overrides=overrides)
     recorder = None
     if video:
         from robolearn.sim.render import VideoRecorder
@@ -210,6 +223,7 @@ def eval_(
     seed: Annotated[Optional[int], typer.Option(help="task seed (default: the run's seed + 1000, as its "
                                                      "final evaluation)")] = None,
     task: Annotated[Optional[str], typer.Option(help="check that the run was trained on this task")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (GPU backends)")] = "cpu",
 ) -> None:
     """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
     (deterministic actions, one episode per env); prints per-episode metrics and writes
@@ -232,7 +246,8 @@ def eval_(
         return recorder
 
     report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
-                                   randomization=randomization, task=task, on_first_batch=first_batch)
+                                   randomization=randomization, task=task, on_first_batch=first_batch,
+                                   device=device)
     _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
     suffix = "" if randomization == "train" else f"_{randomization}"
     out = run_folder(run) / f"eval_{backend}{suffix}.json"
@@ -372,13 +387,19 @@ def bench(
         "benchmarks/results"),
     tag: Annotated[Optional[str], typer.Option(help="machine tag in file names (default: GPU name or cpu<N>)")] = None,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    max_total_seconds: Annotated[float, typer.Option(help="start no point after this many seconds of the "
+                                                          "sweep (0: no limit)")] = 0.0,
 ) -> None:
     """Env steps/s of TASK (physics + observations + rewards) next to raw physics, per backend and env count;
     writes bench_<task>_<tag>_<date>.{json,md,png} to --output."""
+    import math
+
     from robolearn.bench import print_table, run_sweep, write_report
 
     sweep = run_sweep(task, backend or ["mujoco"], num_envs, steps=steps, max_seconds=max_seconds, device=device,
-                      console=console, progress=progress)
+                      console=console, progress=progress,
+                      max_total_seconds=max_total_seconds if max_total_seconds > 0 else math.inf,
+                      on_point=lambda partial: write_report(partial, output, tag))
     print_table(sweep, console)
     paths, note = write_report(sweep, output, tag)
     console.print(f"wrote {', '.join(map(str, paths))}" + (f" ({note})" if note else ""), markup=False,

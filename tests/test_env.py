@@ -65,7 +65,7 @@ def test_fallen_robot_is_terminated_and_auto_reset(go2_task):
     obs, _, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
     assert terminated[0] and not truncated[0]
     assert not info["time_outs"][0]
-    assert 0 in info["ended"]["env_ids"].tolist()
+    assert info["ended"]["mask"].tolist() == [True] + [False] * 7
     assert go2_task.episode_step[0] == 0, "the env restarted"
     assert go2_task.projected_gravity[0, 2] < -0.9, "the new episode starts upright"
     assert obs["policy"][0, 5] < -0.9  # projected gravity z in the returned observation is the new episode's
@@ -91,7 +91,11 @@ def test_time_out_is_truncation_not_termination():
         assert not terminated.any() and not truncated.any()
     _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
     assert truncated.all() and info["time_outs"].all() and not terminated.any()
-    assert "success" in info["episode"]
+    assert info["ended"]["mask"].all() and info["ended"]["success"].shape == (4,)
+    stats = task.episode_stats()  # what the training log reads once per iteration
+    assert stats["episodes"] == 4 and stats["episode_length_s"] == pytest.approx(0.2)
+    assert stats["survival"] == 1.0 and "success" in stats and "reward/distance" in stats
+    assert task.episode_stats() == {}  # read and cleared
     task.close()
 
 

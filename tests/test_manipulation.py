@@ -77,8 +77,8 @@ def test_scripted_expert_solves_the_task(name):
     successes = None
     for _ in range(task.max_episode_steps):
         _, _, _, _, info = task.step(expert.act())
-        if "ended" in info:
-            successes = info["ended"]["success"]
+        if info["ended"]["mask"].any():
+            successes = info["ended"]["success"][info["ended"]["mask"]]
             break
     task.close()
     assert successes is not None and successes.sum() == 4, successes

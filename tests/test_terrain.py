@@ -78,15 +78,18 @@ def test_privileged_holds_the_height_scan_and_robots_start_above_the_ground(roug
 
 
 def test_curriculum_promotes_far_walkers_and_demotes_short_ones(rough):
-    ids = torch.arange(4)
-    rough.terrain_level[ids] = torch.tensor([1, 1, 2, 0])
-    rough.commands[ids, :2] = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    n = rough.num_envs
+    before = rough.terrain_level.clone()
+    rough.terrain_level[:4] = torch.tensor([1, 1, 2, 0])
+    rough.commands[:4, :2] = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
     tile = rough.cfg.terrain.tile_size
-    rough.update_curriculum(ids, torch.tensor([tile, 0.1, tile, 0.0]))
+    mask = torch.arange(n) < 4  # envs 4.. are not ending: they keep their rows whatever their distance
+    rough.update_curriculum(mask, torch.cat([torch.tensor([tile, 0.1, tile, 0.0]), torch.full((n - 4,), tile)]))
     # 0: walked a tile -> harder; 1: far short of its command -> easier; 2: beyond the hardest row -> a random
     # row; 3: standing command, walked 0 -> stays.
     assert rough.terrain_level[0] == 2 and rough.terrain_level[1] == 0 and rough.terrain_level[3] == 0
     assert 0 <= rough.terrain_level[2] < rough.cfg.terrain.num_rows
+    assert torch.equal(rough.terrain_level[4:], before[4:])
 
 
 def test_bad_terrain_config_names_the_field():

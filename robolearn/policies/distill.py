@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 
 from robolearn.config import declarations_root, from_dict, load_yaml, merge, to_dict
 from robolearn.errors import CheckpointError, ConfigError
+from robolearn.policies.episode_log import EpisodeLog
 from robolearn.policies.evaluate import evaluate_final
 from robolearn.policies.history import FrameHistory
 from robolearn.policies.runner import CHECKPOINT_VERSION, load_policy
@@ -153,7 +153,7 @@ class Distiller:
         return c.beta * max(0.0, 1.0 - self.iteration / max(1, c.beta_iterations))
 
     @torch.inference_mode()
-    def _collect(self, obs: dict[str, torch.Tensor], history: FrameHistory, x: torch.Tensor, stats: dict
+    def _collect(self, obs: dict[str, torch.Tensor], history: FrameHistory, x: torch.Tensor, log: EpisodeLog
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         cfg, teacher, p = self.cfg, self.teacher, self.obs_dims["policy"]
         beta, kind = self.beta(), cfg.student.kind
@@ -173,12 +173,7 @@ class Distiller:
                 self.buf["extras"][t] = (obs["privileged"][:, p:] - self.extras_mean) / self.extras_std
             obs, reward, terminated, truncated, info = self.task.step(actions)
             done = terminated | truncated
-            stats["return"] += reward
-            ended = done.nonzero().flatten()
-            stats["recent"].extend(stats["return"][ended].tolist())
-            stats["return"][ended] = 0.0
-            for key, value in info.get("episode", {}).items():
-                stats["episode"].setdefault(key, deque(maxlen=50)).append(value)
+            log.step(reward, done)
             x = history.push(obs["policy"], done)
         return obs, x
 
@@ -229,7 +224,7 @@ class Distiller:
         history = FrameHistory(cfg.num_envs, self.obs_dims["policy"], cfg.student.history)
         with torch.inference_mode():
             x = history.push(obs["policy"])
-        stats: dict[str, Any] = {"return": torch.zeros(cfg.num_envs), "recent": deque(maxlen=200), "episode": {}}
+        log = EpisodeLog(cfg.num_envs, self.task.device)
         budget = cfg.max_time_s if cfg.max_time_s > 0 else float("inf")
         start = time.perf_counter()
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -244,19 +239,19 @@ class Distiller:
             while self.iteration < cfg.max_iterations:
                 t0 = time.perf_counter()
                 beta = self.beta()
-                obs, x = self._collect(obs, history, x, stats)
+                obs, x = self._collect(obs, history, x, log)
+                self.task.check()
                 collect_s = time.perf_counter() - t0
                 last = self._update()
+                log.end_iteration(self.task)
                 iter_s = time.perf_counter() - t0
                 self.iteration += 1
                 steps = cfg.num_envs * cfg.steps_per_env
                 self.env_steps += steps
                 self.train_time_s += iter_s
-                recent = stats["recent"]
                 last.update({"perf/steps_per_s": steps / iter_s, "perf/collect_s": collect_s,
-                             "distill/beta": beta,
-                             "train/mean_return": sum(recent) / len(recent) if recent else 0.0})
-                last.update({f"episode/{k}": sum(v) / len(v) for k, v in stats["episode"].items()})
+                             "distill/beta": beta, "train/mean_return": log.mean_return})
+                last.update({f"episode/{k}": v for k, v in log.episode.items() if k != "episodes"})
                 for key, value in last.items():
                     writer.add_scalar(key, value, self.env_steps)
                 elapsed = time.perf_counter() - start

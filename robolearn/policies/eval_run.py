@@ -32,8 +32,8 @@ def ci95(values: list[float]) -> float:
 
 def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | None = None,
                  num_envs: int | None = None, seed: int | None = None, randomization: str = "train",
-                 task: str | None = None, on_first_batch: Callable[[Task], Callable | None] | None = None
-                 ) -> tuple[dict[str, Any], list[EpisodeResult]]:
+                 task: str | None = None, on_first_batch: Callable[[Task], Callable | None] | None = None,
+                 device: str = "cpu") -> tuple[dict[str, Any], list[EpisodeResult]]:
     """(report, per-episode results). `on_first_batch(task)` may return a per-step callback (a video recorder)
     for the first batch."""
     cfg, policy, ckpt = load_policy(run, task=task)
@@ -46,8 +46,8 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
     start = time.perf_counter()
     summaries, results = [], []
     for batch, first in enumerate(range(0, episodes, num_envs)):
-        env = make_task(cfg.task, min(num_envs, episodes - first), backend=backend, seed=seed + batch,
-                        overrides=overrides)
+        env = make_task(cfg.task, min(num_envs, episodes - first), backend=backend, device=device,
+                        seed=seed + batch, overrides=overrides)
         try:
             on_step = on_first_batch(env) if on_first_batch is not None and batch == 0 else None
             summary, batch_results = evaluate(policy, env, on_step=on_step)
@@ -66,6 +66,7 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
     kind = ckpt["config"]["student"]["kind"] if ckpt["format"] == "robolearn-student" else (
         "teacher" if policy.reads_privileged else "ppo")
     report = {"run": str(run), "task": cfg.task, "policy": kind, "history": policy.history, "backend": backend,
+              "device": device,
               "randomization": randomization, "episodes": len(results), "num_envs": num_envs, "seed": seed,
               "task_overrides": overrides, "wall_time_s": round(time.perf_counter() - start, 2),
               "summary": summary, "per_episode": [dataclasses.asdict(r) for r in results]}

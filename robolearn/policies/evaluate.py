@@ -15,9 +15,6 @@ from robolearn.sim.tasks import Task, make_task
 
 __all__ = ["EpisodeResult", "evaluate", "evaluate_final"]
 
-_ENDED_KEYS = ("env_ids", "terminated", "length_s")
-
-
 @dataclass
 class EpisodeResult:
     env_id: int
@@ -34,62 +31,78 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
     > 1) read stacked frames, refilled at each reset as on the robot. Step metrics that a task marks NaN
     (e.g. while a new velocity command settles) are left out of the averages.
 
+    Runs on the task's device (the policy is moved there and back); per-env results are kept there with `where`
+    and read once at the end, so a GPU evaluation makes no host sync per step.
+
     Returns (summary, episodes): summary holds `survival`, `mean_return` and the mean of every metric.
     """
     policy.eval()
+    home = next(policy.parameters()).device
+    dev = task.device
+    policy.to(dev)
     obs = task.reset()
     n = task.num_envs
-    policy_input = PolicyInput(policy, n)
+    policy_input = PolicyInput(policy, n, dev)
     x = policy_input(obs)
-    active = torch.ones(n, dtype=torch.bool)
-    returns = torch.zeros(n)
+    active = torch.ones(n, dtype=torch.bool, device=dev)
+    returns = torch.zeros(n, device=dev)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
-    episodes: dict[int, EpisodeResult] = {}
-    for _ in range(task.max_episode_steps):
+    first: dict[str, torch.Tensor] = {}  # the ended-episode fields of each env's first episode
+    for step in range(task.max_episode_steps):
         obs, reward, terminated, truncated, info = task.step(policy.act_mean(x))
         x = policy_input(obs, terminated | truncated)
         returns += reward * active
         for key, value in info["metrics"].items():
             valid = active & torch.isfinite(value)
-            sums[key] = sums.get(key, torch.zeros(n)) + torch.where(valid, value, 0.0)
-            counts[key] = counts.get(key, torch.zeros(n)) + valid
+            sums[key] = sums.get(key, torch.zeros(n, device=dev)) + torch.where(valid, value, 0.0)
+            counts[key] = counts.get(key, torch.zeros(n, device=dev)) + valid
         if on_step is not None:
             on_step(task)
-        ended = info.get("ended")
-        if ended is not None:
-            for row, env in enumerate(ended["env_ids"].tolist()):
-                if not active[env]:
-                    continue
-                active[env] = False
-                metrics = {k: (sums[k][env] / counts[k][env].clamp(min=1)).item() for k in sums}
-                metrics.update({k: v[row].item() for k, v in ended.items() if k not in _ENDED_KEYS})
-                episodes[env] = EpisodeResult(
-                    env_id=env, length_s=ended["length_s"][row].item(), survived=not bool(ended["terminated"][row]),
-                    episode_return=returns[env].item(), metrics=metrics,
-                )
-        if not active.any():
+        ended = info["ended"]
+        now = active & ended["mask"]
+        for key, value in ended.items():
+            if key != "mask":
+                first[key] = torch.where(now, value.float(), first.get(key, torch.zeros(n, device=dev)))
+        active = active & ~ended["mask"]  # an ended env's return and metrics stop accumulating
+        # An episode lasts at most max_episode_steps, so every env has ended when the loop is through; stopping
+        # early needs `active.any()` on the host: every step on the CPU, every 64 steps on a GPU.
+        if (dev.type == "cpu" or step % 64 == 63) and not active.any():
             break
-    ordered = [episodes[i] for i in sorted(episodes)]
+    ended_keys = [k for k in first if k not in ("terminated", "length_s")]
+    first["return"] = returns
+    metric_means = {k: sums[k] / counts[k].clamp(min=1) for k in sums}
+    host = {k: v.cpu() for k, v in {"done": ~active, **first, **{f"m:{k}": v for k, v in metric_means.items()}}.items()}
+    summary_sums = {k: (sums[k].sum() / counts[k].sum().clamp(min=1)).item() for k in sums}
+    task.check()
+    policy.to(home)
+    episodes = []
+    for env in range(n):
+        if not host["done"][env]:
+            continue
+        metrics = {k: float(host[f"m:{k}"][env]) for k in sums}
+        metrics.update({k: float(host[k][env]) for k in ended_keys})
+        episodes.append(EpisodeResult(env_id=env, length_s=float(host["length_s"][env]),
+                                      survived=not bool(host["terminated"][env]),
+                                      episode_return=float(host["return"][env]), metrics=metrics))
     summary = {
-        "episodes": float(len(ordered)),
-        "survival": sum(e.survived for e in ordered) / max(1, len(ordered)),
-        "mean_return": sum(e.episode_return for e in ordered) / max(1, len(ordered)),
+        "episodes": float(len(episodes)),
+        "survival": sum(e.survived for e in episodes) / max(1, len(episodes)),
+        "mean_return": sum(e.episode_return for e in episodes) / max(1, len(episodes)),
     }
-    for key in sums:  # mean over all valid env-steps
-        summary[key] = (sums[key].sum() / counts[key].sum().clamp(min=1)).item()
-    for key in ordered[0].metrics if ordered else []:
-        if key not in sums:
-            summary[key] = sum(e.metrics[key] for e in ordered) / len(ordered)
+    summary.update(summary_sums)  # step metrics: the mean over all valid env-steps
+    for key in ended_keys:
+        summary[key] = sum(e.metrics[key] for e in episodes) / len(episodes) if episodes else 0.0
     policy.train()
-    return summary, ordered
+    return summary, episodes
 
 
-def evaluate_final(policy: torch.nn.Module, cfg: TrainCfg, extra_overrides: dict | None = None) -> dict[str, float]:
+def evaluate_final(policy: torch.nn.Module, cfg: TrainCfg, extra_overrides: dict | None = None, *,
+                   device: str | None = None) -> dict[str, float]:
     """A run's closing evaluation (summary.json): `cfg.eval.num_envs` episodes with the eval settings, seed
-    cfg.seed + 1000, rounded to 4 digits."""
-    task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, seed=cfg.seed + 1000,
-                     overrides=merge(cfg.eval_task_overrides(), extra_overrides or {}))
+    cfg.seed + 1000, on the training backend and `device` (default the config's), rounded to 4 digits."""
+    task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, device=device or cfg.device,
+                     seed=cfg.seed + 1000, overrides=merge(cfg.eval_task_overrides(), extra_overrides or {}))
     try:
         summary, _ = evaluate(policy, task)
     finally:

@@ -16,11 +16,11 @@ __all__ = ["FrameHistory", "PolicyInput"]
 
 
 class FrameHistory:
-    def __init__(self, num_envs: int, frame_dim: int, length: int) -> None:
+    def __init__(self, num_envs: int, frame_dim: int, length: int, device: torch.device | str = "cpu") -> None:
         if length < 1:
             raise ValueError(f"history length must be >= 1, got {length}")
         self.length, self.frame_dim = length, frame_dim
-        self.buffer = torch.zeros(num_envs, length, frame_dim)
+        self.buffer = torch.zeros(num_envs, length, frame_dim, device=device)
         self._started = False
 
     def push(self, frames: torch.Tensor, reset: torch.Tensor | None = None) -> torch.Tensor:
@@ -38,10 +38,10 @@ class FrameHistory:
 class PolicyInput:
     """Callable (obs, reset) -> the policy's input [N, history * frame]; for history 1 the frame itself."""
 
-    def __init__(self, policy: nn.Module, num_envs: int) -> None:
+    def __init__(self, policy: nn.Module, num_envs: int, device: torch.device | str = "cpu") -> None:
         self.policy = policy
         length = policy.history
-        self.history = FrameHistory(num_envs, policy.actor_dim // length, length) if length > 1 else None
+        self.history = FrameHistory(num_envs, policy.actor_dim // length, length, device) if length > 1 else None
 
     def __call__(self, obs: dict[str, torch.Tensor], reset: torch.Tensor | None = None) -> torch.Tensor:
         frame = self.policy.actor_input(obs)

@@ -75,7 +75,8 @@ class ActorCritic(nn.Module):
         return self.actor(self.actor_norm(actor_obs))
 
     def distribution(self, actor_obs: torch.Tensor) -> torch.distributions.Normal:
-        return torch.distributions.Normal(self.act_mean(actor_obs), self.log_std.exp())
+        # validate_args=False: the argument checks would read the device (a host sync) at every step
+        return torch.distributions.Normal(self.act_mean(actor_obs), self.log_std.exp(), validate_args=False)
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.critic_norm(critic_obs))

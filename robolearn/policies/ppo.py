@@ -41,12 +41,15 @@ class PPO:
         self.cfg = cfg
         self.lr = cfg.learning_rate
         self.params = list(policy.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=self.lr)
+        # fused: one kernel per step and the step counters on the parameters' device (the default keeps them on
+        # the host and reads them with .item() at every minibatch)
+        self.optimizer = torch.optim.Adam(self.params, lr=self.lr, fused=True)
         self.generator = generator
         self.dist = dist
 
-    def _adapt_learning_rate(self, kl: torch.Tensor) -> None:
+    def _adapt_learning_rate(self, kl_t: torch.Tensor) -> None:
         cfg = self.cfg
+        kl = kl_t.item()  # the one host sync per minibatch (rsl_rl's adaptive schedule reads it the same way)
         if kl > 2.0 * cfg.desired_kl:
             self.lr = max(cfg.min_lr, self.lr / 1.5)
         elif 0.0 < kl < 0.5 * cfg.desired_kl:
@@ -57,8 +60,8 @@ class PPO:
     def update(self, storage: RolloutStorage, *, shards: int = 1) -> dict[str, float]:
         """`cfg.epochs` x `cfg.minibatches` steps over `storage`; `shards` as in `RolloutStorage.minibatches`."""
         cfg = self.cfg
-        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "ppo/approx_kl": 0.0,
-                 "ppo/clip_fraction": 0.0}
+        names = ("loss/surrogate", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clip_fraction")
+        sums = torch.zeros(len(names), dtype=torch.float64, device=storage.device)  # read once, at the end
         n = 0
         for batch in storage.minibatches(cfg.minibatches, cfg.epochs, self.generator, shards=shards):
             dist = self.policy.distribution(batch.actor_obs)
@@ -83,18 +86,17 @@ class PPO:
                 self._adapt_learning_rate(kl)
             nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.optimizer.step()
-            stats["loss/surrogate"] += surrogate.item()
-            stats["loss/value"] += value_loss.item()
-            stats["loss/entropy"] += entropy.item()
-            stats["ppo/approx_kl"] += kl.item()
-            stats["ppo/clip_fraction"] += ((ratio - 1).abs() > cfg.clip).float().mean().item()
+            clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean()
+            sums += torch.stack([surrogate, value_loss, entropy, kl, clip_fraction]).detach().double()
             n += 1
-        stats = {k: v / n for k, v in stats.items()}
         returns, values = storage.returns.flatten(), storage.values.flatten()
-        stats["ppo/explained_variance"] = (1 - (returns - values).var() / returns.var().clamp(min=1e-8)).item()
+        explained = 1 - (returns - values).var() / returns.var().clamp(min=1e-8)
+        std = self.policy.log_std.exp().mean()
+        means = torch.cat([sums / n, torch.stack([explained, std]).detach().double()]).tolist()
+        stats = dict(zip((*names, "ppo/explained_variance"), means[:-1], strict=True))
         if self.dist is not None:  # logged statistics: the mean over ranks
             local = torch.tensor(list(stats.values()), dtype=torch.float64, device=self.dist.device)
             stats = dict(zip(stats, self.dist.mean(local).tolist(), strict=True))
         stats["ppo/learning_rate"] = self.lr
-        stats["policy/std"] = self.policy.log_std.exp().mean().item()
+        stats["policy/std"] = means[-1]
         return stats

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 from robolearn.config import from_dict, to_dict
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.policies.distributed import Distributed, init_distributed
+from robolearn.policies.episode_log import EpisodeLog
 from robolearn.policies.evaluate import evaluate_final
 from robolearn.policies.networks import ActorCritic, TeacherActorCritic
 from robolearn.policies.ppo import PPO
@@ -39,7 +39,6 @@ __all__ = ["build_policy", "load_checkpoint", "load_policy", "run_folder", "OnPo
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-student")  # robolearn train; robolearn distill
-TRAIN_DEVICE = "cpu"  # policy, storage and PPO run on the CPU next to the mujoco backend
 
 
 def build_policy(cfg: TrainCfg, obs_dims: dict[str, int], num_actions: int) -> ActorCritic:
@@ -95,30 +94,35 @@ def run_folder(run: str | Path) -> Path:
 
 
 class OnPolicyRunner:
+    """PPO on a task. The task, the policy, the rollout storage and PPO live on `cfg.device` (with a GPU backend
+    the whole loop stays on the GPU); a collection step makes no host sync, an iteration a few (its statistics)."""
+
     def __init__(self, cfg: TrainCfg, run_dir: Path, *, console: Console | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.console = console or Console()
         # One rank of a torchrun launch, or None for a single process (then no collective is ever called).
-        self.dist: Distributed | None = init_distributed(cfg.dist_backend, TRAIN_DEVICE)
+        self.dist: Distributed | None = init_distributed(cfg.dist_backend, cfg.device)
         self.rank = self.dist.rank if self.dist is not None else 0
         self.world_size = self.dist.world_size if self.dist is not None else 1
+        self.device = self.dist.device if self.dist is not None else torch.device(cfg.device)
         try:
             torch.manual_seed(cfg.seed + self.rank)  # each rank explores with its own action noise...
-            self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, seed=cfg.seed + self.rank,
-                                        overrides=cfg.task_overrides)  # ...on its own envs
+            self.task: Task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, device=str(self.device),
+                                        seed=cfg.seed + self.rank, overrides=cfg.task_overrides)  # ...on its own envs
         except BaseException:
             self.close(wait_for_peers=False)
             raise
         self.obs_dims = self.task.obs_dims
-        self.policy = build_policy(cfg, self.obs_dims, self.task.num_actions)
+        with self.device:  # parameters are created on the training device
+            self.policy = build_policy(cfg, self.obs_dims, self.task.num_actions)
         if self.dist is not None:
             self.dist.broadcast_module(self.policy)  # every rank starts from rank 0's parameters
         # The same minibatch permutations on every rank (see RolloutStorage.minibatches).
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.ppo = PPO(self.policy, cfg.ppo, self.generator, self.dist)
         self.storage = RolloutStorage(cfg.steps_per_env, cfg.num_envs, self.policy.actor_dim,
-                                      self.obs_dims["privileged"], self.task.num_actions)
+                                      self.obs_dims["privileged"], self.task.num_actions, device=self.device)
         self.iteration = 0
         self.env_steps = 0
         self.train_time_s = 0.0
@@ -168,11 +172,15 @@ class OnPolicyRunner:
             self.policy.load_state_dict(ckpt["model"])
         except RuntimeError:
             raise CheckpointError(f"{path}: network layout differs from the config's network section") from None
-        self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
+        self.ppo.optimizer.load_state_dict(ckpt["optimizer"])  # moved to the parameters' device
         self.ppo.lr = ckpt["lr"]
         self.iteration, self.env_steps = ckpt["iteration"], ckpt["env_steps"]
         self.train_time_s = ckpt.get("train_time_s", 0.0)
-        self.generator.set_state(ckpt["rng"])
+        rng = ckpt["rng"]
+        if rng.numel() == self.generator.get_state().numel():  # a CPU and a CUDA generator keep different states
+            self.generator.set_state(rng)
+        else:
+            self.generator.manual_seed(self.cfg.seed + 1 + self.iteration)
 
     # -- training ------------------------------------------------------------------------------------------
     def learn(self, *, progress: bool = True) -> dict[str, Any]:
@@ -185,13 +193,10 @@ class OnPolicyRunner:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
             writer = SummaryWriter(str(self.run_dir / "tb"))
         obs = self.task.reset()
-        episode_return = torch.zeros(cfg.num_envs)
-        recent_returns: deque[float] = deque(maxlen=200)
-        recent_episode: dict[str, deque[float]] = {}
+        log = EpisodeLog(cfg.num_envs, self.device)
         start_iteration, start_time = self.iteration, time.perf_counter()
         budget_left = cfg.max_time_s - self.train_time_s if cfg.max_time_s > 0 else float("inf")
         total = cfg.max_iterations
-        mean_return, n_returns = 0.0, 0
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[rate]:>8.0f} steps/s"), TextColumn("reward {task.fields[reward]:>7.2f}"),
                    TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
@@ -212,41 +217,32 @@ class OnPolicyRunner:
                             ranks.update_normalizers(((self.policy.actor_norm, actor_obs),
                                                      (self.policy.critic_norm, critic_obs)))
                         dist = self.policy.distribution(actor_obs)
-                        actions = dist.sample()
+                        # rsample: mean + std * N(0, 1); `sample` checks std >= 0 on the host (a sync per step)
+                        actions = dist.rsample()
                         values = self.policy.value(critic_obs).squeeze(-1)
                         obs, reward, terminated, truncated, info = self.task.step(actions)
+                        done = terminated | truncated
+                        log.step(reward, done)
                         # Bootstrap time-outs: the episode did not fail, it was cut.
                         reward = reward + cfg.ppo.gamma * values * info["time_outs"]
                         self.storage.add(actor_obs, critic_obs, actions, dist.log_prob(actions).sum(-1), dist.mean,
-                                         dist.stddev.expand_as(dist.mean), values, reward,
-                                         (terminated | truncated).float())
-                        episode_return += reward
-                        done_ids = (terminated | truncated).nonzero().flatten()
-                        recent_returns.extend(episode_return[done_ids].tolist())
-                        episode_return[done_ids] = 0.0
-                        for key, value in info.get("episode", {}).items():
-                            recent_episode.setdefault(key, deque(maxlen=50)).append(value)
+                                         dist.stddev.expand_as(dist.mean), values, reward, done.float())
                     last_values = self.policy.value(obs["privileged"]).squeeze(-1)
+                self.task.check()  # non-finite actions or a backend fault since the last iteration
                 collect_s = time.perf_counter() - t0
                 self.storage.compute_gae(last_values, cfg.ppo.gamma, cfg.ppo.lam,
                                          mean_std=None if ranks is None else ranks.mean_std)
                 stats = self.ppo.update(self.storage)
+                log.end_iteration(self.task, None if ranks is None else ranks.sum)
                 iter_s = time.perf_counter() - t0
                 self.iteration += 1
                 steps = cfg.num_envs * cfg.steps_per_env * self.world_size  # all ranks' env steps
                 self.env_steps += steps
                 self.train_time_s += iter_s
-                if ranks is None:
-                    n_returns = len(recent_returns)
-                    mean_return = sum(recent_returns) / n_returns if n_returns else 0.0
-                else:  # over all ranks' recent episodes
-                    sums = ranks.sum(torch.tensor([sum(recent_returns), len(recent_returns)], dtype=torch.float64,
-                                                  device=ranks.device))
-                    n_returns = int(sums[1].item())
-                    mean_return = sums[0].item() / n_returns if n_returns else 0.0
+                mean_return = log.mean_return
                 stats.update({"perf/steps_per_s": steps / iter_s, "perf/collect_s": collect_s,
                               "perf/update_s": iter_s - collect_s, "train/mean_return": mean_return})
-                stats.update({f"episode/{k}": sum(v) / len(v) for k, v in recent_episode.items()})
+                stats.update({f"episode/{k}": v for k, v in log.episode.items() if k != "episodes"})
                 if writer is not None:
                     for key, value in stats.items():
                         writer.add_scalar(key, value, self.env_steps)
@@ -268,14 +264,16 @@ class OnPolicyRunner:
                 if out_of_time:
                     bar.update(job, description=f"train {cfg.task} (time budget reached)")
                     break
+        mean_return, n_returns = log.mean_return, log.returns_seen
         wall_s = max(time.perf_counter() - start_time, 1e-9)
         total_envs = cfg.num_envs * self.world_size
         summary: dict[str, Any] = {
             "task": cfg.task, "backend": cfg.backend, "num_envs": cfg.num_envs, "iterations": self.iteration,
             "env_steps": self.env_steps, "wall_time_s": round(wall_s, 2), "train_time_s": round(self.train_time_s, 2),
             "steps_per_s": round((self.iteration - start_iteration) * total_envs * cfg.steps_per_env / wall_s, 1),
+            "device": str(self.device),
             "final_mean_reward": round(mean_return, 4) if n_returns else None,
-            "final_episode": {k: round(sum(v) / len(v), 4) for k, v in recent_episode.items()},
+            "final_episode": {k: round(v, 4) for k, v in log.episode.items()},
         }
         if ranks is not None:  # every rank must end with rank 0's parameters and normalizers
             summary["distributed"] = {"world_size": self.world_size, "backend": ranks.backend,
@@ -294,4 +292,4 @@ class OnPolicyRunner:
         return summary
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_final(self.policy, self.cfg)
+        return evaluate_final(self.policy, self.cfg, device=str(self.device))

@@ -23,22 +23,27 @@ class Batch(NamedTuple):
 
 
 class RolloutStorage:
-    """Tensors `[T, N, ...]` for T steps of N envs."""
+    """Tensors `[T, N, ...]` for T steps of N envs, on `device` (the task's)."""
 
-    def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, num_actions: int) -> None:
+    def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, num_actions: int, *,
+                 device: torch.device | str = "cpu") -> None:
         T, N = steps, num_envs
-        self.steps, self.num_envs = T, N
-        self.actor_obs = torch.zeros(T, N, actor_dim)
-        self.critic_obs = torch.zeros(T, N, critic_dim)
-        self.actions = torch.zeros(T, N, num_actions)
-        self.log_prob = torch.zeros(T, N)
-        self.mean = torch.zeros(T, N, num_actions)
-        self.std = torch.zeros(T, N, num_actions)
-        self.values = torch.zeros(T, N)
-        self.rewards = torch.zeros(T, N)
-        self.dones = torch.zeros(T, N)
-        self.returns = torch.zeros(T, N)
-        self.advantages = torch.zeros(T, N)
+        self.steps, self.num_envs, self.device = T, N, torch.device(device)
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, device=self.device)
+
+        self.actor_obs = zeros(T, N, actor_dim)
+        self.critic_obs = zeros(T, N, critic_dim)
+        self.actions = zeros(T, N, num_actions)
+        self.log_prob = zeros(T, N)
+        self.mean = zeros(T, N, num_actions)
+        self.std = zeros(T, N, num_actions)
+        self.values = zeros(T, N)
+        self.rewards = zeros(T, N)
+        self.dones = zeros(T, N)
+        self.returns = zeros(T, N)
+        self.advantages = zeros(T, N)
         self.step = 0
 
     def add(self, actor_obs, critic_obs, actions, log_prob, mean, std, values, rewards, dones) -> None:
@@ -90,7 +95,7 @@ class RolloutStorage:
             self.returns.flatten(), self.advantages.flatten(),
         )
         for _ in range(epochs):
-            perm = torch.randperm(total, generator=generator)
+            perm = torch.randperm(total, generator=generator, device=generator.device).to(self.device)
             for i in range(num_minibatches):
                 idx = perm[i * size : (i + 1) * size]
                 yield Batch(*(x[idx] for x in flat))
@@ -104,7 +109,7 @@ class RolloutStorage:
         size = local // num_minibatches
         groups = [self._flat(slice(s * n, (s + 1) * n)) for s in range(shards)]
         for _ in range(epochs):
-            perm = torch.randperm(local, generator=generator)
+            perm = torch.randperm(local, generator=generator, device=generator.device).to(self.device)
             for i in range(num_minibatches):
                 idx = perm[i * size : (i + 1) * size]
                 yield Batch(*(torch.cat([g[k][idx] for g in groups]) for k in range(len(Batch._fields))))

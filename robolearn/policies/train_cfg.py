@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.policies.ppo import PPOCfg
+from robolearn.sim.backends import CPU_BACKENDS
 
 __all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
 
@@ -43,6 +46,7 @@ class EvalCfg:
 class TrainCfg:
     task: str
     backend: str = "mujoco"
+    device: str = "cpu"  # cpu | cuda | cuda:N: the task (with a GPU backend), policy, storage and PPO all live there
     num_envs: int = 1024  # per process: with torchrun / --nproc N, each of the N ranks simulates num_envs envs
     steps_per_env: int = 24  # rollout length per iteration
     max_iterations: int = 1000
@@ -70,6 +74,15 @@ class TrainCfg:
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:
             raise ConfigError("num_envs, steps_per_env and max_iterations must be positive")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if device.type == "cuda" and self.backend in CPU_BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} runs on the CPU; on device {self.device!r} use a GPU backend "
+                              f"(--backend mjwarp or --backend mjx)")
         if self.dist_backend not in ("auto", "gloo", "nccl"):
             raise ConfigError(f"dist_backend must be auto, gloo or nccl, got {self.dist_backend!r}")
         if (self.num_envs * self.steps_per_env) % self.ppo.minibatches:
@@ -81,7 +94,12 @@ class TrainCfg:
 
 def load_train_cfg(task: str | None = None, path: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> TrainCfg:
-    """Training config for `task` (policies/ppo/<task>.yaml) or from the file `path`."""
+    """Training config for `task` (policies/ppo/<task>.yaml) or from the file `path`.
+
+    A config's `gpu` section (settings sized for a GPU: thousands of envs, a GPU backend, a larger network) is
+    merged over the file when the device (from `overrides` or the file) is a CUDA device; `overrides` (the
+    command line) come last."""
+    overrides = overrides or {}
     if path is None:
         path = declarations_root() / "policies" / "ppo" / f"{task}.yaml"
         if not path.is_file():
@@ -95,7 +113,12 @@ def load_train_cfg(task: str | None = None, path: str | Path | None = None,
             data = load_yaml(path)
     else:
         data = load_yaml(path)
-    data = merge(data, overrides or {})
+    gpu = data.pop("gpu", None) or {}
+    if not isinstance(gpu, dict):
+        raise ConfigError(f"{path}: field 'gpu' must be a mapping of settings, got {type(gpu).__name__}")
+    if str(overrides.get("device", data.get("device", "cpu"))).startswith("cuda"):
+        data = merge(data, gpu)
+    data = merge(data, overrides)
     if task is not None and data.get("task", task) != task:
         raise ConfigError(f"{path}: config is for task {data.get('task')!r}, not {task!r}")
     data.setdefault("task", task)

@@ -29,4 +29,5 @@ def yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
 
 
 def sample_uniform(low: float, high: float, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(shape, generator=generator)
+    """Uniform samples in [low, high) on the generator's device."""
+    return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)

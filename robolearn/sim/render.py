@@ -29,8 +29,8 @@ def _mesh_option() -> mujoco.MjvOption:
 
 def _load_env(task: Task, model: mujoco.MjModel, data: mujoco.MjData, env: int) -> None:
     """Copy env `env`'s state and its markers (mocap bodies) into a render model's data, then forward."""
-    data.qpos[:] = task.sim.qpos[env].numpy()
-    data.qvel[:] = task.sim.qvel[env].numpy()
+    data.qpos[:] = task.sim.qpos[env].cpu().numpy()
+    data.qvel[:] = task.sim.qvel[env].cpu().numpy()
     for body, pos in task.mocap_positions(env).items():
         mocap = model.body_mocapid[model.body(body).id]
         data.mocap_pos[mocap] = pos
@@ -75,14 +75,35 @@ class VideoRecorder:
         self.frames.append(self.renderer.render().copy())
 
     def close(self) -> Path:
-        import imageio.v2 as imageio
-
+        """Write the mp4: h264 through imageio's FFmpeg, or MPEG-4 (mp4v) through OpenCV where imageio-ffmpeg is
+        not installed (a GPU machine that carries only what training needs)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with imageio.get_writer(self.path, fps=self.fps, codec="libx264", quality=7, macro_block_size=8) as w:
-            for frame in self.frames:
-                w.append_data(frame)
+        try:
+            import imageio_ffmpeg  # noqa: F401 - imageio's FFmpeg writer needs it
+        except ImportError:
+            _write_mp4v(self.path, self.frames, self.fps)
+        else:
+            import imageio.v2 as imageio
+
+            with imageio.get_writer(self.path, fps=self.fps, codec="libx264", quality=7, macro_block_size=8) as w:
+                for frame in self.frames:
+                    w.append_data(frame)
         self.renderer.close()
         return self.path
+
+
+def _write_mp4v(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    try:
+        import cv2
+    except ImportError:
+        raise RobolearnError("writing an mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg) or OpenCV") from None
+    if not frames:
+        raise RobolearnError(f"{path}: no frames were rendered")
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
 
 
 class CameraRig:

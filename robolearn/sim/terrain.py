@@ -242,6 +242,8 @@ class Terrain:
         u = (gx - ix).clamp(0, 1)
         v = (gy - iy).clamp(0, 1)
         i00 = ix.long() * self.ny + iy.long()
+        if self._heights_t.device != i00.device:  # moved to the points' device once (a task on a GPU)
+            self._heights_t = self._heights_t.to(i00.device)
         hm = self._heights_t
         h00, h10, h01, h11 = hm[i00], hm[i00 + self.ny], hm[i00 + 1], hm[i00 + self.ny + 1]
         z = torch.where(u >= v, h00 + u * (h10 - h00) + v * (h11 - h10), h00 + v * (h01 - h00) + u * (h11 - h01))

@@ -265,7 +265,7 @@ class Recorder:
                 frame[f"observation.images.{name}"] = image
             step = self.driver.act(task, obs)
             obs, reward, terminated, truncated, info = task.step(step.action)
-            ended = "ended" in info  # the env has auto-reset: `task` already shows the next episode
+            ended = bool(info["ended"]["mask"][0])  # the env has auto-reset: `task` already shows the next episode
             success = bool(info["ended"]["success"][0] > 0.5) if ended else bool(task.success()[0])
             success_steps = success_steps + 1 if success else 0
             episode_success |= success

@@ -11,7 +11,7 @@ from robolearn.sim.backends.mjx_backend import MjxBackend
 from robolearn.sim.backends.mujoco_cpu import MujocoBackend
 from robolearn.sim.backends.pybullet_backend import PyBulletBackend
 
-__all__ = ["Backend", "BACKENDS", "make_backend"]
+__all__ = ["Backend", "BACKENDS", "CPU_BACKENDS", "make_backend"]
 
 BACKENDS: dict[str, tuple[type[Backend], str]] = {
     "mujoco": (MujocoBackend, "MuJoCo on the CPU, envs stepped in C++ threads by mujoco.rollout (default)"),
@@ -19,6 +19,8 @@ BACKENDS: dict[str, tuple[type[Backend], str]] = {
     "mjx": (MjxBackend, "MJX (JAX): one compiled program for all envs on a GPU (or, slowly, the CPU); extra [mjx]"),
     "pybullet": (PyBulletBackend, "PyBullet (Bullet) on the CPU, one client per env: a second engine for sim2sim"),
 }
+
+CPU_BACKENDS = ("mujoco", "pybullet")  # engines that only run on the CPU; the others run on GPUs (or, slowly, CPUs)
 
 
 def make_backend(name: str, model: mujoco.MjModel, num_envs: int, device: str = "cpu") -> Backend:

@@ -18,7 +18,8 @@ per env. It also runs on the CPU (slowly; tests and CI) with the same code path.
   not change a structural switch MJWarp reads at `put_model` (e.g. a zero bias gain becoming non-zero).
 - Contacts and constraints have fixed per-world capacities (`nconmax`, `njmax`): the default is a worst-case
   bound computed from the colliding geom pairs and their types (Go2: 32 contacts, 152 rows); MJWarp drops what
-  does not fit and flags it per world in `step`; the flags are checked at every reset (`forward`), which raises.
+  does not fit and flags it per world in `step`; `check()` reads the flags and raises (the training loop calls it
+  once per iteration: reading them is a host sync), as does `forward` given env indices.
 - Warp's kernel cache: when WARP_CACHE_PATH is unset and the package runs from a source checkout, importing
   `robolearn.sim.backends` sets it to the checkout's `.cache/warp` (ignored by git), so CI can cache that folder;
   otherwise Warp's default (~/.cache/warp) applies.
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.sim.backends.base import Backend
+from robolearn.sim.backends.base import Backend, rows_as_mask
 
 __all__ = ["MjWarpBackend", "contact_capacity", "default_warp_cache", "load_mujoco_warp"]
 
@@ -144,6 +145,8 @@ class MjWarpBackend(Backend):
                                 if getattr(f.type, "shape", ())[:1] == ("*",)}
         self._graph = graph
         self._graphs: dict[int | str, Any] = {}  # nsub (or "forward") -> captured graph
+        self._field_views: dict[str, torch.Tensor] = {}  # per-env model fields as torch views of their Warp arrays
+        self._field_arrays: dict[str, Any] = {}
         t = wp.to_torch
         self._qpos, self._qvel = t(self.d.qpos), t(self.d.qvel)
         self._time, self._warmstart = t(self.d.time), t(self.d.qacc_warmstart)
@@ -230,14 +233,16 @@ class MjWarpBackend(Backend):
         return self._sensor64.copy_(self._sensor_t)
 
     def set_state(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
-        ids = env_ids.to(self.device)
-        self._qpos[ids] = qpos.to(self.device, torch.float32)
-        self._qvel[ids] = qvel.to(self.device, torch.float32)
+        mask, qpos = rows_as_mask(env_ids, qpos, self._qpos)
+        _, qvel = rows_as_mask(env_ids, qvel, self._qvel)
+        rows = mask.unsqueeze(1)
+        self._qpos.copy_(torch.where(rows, qpos, self._qpos))
+        self._qvel.copy_(torch.where(rows, qvel, self._qvel))
         # what the `mujoco` backend's reset clears too: time and activations; plus the solver's warm start
-        self._time[ids] = 0.0
-        self._warmstart[ids] = 0.0
+        self._time.masked_fill_(mask, 0.0)
+        self._warmstart.masked_fill_(rows, 0.0)
         if self._act is not None:
-            self._act[ids] = 0.0
+            self._act.masked_fill_(rows, 0.0)
 
     def _field(self, field: str) -> Any:
         """The per-world Warp array of model field `field`, expanded to one row per env on first use."""
@@ -256,11 +261,15 @@ class MjWarpBackend(Backend):
             self._graphs.clear()  # captured graphs hold the old array
         return arr
 
-    def set_model_field(self, field: str, env_ids: torch.Tensor, values: np.ndarray) -> None:
-        view = self._wp.to_torch(self._field(field))
-        ids = env_ids.to(self.device)
-        view[ids] = torch.as_tensor(np.asarray(values), dtype=view.dtype).reshape(len(ids), *view.shape[1:]).to(
-            self.device)
+    def set_model_field(self, field: str, env_ids: torch.Tensor, values: torch.Tensor | np.ndarray) -> None:
+        arr = self._field(field)
+        view = self._field_views.get(field)
+        if view is None or self._field_arrays.get(field) is not arr:  # a torch view per Warp array, made once
+            view = self._field_views[field] = self._wp.to_torch(arr)
+            self._field_arrays[field] = arr
+        values = torch.as_tensor(values).reshape(-1, *view.shape[1:])
+        mask, values = rows_as_mask(env_ids, values, view)
+        view.copy_(torch.where(mask.view(-1, *(1,) * (view.dim() - 1)), values, view))
 
     def model_field(self, field: str, env_id: int) -> np.ndarray:
         """Model field `field` as env `env_id` sees it, in MuJoCo's shape (float64)."""
@@ -270,10 +279,17 @@ class MjWarpBackend(Backend):
 
     def forward(self, env_ids: torch.Tensor) -> torch.Tensor:
         """Forward pass of all worlds (state-neutral: the warm start is only written by `step`); returns the
-        sensors of `env_ids`. Actuator sensors use each env's last control, as in the `mujoco` backend."""
+        sensors of `env_ids` (all rows for a mask). Actuator sensors use each env's last control, as in the
+        `mujoco` backend. Given indices it also checks the contact buffers (`check`, a host sync); given a mask
+        (the training loop's auto-reset) it leaves that to the loop's once-per-iteration `check`."""
         self._launch("forward")
-        self.check_overflow()
+        if env_ids.dtype == torch.bool:
+            return self._sensordata.double()
+        self.check()
         return self._sensordata[env_ids.to(self.device)].double()
+
+    def check(self) -> None:
+        self.check_overflow()
 
     def check_overflow(self) -> None:
         """Raise if any world ran out of contact or constraint capacity since the start (one small read)."""

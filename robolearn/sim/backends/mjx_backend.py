@@ -205,6 +205,11 @@ class MjxBackend(Backend):
         return self._sensors_out(sensordata, self.num_envs, slice(nsub))
 
     def set_state(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        if env_ids.dtype == torch.bool:  # every row at once (no host sync): one program for all resets
+            args = (self._data, self._row_mask(env_ids), self._row_values(qpos), self._row_values(qvel))
+            self._data = self._program("set_state_where", self.rows, _set_state_where, *args)(*args)
+            self._views = None
+            return
         rows, source = self._rows_of(env_ids)
         ids, size = self._padded_ids(rows, fill=self.rows)  # out-of-range ids are dropped
         qpos, qvel = qpos.to(self.device)[source], qvel.to(self.device)[source]
@@ -212,28 +217,51 @@ class MjxBackend(Backend):
         self._data = self._program("set_state", size, _set_state, *args)(*args)
         self._views = None
 
-    def set_model_field(self, field: str, env_ids: torch.Tensor, values: np.ndarray) -> None:
+    def set_model_field(self, field: str, env_ids: torch.Tensor, values: torch.Tensor | np.ndarray) -> None:
         if field not in self._fields:
             raise ConfigError(f"backend 'mjx' cannot set model field {field!r} per env; supported: "
                               f"{', '.join(RANDOMIZABLE_FIELDS)}")
-        shape = (len(env_ids), *getattr(self.model, field).shape)
+        masked = env_ids.dtype == torch.bool
+        shape = (self.num_envs if masked else len(env_ids), *getattr(self.model, field).shape)
         if tuple(values.shape) != shape:
             raise ValueError(f"set_model_field({field!r}): values must be {list(shape)}, got {list(values.shape)}")
+        values_t = torch.as_tensor(values).to(self.device)
+        if masked:
+            args = (self._fields[field], self._row_mask(env_ids), self._row_values(values_t))
+            self._fields = {**self._fields, field: self._program(f"set_{field}_where", self.rows, _set_rows_where,
+                                                                 *args)(*args)}
+            return
         rows, source = self._rows_of(env_ids)
         ids, size = self._padded_ids(rows, fill=self.rows)
-        values_t = torch.from_numpy(np.ascontiguousarray(values)).to(self.device)[source]
-        args = (self._fields[field], ids, self._pad_values(values_t, size))
+        args = (self._fields[field], ids, self._pad_values(values_t[source], size))
         self._fields = {**self._fields, field: self._program(f"set_{field}", size, _set_rows, *args)(*args)}
 
     def forward(self, env_ids: torch.Tensor) -> torch.Tensor:
         """Sensor data at the current state of `env_ids` with each env's last controls: one substep of those envs
-        (gathered into a batch of the chunk size, or all rows) whose resulting state is dropped."""
+        (gathered into a batch of the chunk size, or all rows; for a mask always all rows, no host sync) whose
+        resulting state is dropped."""
+        if env_ids.dtype == torch.bool:
+            args = (self._data,)
+            ctrl = self._program(f"last_ctrl[{self.max_substeps}]", self.rows, functools.partial(
+                _last_ctrl, substeps=self.max_substeps), *args)(*args)
+            _, sensordata = self._advance(self._fields, self._data, ctrl, 1)
+            return self._sensors_out(sensordata, self.num_envs, 0)
         ids, size = self._padded_ids(env_ids.to(self.device), fill=0)  # padding recomputes env 0, cut off below
         gather = functools.partial(_gather, substeps=self.max_substeps)
         args = (self._fields, self._data, ids)
         fields, data, ctrl = self._program(f"gather[{self.max_substeps}]", size, gather, *args)(*args)
         _, sensordata = self._advance(fields, data, ctrl, 1)
         return self._sensors_out(sensordata, len(env_ids), 0)
+
+    def _row_mask(self, mask: torch.Tensor) -> Any:
+        """A mask over envs as a bool jax array over rows (padding rows follow the env they mirror)."""
+        mask = mask.to(self.device)
+        return self._to_jax(mask if self.rows == self.num_envs else mask[self._mirror], torch.bool)
+
+    def _row_values(self, values: torch.Tensor) -> Any:
+        """Values [num_envs, ...] as a jax array over rows, in the backend's precision."""
+        values = values.to(self.device)
+        return self._to_jax(values if self.rows == self.num_envs else values[self._mirror])
 
     def model_field(self, field: str, env_id: int) -> np.ndarray:
         """The value of a model field in env `env_id` (copied to the host; for tests and inspection)."""
@@ -354,3 +382,30 @@ def _set_state(data: Any, ids: Any, qpos: Any, qvel: Any) -> Any:
 
 def _set_rows(values: Any, ids: Any, rows: Any) -> Any:
     return values.at[ids].set(rows.astype(values.dtype), mode="drop")
+
+
+def _where_rows(mask: Any, new: Any, old: Any) -> Any:
+    """`new` in the rows of `mask` [rows], `old` elsewhere."""
+    import jax
+
+    return jax.numpy.where(mask.reshape(-1, *(1,) * (old.ndim - 1)), new.astype(old.dtype), old)
+
+
+def _set_state_where(data: Any, mask: Any, qpos: Any, qvel: Any) -> Any:
+    """`_set_state` for the rows of a bool mask, every row computed (a fixed shape: no host sync)."""
+    import jax
+
+    zero = {name: _where_rows(mask, jax.numpy.zeros_like(getattr(data, name)), getattr(data, name))
+            for name in ("time", "act", "qacc_warmstart")}
+    return data.replace(qpos=_where_rows(mask, qpos, data.qpos), qvel=_where_rows(mask, qvel, data.qvel), **zero)
+
+
+def _set_rows_where(values: Any, mask: Any, rows: Any) -> Any:
+    return _where_rows(mask, rows, values)
+
+
+def _last_ctrl(data: Any, substeps: int) -> Any:
+    """Every row's last controls as [rows, substeps, nu] (the controls of a state-neutral `forward` substep)."""
+    import jax
+
+    return jax.numpy.broadcast_to(data.ctrl[:, None], (data.ctrl.shape[0], substeps, data.ctrl.shape[-1]))

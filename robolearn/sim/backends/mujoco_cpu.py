@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from mujoco import rollout
 
-from robolearn.sim.backends.base import Backend
+from robolearn.sim.backends.base import Backend, rows_as_ids
 
 __all__ = ["MujocoBackend"]
 
@@ -68,23 +68,28 @@ class MujocoBackend(Backend):
         return self._sensor_t
 
     def set_state(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        env_ids, (qpos, qvel) = rows_as_ids(env_ids, qpos, qvel)
         ids = env_ids.numpy()
         self._state[ids, 0] = 0.0
         self._state[ids, 1 + self.model.nq + self.model.nv :] = 0.0
         self._qpos[env_ids] = qpos.to(torch.float64)
         self._qvel[env_ids] = qvel.to(torch.float64)
 
-    def set_model_field(self, field: str, env_ids: torch.Tensor, values: np.ndarray) -> None:
+    def set_model_field(self, field: str, env_ids: torch.Tensor, values: torch.Tensor | np.ndarray) -> None:
+        env_ids, (values,) = rows_as_ids(env_ids, values)
+        values = values.numpy() if isinstance(values, torch.Tensor) else values
         for row, env in enumerate(env_ids.tolist()):
             getattr(self.models[env], field)[...] = values[row]
 
     def forward(self, env_ids: torch.Tensor) -> torch.Tensor:
         data = self._datas[0]
-        out = np.empty((len(env_ids), self.model.nsensordata))
-        for row, env in enumerate(env_ids.tolist()):
+        masked = env_ids.dtype == torch.bool
+        ids = env_ids.nonzero().flatten() if masked else env_ids
+        out = np.zeros((self.num_envs if masked else len(ids), self.model.nsensordata))
+        for row, env in enumerate(ids.tolist()):
             mujoco.mj_setState(self.models[env], data, self._state[env], _STATE)
             mujoco.mj_forward(self.models[env], data)
-            out[row] = data.sensordata
+            out[env if masked else row] = data.sensordata
         return torch.from_numpy(out)
 
     def model_field(self, field: str, env_id: int) -> np.ndarray:

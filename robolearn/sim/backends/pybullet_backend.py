@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.sim.backends.base import Backend
+from robolearn.sim.backends.base import Backend, rows_as_ids
 from robolearn.sim.backends.pybullet_model import (
     build_layout,
     load_pybullet,
@@ -336,6 +336,9 @@ class PyBulletBackend(Backend):
             kin["v"][idx], kin["w"][idx] = arr[..., 10:13], arr[..., 13:16]
 
     def set_state(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        env_ids, (qpos, qvel) = rows_as_ids(env_ids, qpos, qvel)
+        if len(env_ids) == 0:
+            return
         lay = self.layout
         envs = env_ids.numpy().astype(int)
         qpos_np = qpos.to(torch.float64).numpy()
@@ -363,8 +366,11 @@ class PyBulletBackend(Backend):
         if field not in self._fields:
             raise ConfigError(f"backend 'pybullet' cannot set model field {field!r} per env; supported: "
                               f"{', '.join(RANDOMIZABLE_FIELDS)}")
+        env_ids, (values,) = rows_as_ids(env_ids, values)
+        if len(env_ids) == 0:
+            return
         envs = env_ids.numpy().astype(int)
-        self._fields[field][envs] = values
+        self._fields[field][envs] = values.numpy() if isinstance(values, torch.Tensor) else values
         if field == "geom_friction":
             self._apply_friction(envs)
         elif field == "body_mass":
@@ -454,7 +460,7 @@ class PyBulletBackend(Backend):
         self._joint_torques(self._ctrl)
         out = np.zeros((self.num_envs, self.model.nsensordata))
         self._state_sensors(out)
-        return torch.from_numpy(out[env_ids.numpy()])
+        return torch.from_numpy(out if env_ids.dtype == torch.bool else out[env_ids.numpy()])
 
     # -- sensors -----------------------------------------------------------------------------------------
     def _frames(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -110,82 +110,95 @@ class LocomotionTask(Task):
                             objtype=mujoco.mjtObj.mjOBJ_ACTUATOR, objname=act.name)
 
     def setup(self) -> None:
-        n, nu = self.num_envs, self.num_actions
+        n, nu, dev = self.num_envs, self.num_actions, self.device
         feet = self.robot_cfg.feet
-        self._touch_cols = [self.sensor(f"{f}_touch").start for f in feet]
-        self._foot_vel_xy_cols = [self.sensor(f"{f}_vel").start + i for f in feet for i in (0, 1)]
+        # sensor columns as index tensors on the device (a Python list would be copied to a GPU at every use)
+        self._touch_cols = torch.tensor([self.sensor(f"{f}_touch").start for f in feet], device=dev)
+        self._foot_vel_xy_cols = torch.tensor([self.sensor(f"{f}_vel").start + i for f in feet for i in (0, 1)],
+                                              device=dev)
         self._base_touch_col = self.sensor("base_touch").start
         first_torque = self.sensor(f"{self.robot.joint_names[0]}_torque").start
         self._torque_cols = slice(first_torque, first_torque + nu)
-        self.commands = torch.zeros(n, 3)
-        self.feet_air_time = torch.zeros(n, len(feet))
-        self.last_contacts = torch.zeros(n, len(feet), dtype=torch.bool)
-        self.last_joint_vel = torch.zeros(n, nu)
+        self.commands = torch.zeros(n, 3, device=dev)
+        self.feet_air_time = torch.zeros(n, len(feet), device=dev)
+        self.last_contacts = torch.zeros(n, len(feet), dtype=torch.bool, device=dev)
+        self.last_joint_vel = torch.zeros(n, nu, device=dev)
         # Randomized physical parameters (privileged): friction, added mass, motor strength.
-        self.friction = torch.ones(n)
-        self.added_mass = torch.zeros(n)
-        self.motor_strength = torch.ones(n)
+        self.friction = torch.ones(n, device=dev)
+        self.added_mass = torch.zeros(n, device=dev)
+        self.motor_strength = torch.ones(n, device=dev)
         m = self.model
         self._base_body = m.body(self.robot_cfg.base_link).id if self.robot_cfg.base_link else 1
-        self._nominal = {
-            "geom_friction": m.geom_friction.copy(),
-            "body_mass": m.body_mass.copy(),
-            "actuator_gainprm": m.actuator_gainprm.copy(),
-            "actuator_biasprm": m.actuator_biasprm.copy(),
-            "actuator_forcerange": m.actuator_forcerange.copy(),
-        }
+        self._nominal = {name: torch.as_tensor(getattr(m, name), dtype=torch.float64, device=dev).clone()
+                         for name in ("geom_friction", "body_mass", "actuator_gainprm", "actuator_biasprm",
+                                      "actuator_forcerange")}
         lo, hi = self.robot.joint_range[:, 0], self.robot.joint_range[:, 1]
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * self.cfg.soft_joint_limit
-        self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32)
+        self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32, device=dev)
         self._push_every = int(round(self.cfg.randomization.push_interval_s / self.dt))
         self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
         self.pose_weights = torch.tensor(
-            match_joints(self.cfg.pose_weights, list(self.robot.joint_names), f"task {self.name}: pose_weights"))
+            match_joints(self.cfg.pose_weights, list(self.robot.joint_names), f"task {self.name}: pose_weights"),
+            dtype=torch.float32, device=dev)
+        self._gravity = torch.tensor([0.0, 0.0, -1.0], device=dev).expand(n, 3)
+        nz, cfg = self.cfg.noise, self.cfg
+        self._noise_vec = torch.tensor(
+            [nz.ang_vel * cfg.obs_scale_ang_vel] * 3 + [nz.gravity] * 3 + [0.0] * 3 + [nz.joint_pos] * nu
+            + [nz.joint_vel * cfg.obs_scale_joint_vel] * nu + [0.0] * nu, device=dev) * nz.scale
 
     # -- resets and randomization ----------------------------------------------------------------------
-    def _randomize(self, env_ids: torch.Tensor) -> None:
-        r, k, g = self.cfg.randomization, len(env_ids), self.generator
-        self.friction[env_ids] = sample_uniform(*r.friction, (k,), g)
-        self.added_mass[env_ids] = sample_uniform(*r.added_base_mass, (k,), g)
-        self.motor_strength[env_ids] = sample_uniform(*r.motor_strength, (k,), g)
-        f, dm, s = (t[env_ids].double().numpy() for t in (self.friction, self.added_mass, self.motor_strength))
+    def _randomize(self, mask: torch.Tensor) -> None:
+        """Friction, added base mass and motor strength of the envs in `mask`, drawn anew and written into the
+        backend's per-env model fields (values for every env; the backend keeps the masked rows)."""
+        r, n, g = self.cfg.randomization, self.num_envs, self.generator
+        self.friction = torch.where(mask, sample_uniform(*r.friction, (n,), g), self.friction)
+        self.added_mass = torch.where(mask, sample_uniform(*r.added_base_mass, (n,), g), self.added_mass)
+        self.motor_strength = torch.where(mask, sample_uniform(*r.motor_strength, (n,), g), self.motor_strength)
+        f, dm, s = (t.double() for t in (self.friction, self.added_mass, self.motor_strength))
         nom = self._nominal
-        friction = np.repeat(nom["geom_friction"][None], k, 0)
+        friction = nom["geom_friction"].expand(n, -1, -1).clone()
         friction[:, :, 0] = f[:, None]
-        mass = np.repeat(nom["body_mass"][None], k, 0)
+        mass = nom["body_mass"].expand(n, -1).clone()
         mass[:, self._base_body] += dm
-        gain = nom["actuator_gainprm"][None] * np.ones((k, 1, 1))
+        gain = nom["actuator_gainprm"].expand(n, -1, -1).clone()
         gain[:, :, 0] *= s[:, None]
-        bias = nom["actuator_biasprm"][None] * np.ones((k, 1, 1))
+        bias = nom["actuator_biasprm"].expand(n, -1, -1).clone()
         bias[:, :, 1:3] *= s[:, None, None]
-        forcerange = nom["actuator_forcerange"][None] * s[:, None, None]
+        forcerange = nom["actuator_forcerange"] * s[:, None, None]
         for name, values in (("geom_friction", friction), ("body_mass", mass), ("actuator_gainprm", gain),
                              ("actuator_biasprm", bias), ("actuator_forcerange", forcerange)):
-            self.sim.set_model_field(name, env_ids, values)
+            self.sim.set_model_field(name, mask, values)
 
-    def _resample_commands(self, env_ids: torch.Tensor) -> None:
-        c, k, g = self.cfg.commands, len(env_ids), self.generator
-        cmd = torch.stack([sample_uniform(*c.lin_vel_x, (k,), g), sample_uniform(*c.lin_vel_y, (k,), g),
-                           sample_uniform(*c.ang_vel_yaw, (k,), g)], dim=1)
+    def _resample_commands(self, mask: torch.Tensor) -> None:
+        c, n, g = self.cfg.commands, self.num_envs, self.generator
+        cmd = torch.stack([sample_uniform(*c.lin_vel_x, (n,), g), sample_uniform(*c.lin_vel_y, (n,), g),
+                           sample_uniform(*c.ang_vel_yaw, (n,), g)], dim=1)
         cmd[:, :2] *= (cmd[:, :2].norm(dim=1, keepdim=True) >= c.min_norm).float()
-        self.commands[env_ids] = cmd
+        self.commands = torch.where(mask.unsqueeze(1), cmd, self.commands)
 
-    def reset_idx(self, env_ids: torch.Tensor) -> None:
-        k, g, r = len(env_ids), self.generator, self.cfg.randomization
-        self._randomize(env_ids)
-        qpos = torch.zeros(k, self.model.nq, dtype=torch.float64)
+    def initial_qpos(self, mask: torch.Tensor) -> torch.Tensor:
+        """[N, nq] start poses (every env; the masked rows are used): base at `init_height` with a random yaw, joints
+        at the default pose plus noise. Terrain tasks move the base onto their ground."""
+        n, g, r = self.num_envs, self.generator, self.cfg.randomization
+        qpos = torch.zeros(n, self.model.nq, dtype=torch.float64, device=self.device)
         qpos[:, 2] = self.robot_cfg.init_height
-        yaw = sample_uniform(-np.pi, np.pi, (k,), g) if r.init_yaw else torch.zeros(k)
+        yaw = sample_uniform(-np.pi, np.pi, (n,), g) if r.init_yaw else torch.zeros(n, device=self.device)
         qpos[:, 3:7] = yaw_quat(yaw).double()
-        noise = sample_uniform(-r.init_joint_noise, r.init_joint_noise, (k, self.num_actions), g)
+        noise = sample_uniform(-r.init_joint_noise, r.init_joint_noise, (n, self.num_actions), g)
         qpos[:, self._qpos_adr] = (self.default_joint_pos + noise).double()
-        qvel = torch.zeros(k, self.model.nv, dtype=torch.float64)
-        self.sim.set_state(env_ids, qpos, qvel)
-        self._resample_commands(env_ids)
-        self.feet_air_time[env_ids] = 0.0
-        self.last_contacts[env_ids] = False
-        self.last_joint_vel[env_ids] = 0.0
-        self._clear_episode(env_ids)
+        return qpos
+
+    def reset_idx(self, mask: torch.Tensor) -> None:
+        self._randomize(mask)
+        qpos = self.initial_qpos(mask)
+        self.sim.set_state(mask, qpos, torch.zeros(self.num_envs, self.model.nv, dtype=torch.float64,
+                                                   device=self.device))
+        self._resample_commands(mask)
+        rows = mask.unsqueeze(1)
+        self.feet_air_time = torch.where(rows, 0.0, self.feet_air_time)
+        self.last_contacts = self.last_contacts & ~rows
+        self.last_joint_vel = torch.where(rows, 0.0, self.last_joint_vel)
+        self._clear_episode(mask)
 
     # -- state -----------------------------------------------------------------------------------------
     def update_state(self) -> None:
@@ -194,8 +207,7 @@ class LocomotionTask(Task):
         self.base_height = qpos[:, 2]
         self.base_lin_vel = quat_rotate_inverse(self.base_quat, qvel[:, 0:3])  # body frame
         self.base_ang_vel = qvel[:, 3:6]  # MuJoCo free joint: angular velocity is already in the body frame
-        gravity = torch.tensor([0.0, 0.0, -1.0]).expand(self.num_envs, 3)
-        self.projected_gravity = quat_rotate_inverse(self.base_quat, gravity)
+        self.projected_gravity = quat_rotate_inverse(self.base_quat, self._gravity)
         self.joint_pos = qpos[:, self._qpos_adr]
         self.joint_vel = qvel[:, self._qvel_adr]
         sensors = self.sensors.float()
@@ -206,16 +218,15 @@ class LocomotionTask(Task):
 
     def after_step(self) -> None:
         self.last_joint_vel = self.joint_vel
-        resample = (self.episode_step % self._resample_every == 0).nonzero().flatten()
-        if len(resample):
+        resample = self.episode_step % self._resample_every == 0
+        if self.any_set(resample):
             self._resample_commands(resample)
-        if self._push_every > 0:
-            push = (self.episode_step % self._push_every == 0).nonzero().flatten()
-            if len(push):
-                v = self.cfg.randomization.push_velocity
-                qvel = self.sim.qvel[push].clone()
-                qvel[:, 0:2] += sample_uniform(-v, v, (len(push), 2), self.generator).double()
-                self.sim.set_state(push, self.sim.qpos[push].clone(), qvel)
+        if self._push_every > 0 and self.any_set(push := self.episode_step % self._push_every == 0):
+            v = self.cfg.randomization.push_velocity
+            kick = sample_uniform(-v, v, (self.num_envs, 2), self.generator).double() * push.unsqueeze(1)
+            qvel = self.sim.qvel.double().clone()
+            qvel[:, 0:2] += kick
+            self.sim.set_state(push, self.sim.qpos.double().clone(), qvel)
 
     # -- MDP -------------------------------------------------------------------------------------------
     def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
@@ -234,13 +245,8 @@ class LocomotionTask(Task):
         clean = self.clean_policy_obs()
         policy = clean
         if cfg.noise.scale > 0:
-            nu, nz = self.num_actions, cfg.noise
-            noise_vec = torch.cat([
-                torch.full((3,), nz.ang_vel * cfg.obs_scale_ang_vel), torch.full((3,), nz.gravity), torch.zeros(3),
-                torch.full((nu,), nz.joint_pos), torch.full((nu,), nz.joint_vel * cfg.obs_scale_joint_vel),
-                torch.zeros(nu),
-            ]) * nz.scale
-            policy = policy + (2 * torch.rand(policy.shape, generator=self.generator) - 1) * noise_vec
+            uniform = torch.rand(policy.shape, generator=self.generator, device=self.device)
+            policy = policy + (2 * uniform - 1) * self._noise_vec
         privileged = torch.cat([
             clean,
             self.base_lin_vel * cfg.obs_scale_lin_vel,

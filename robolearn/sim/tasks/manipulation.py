@@ -72,10 +72,13 @@ class ManipulationCfg(TaskCfg):
 
 class ManipulationTask(Task):
     """Policy observations: joint positions (relative to default), joint velocities, end-effector position, block
-    position, goal position, last action. Privileged adds the block's orientation and velocity."""
+    position, goal position, last action. Privileged adds the block's orientation and velocity.
+
+    CPU only: actions become joint targets through per-env IK on the host (see the module doc)."""
 
     cfg_cls = ManipulationCfg
     cfg: ManipulationCfg
+    cpu_only = True
 
     # -- scene ---------------------------------------------------------------------------------------------
     def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:
@@ -168,7 +171,8 @@ class ManipulationTask(Task):
         return self.targets.double().unsqueeze(1).expand(-1, cfg.decimation, -1).contiguous()
 
     # -- resets ---------------------------------------------------------------------------------------------
-    def reset_idx(self, env_ids: torch.Tensor) -> None:
+    def reset_idx(self, mask: torch.Tensor) -> None:
+        env_ids = mask.nonzero().flatten()  # a CPU-only task: indices cost no device sync here
         k, g, c = len(env_ids), self.generator, self.cfg
         q = self.default_joint_pos.repeat(k, 1)
         q[:, self._arm] += sample_uniform(-c.init_joint_noise, c.init_joint_noise, (k, len(self._arm)), g)
@@ -189,7 +193,9 @@ class ManipulationTask(Task):
         full[:, self._block_qpos : self._block_qpos + 7] = block_pose.double()
         self.sim.set_state(env_ids, full, torch.zeros(k, self.model.nv, dtype=torch.float64))
         self.goal[env_ids] = goal.float()
-        self._clear_episode(env_ids)
+        mask = torch.zeros(self.num_envs, dtype=torch.bool)
+        mask[env_ids] = True
+        self._clear_episode(mask)
         self.targets[env_ids] = joint_pos.float()
         q = joint_pos.double().numpy()
         for row, env in enumerate(env_ids.tolist()):
@@ -249,8 +255,8 @@ class ManipulationTask(Task):
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"success_rate": self.success().float()}
 
-    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"success": self.success()[env_ids].float()}
+    def episode_metrics(self) -> dict[str, torch.Tensor]:
+        return {"success": self.success().float()}
 
     def command_ranges(self) -> dict[str, tuple[float, float]]:
         return {}
@@ -332,8 +338,8 @@ class PushTask(ManipulationTask):
     def metrics(self) -> dict[str, torch.Tensor]:
         return {**super().metrics(), "goal_distance": self.goal_distance()}
 
-    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {**super().episode_metrics(env_ids), "final_goal_distance": self.goal_distance()[env_ids]}
+    def episode_metrics(self) -> dict[str, torch.Tensor]:
+        return {**super().episode_metrics(), "final_goal_distance": self.goal_distance()}
 
     def _reward_reach(self) -> torch.Tensor:
         return 1.0 - torch.tanh((self.ee_pos - self.block_pos).norm(dim=1) / 0.1)

@@ -44,19 +44,22 @@ class ReachTask(Task):
                             contype=0, conaffinity=0)
 
     def setup(self) -> None:
+        dev = self.device
         self._ee_cols = self.sensor("ee_pos")
-        self.target = torch.zeros(self.num_envs, 3)
+        self.target = torch.zeros(self.num_envs, 3, device=dev)
+        self._target_box = (torch.tensor(self.cfg.target_low, device=dev), torch.tensor(self.cfg.target_high,
+                                                                                         device=dev))
 
-    def reset_idx(self, env_ids: torch.Tensor) -> None:
-        k, g, c = len(env_ids), self.generator, self.cfg
-        lo, hi = torch.tensor(c.target_low), torch.tensor(c.target_high)
-        self.target[env_ids] = lo + (hi - lo) * torch.rand((k, 3), generator=g)
-        noise = sample_uniform(-c.init_joint_noise, c.init_joint_noise, (k, self.num_actions), g)
-        qpos = self.default_joint_pos + noise
-        full = torch.zeros(k, self.model.nq, dtype=torch.float64)
-        full[:, self._qpos_adr] = qpos.double()
-        self.sim.set_state(env_ids, full, torch.zeros(k, self.model.nv, dtype=torch.float64))
-        self._clear_episode(env_ids)
+    def reset_idx(self, mask: torch.Tensor) -> None:
+        n, g, c, dev = self.num_envs, self.generator, self.cfg, self.device
+        lo, hi = self._target_box
+        target = lo + (hi - lo) * torch.rand((n, 3), generator=g, device=dev)
+        self.target = torch.where(mask.unsqueeze(1), target, self.target)
+        noise = sample_uniform(-c.init_joint_noise, c.init_joint_noise, (n, self.num_actions), g)
+        full = torch.zeros(n, self.model.nq, dtype=torch.float64, device=dev)
+        full[:, self._qpos_adr] = (self.default_joint_pos + noise).double()
+        self.sim.set_state(mask, full, torch.zeros(n, self.model.nv, dtype=torch.float64, device=dev))
+        self._clear_episode(mask)
 
     def update_state(self) -> None:
         self.joint_pos = self.sim.qpos[:, self._qpos_adr].float()
@@ -79,21 +82,20 @@ class ReachTask(Task):
         return {"policy": obs, "privileged": obs}
 
     def terminated(self) -> torch.Tensor:
-        return torch.zeros(self.num_envs, dtype=torch.bool)
+        return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
 
     def command_ranges(self) -> dict[str, tuple[float, float]]:
         lo, hi = self.cfg.target_low, self.cfg.target_high
         return {f"target_{axis}": (lo[i], hi[i]) for i, axis in enumerate("xyz")}
 
     def mocap_positions(self, env: int) -> dict[str, object]:
-        return {"target": self.target[env].numpy()}
+        return {"target": self.target[env].cpu().numpy()}
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"ee_distance": self.distance}
 
-    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"success": (self.distance[env_ids] < self.cfg.success_distance).float(),
-                "final_distance": self.distance[env_ids]}
+    def episode_metrics(self) -> dict[str, torch.Tensor]:
+        return {"success": (self.distance < self.cfg.success_distance).float(), "final_distance": self.distance}
 
     def _reward_distance(self) -> torch.Tensor:
         return self.distance

@@ -42,11 +42,11 @@ class HeightScanCfg:
         if self.clip <= 0:
             raise ConfigError(f"height_scan.clip must be > 0, got {self.clip}")
 
-    def points(self) -> torch.Tensor:
+    def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """[K, 2] (x, y) of the scan points in the base's yaw frame, x-major (K = 17 * 11 by default)."""
         nx, ny = (int(round(s / self.resolution)) + 1 for s in self.size)
-        xs = torch.linspace(-self.size[0] / 2, self.size[0] / 2, nx)
-        ys = torch.linspace(-self.size[1] / 2, self.size[1] / 2, ny)
+        xs = torch.linspace(-self.size[0] / 2, self.size[0] / 2, nx, device=device)
+        ys = torch.linspace(-self.size[1] / 2, self.size[1] / 2, ny, device=device)
         return torch.cartesian_prod(xs, ys)
 
 
@@ -87,47 +87,54 @@ class RoughLocomotionTask(LocomotionTask):
 
     def setup(self) -> None:
         super().setup()
-        n, tc = self.num_envs, self.cfg.terrain
+        n, tc, dev = self.num_envs, self.cfg.terrain, self.device
         # Terrain type: a column per env, envs spread evenly over the columns; level: a row per env.
-        self.terrain_col = torch.arange(n) * tc.num_cols // n
-        self.terrain_level = torch.randint(0, self.cfg.max_init_level + 1, (n,), generator=self.generator)
-        self.start_xy = torch.zeros(n, 2)
-        self._scan_points = self.cfg.height_scan.points()  # [K, 2], base yaw frame
+        self.terrain_col = torch.arange(n, device=dev) * tc.num_cols // n
+        self.terrain_level = torch.randint(0, self.cfg.max_init_level + 1, (n,), generator=self.generator,
+                                           device=dev)
+        self.start_xy = torch.zeros(n, 2, device=dev)
+        self._scan_points = self.cfg.height_scan.points(dev)  # [K, 2], base yaw frame
         c = self.cfg.spawn_clearance
-        self._spawn_points = torch.cartesian_prod(torch.linspace(-c, c, 5), torch.linspace(-c, c, 5))  # [25, 2]
+        side = torch.linspace(-c, c, 5, device=dev)
+        self._spawn_points = torch.cartesian_prod(side, side)  # [25, 2]
+        self._forward_axis = torch.tensor([1.0, 0.0, 0.0], device=dev).expand(n, 3)
 
     # -- resets and curriculum ---------------------------------------------------------------------------
-    def update_curriculum(self, env_ids: torch.Tensor, distance: torch.Tensor) -> None:
-        """Move `env_ids` between rows by the distance (m) [len(env_ids)] they walked this episode."""
-        tile, cmd_speed = self.cfg.terrain.tile_size, self.commands[env_ids, :2].norm(dim=1)
+    def update_curriculum(self, mask: torch.Tensor, distance: torch.Tensor) -> None:
+        """Move the envs in `mask` between rows by the distance (m) [N] they walked this episode."""
+        tile, cmd_speed = self.cfg.terrain.tile_size, self.commands[:, :2].norm(dim=1)
         up = distance > tile / 2
         down = (distance < cmd_speed * self.cfg.episode_length_s / 2) & ~up
-        level = self.terrain_level[env_ids] + up.long() - down.long()
+        level = self.terrain_level + up.long() - down.long()
         rows = self.cfg.terrain.num_rows
-        random_row = torch.randint(0, rows, (len(env_ids),), generator=self.generator)
-        self.terrain_level[env_ids] = torch.where(level >= rows, random_row, level.clamp(min=0))
+        random_row = torch.randint(0, rows, (self.num_envs,), generator=self.generator, device=self.device)
+        moved = torch.where(level >= rows, random_row, level.clamp(min=0))
+        self.terrain_level = torch.where(mask, moved, self.terrain_level)
 
-    def reset_idx(self, env_ids: torch.Tensor) -> None:
+    def reset_idx(self, mask: torch.Tensor) -> None:
         if self.cfg.curriculum:
-            ran = env_ids[self.episode_step[env_ids] > 0]  # not the first reset, at construction
-            if len(ran):
-                self.update_curriculum(ran, (self.sim.qpos[ran, :2].float() - self.start_xy[ran]).norm(dim=1))
-        super().reset_idx(env_ids)  # pose, randomization and commands, at the world origin
-        k, noise = len(env_ids), self.cfg.origin_noise
-        xy = self.terrain.tile_center(self.terrain_level[env_ids], self.terrain_col[env_ids])
-        xy = xy + (2 * torch.rand(k, 2, generator=self.generator) - 1) * noise
+            ran = mask & (self.episode_step > 0)  # not the first reset, at construction
+            self.update_curriculum(ran, (self.sim.qpos[:, :2].float() - self.start_xy).norm(dim=1))
+        super().reset_idx(mask)  # pose, randomization and commands; the base placed by `initial_qpos`
+
+    def initial_qpos(self, mask: torch.Tensor) -> torch.Tensor:
+        """The flat task's start pose moved to the env's tile center (plus noise), above the highest ground
+        within `spawn_clearance`."""
+        qpos = super().initial_qpos(mask)
+        noise = self.cfg.origin_noise
+        xy = self.terrain.tile_center(self.terrain_level, self.terrain_col)
+        xy = xy + (2 * torch.rand(self.num_envs, 2, generator=self.generator, device=self.device) - 1) * noise
         ground = self.terrain.height_at(xy[:, :1] + self._spawn_points[:, 0], xy[:, 1:] + self._spawn_points[:, 1])
-        qpos, qvel = self.sim.qpos[env_ids].clone(), self.sim.qvel[env_ids].clone()
         qpos[:, :2] = xy.double()
         qpos[:, 2] += ground.amax(dim=1).double()
-        self.sim.set_state(env_ids, qpos, qvel)
-        self.start_xy[env_ids] = xy
+        self.start_xy = torch.where(mask.unsqueeze(1), xy, self.start_xy)
+        return qpos
 
     # -- state -------------------------------------------------------------------------------------------
     def scan_xy(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World (x [N, K], y [N, K]) of `points` [K, 2] given in every base's yaw frame."""
         qpos = self.sim.qpos.float()
-        forward = quat_rotate(qpos[:, 3:7], torch.tensor([1.0, 0.0, 0.0]).expand(self.num_envs, 3))
+        forward = quat_rotate(qpos[:, 3:7], self._forward_axis)
         heading = torch.atan2(forward[:, 1], forward[:, 0]).unsqueeze(1)  # [N, 1]
         cos, sin = heading.cos(), heading.sin()
         px, py = points[:, 0], points[:, 1]
@@ -150,6 +157,6 @@ class RoughLocomotionTask(LocomotionTask):
         obs["privileged"] = torch.cat([obs["privileged"], self.height_scan()], dim=1)
         return obs
 
-    def episode_metrics(self, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def episode_metrics(self) -> dict[str, torch.Tensor]:
         """Adds `terrain_level`: the row of each ending episode (before the curriculum moves it)."""
-        return {**super().episode_metrics(env_ids), "terrain_level": self.terrain_level[env_ids].float()}
+        return {**super().episode_metrics(), "terrain_level": self.terrain_level.float()}
