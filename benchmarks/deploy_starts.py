@@ -29,7 +29,7 @@ from robolearn.hardware.bundle import load_bundle
 from robolearn.hardware.profile import HardwareProfile, load_profile
 from robolearn.hardware.runtime import DeployRuntime
 from robolearn.hardware.session import make_robot, run_session
-from robolearn.policies.compare import markdown_table
+from robolearn.learn.compare import markdown_table
 
 PROCEDURES = {"full": {}, "quick": {"stand": {"duration_s": 0.1}, "sim": {"start": "standing"}}}
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from robolearn.policies.runner import OnPolicyRunner
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.train import make_ppo_runner
 from robolearn.sim.tasks import make_task
 
 
@@ -79,8 +79,8 @@ def main() -> None:
                                                 "num_envs": args.num_envs, "max_iterations": 1, "max_time_s": 0})
     for steps_per_env in (12, 24):  # the count must not grow with the steps of an iteration
         cfg.steps_per_env = steps_per_env
-        runner = OnPolicyRunner(cfg, Path("/tmp/gpu_sync_check") / f"s{steps_per_env}")
-        runner.evaluate = lambda: {}  # the closing evaluation is not part of the training loop
+        runner = make_ppo_runner(cfg, Path("/tmp/gpu_sync_check") / f"s{steps_per_env}")
+        runner.evaluate_fn = None  # the closing evaluation is not part of the training loop
         n, where, seconds = _count(lambda r=runner: r.learn(progress=False), cuda)
         report[f"iteration_{steps_per_env}_steps"] = {"syncs": n, "where": where, "seconds": seconds}
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,9 @@ from robolearn.hardware.bundle import (
     sha256_file,
     write_manifest,
 )
-from robolearn.policies.history import PolicyInput
-from robolearn.policies.runner import load_policy, run_folder
-from robolearn.policies.train_cfg import TrainCfg
+from robolearn.learn.checkpoint import load_policy, run_folder
+from robolearn.learn.config import TrainCfg
+from robolearn.learn.history import PolicyInput
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
 
@@ -118,10 +118,10 @@ def _manifest(task: Task, cfg: TrainCfg, run: Path, ckpt: dict, sha256: str, his
 
 
 def export_run(run: str | Path, output: str | Path | None = None, *, record_envs: int = 16,
-               record_steps: int = 100, seed: int = 0) -> ExportReport:
-    """Export the run's latest checkpoint (or the checkpoint file `run`) to the bundle folder `output`
-    (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
-    cfg, policy, ckpt = load_policy(run)
+               record_steps: int = 100, seed: int = 0, checkpoint: int | None = None) -> ExportReport:
+    """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
+    folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
+    cfg, policy, ckpt = load_policy(run, checkpoint=checkpoint)
     if policy.reads_privileged:
         raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
                           f"distil it into a deployable student with `robolearn distill --teacher {run}`")

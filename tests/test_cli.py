@@ -110,11 +110,53 @@ def test_train_then_play_writes_run_folder_and_video(tmp_path):
     assert out.returncode == 2
     assert f"run folder {run_dir} already holds a run" in out.stderr and "--resume" in out.stderr
     assert (run_dir / "checkpoints" / "model.pt").stat().st_mtime_ns == before
-    # Continuing that run in its own folder is what --resume is for.
-    out = run("train", "panda-reach", "--num-envs", "32", "--iterations", "3", "--max-time", "0", "--name", "smoke",
-              "--runs-dir", str(tmp_path), "--resume", str(run_dir), "--set", "eval.num_envs=4", "--no-progress")
+    # Continuing that run in its own folder (no --name needed) is what --resume is for: a fresh budget of 3.
+    out = run("train", "panda-reach", "--iterations", "3", "--resume", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
-    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 3
+    assert f"resuming {run_dir / 'checkpoints' / 'model.pt'} at iteration 2" in out.stdout
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["iterations"] == 5 and resumed["iterations_this_run"] == 3
+    assert resumed["num_envs"] == 32  # the run's own config (from its checkpoint), not the task's default
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]  # no second run folder
+
+
+def test_version_and_short_help():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("robolearn ")
+    out = run("train", "-h")
+    assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    """SIGINT in training: the iteration finishes, checkpoints and summary.json (interrupted) are written, exit 130
+    with the resume command; --resume then continues from that iteration."""
+    import signal
+    import time
+
+    env = {**os.environ, "MUJOCO_GL": "egl", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "robolearn.cli", "train", "panda-reach", "--num-envs", "32", "--iterations",
+           "100000", "--max-time", "0", "--runs-dir", str(tmp_path), "--name", "stopped", "--log-interval", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        for line in proc.stdout:  # wait until training runs
+            if "panda-reach it 2 " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - start < 60  # finished the iteration, saved, no closing evaluation
+    run_dir = tmp_path / "stopped"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["stopped_by"] == "signal" and "eval" not in summary
+    it = summary["iterations"]
+    assert it >= 2 and (run_dir / "checkpoints" / f"model_{it}.pt").is_file()
+    assert f"interrupted at iteration {it}" in out and f"--resume {run_dir}" in out
+    out = run("train", "panda-reach", "--resume", str(run_dir), "--iterations", "1", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == it + 1
 
 
 def test_bench_prints_env_and_raw_rates(tmp_path):

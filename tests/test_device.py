@@ -16,8 +16,8 @@ import pytest
 import torch
 from host_syncs import HostSyncs
 
-from robolearn.policies.runner import OnPolicyRunner
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.train import make_ppo_runner
 from robolearn.sim.tasks import make_task
 
 needs_warp = pytest.mark.skipif(importlib.util.find_spec("mujoco_warp") is None,
@@ -56,12 +56,12 @@ def test_a_training_iteration_creates_every_tensor_on_its_device(tmp_path, meta_
     cfg = load_train_cfg("go2-flat", overrides={
         "num_envs": 4, "steps_per_env": 8, "max_iterations": 2, "max_time_s": 0.0, "save_interval": 1,
         "task_overrides": SHORT, "eval": {"num_envs": 2}, "ppo": {"minibatches": 2, "epochs": 2}})
-    runner = OnPolicyRunner(cfg, tmp_path / "run")
+    runner = make_ppo_runner(cfg, tmp_path / "run")
     summary = runner.learn(progress=False)
     assert summary["iterations"] == 2 and summary["device"] == "cpu"
     assert summary["final_mean_reward"] is not None  # episodes ended and were counted
-    assert all(p.device.type == "cpu" for p in runner.policy.parameters())
-    assert runner.storage.actor_obs.device.type == "cpu"
+    assert all(p.device.type == "cpu" for p in runner.algorithm.policy.parameters())
+    assert runner.algorithm.storage.actor_obs.device.type == "cpu"
 
 
 @needs_warp
@@ -92,9 +92,9 @@ def _count_iteration_syncs(tmp_path, steps: int, skip_empty_masks: bool = False)
         "backend": "mjwarp", "num_envs": 4, "steps_per_env": steps, "max_iterations": 1, "max_time_s": 0.0,
         "save_interval": 100, "task_overrides": SHORT, "eval": {"num_envs": 2, "task_overrides": {}},
         "ppo": {"minibatches": 2, "epochs": 2}})
-    runner = OnPolicyRunner(cfg, tmp_path / f"steps{steps}-{skip_empty_masks}")
+    runner = make_ppo_runner(cfg, tmp_path / f"steps{steps}-{skip_empty_masks}")
     runner.task.skip_empty_masks = skip_empty_masks  # False: the path a CUDA device takes
-    runner.evaluate = lambda: {}  # the closing evaluation is not part of the training loop
+    runner.evaluate_fn = None  # the closing evaluation is not part of the training loop
     with HostSyncs() as syncs:
         runner.learn(progress=False)
     return len(syncs.calls), syncs.calls

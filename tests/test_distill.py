@@ -14,11 +14,12 @@ import torch
 import yaml
 
 from robolearn.errors import CheckpointError, ConfigError
-from robolearn.policies.distill import Distiller, load_distill_cfg
-from robolearn.policies.networks import ActorCritic, TeacherActorCritic
-from robolearn.policies.runner import OnPolicyRunner, load_checkpoint, load_policy
-from robolearn.policies.students import ENCODERS, STUDENT_KINDS, StudentCfg, build_student
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.checkpoint import load_checkpoint, load_policy
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.distillation import load_distill_cfg, make_distillation_runner
+from robolearn.learn.models.actor_critic import ActorCritic, TeacherActorCritic
+from robolearn.learn.models.students import ENCODERS, STUDENT_KINDS, StudentCfg, build_student
+from robolearn.learn.train import make_ppo_runner
 
 TERRAIN = {"tile_size": 4.0, "num_rows": 3, "num_cols": 7, "platform_size": 1.0, "border": 5.0}
 TASK = {"terrain": TERRAIN, "max_init_level": 2}
@@ -33,7 +34,7 @@ def _train(tmp_path, name: str, teacher: bool = True, task_overrides=None):
     overrides = {**SMALL, "max_iterations": 2, "task_overrides": {**TASK, **(task_overrides or {})}}
     if not teacher:
         overrides["network"] = {"privileged_encoder": []}
-    runner = OnPolicyRunner(load_train_cfg("go2-rough", overrides=overrides), tmp_path / name)
+    runner = make_ppo_runner(load_train_cfg("go2-rough", overrides=overrides), tmp_path / name)
     runner.learn(progress=False)
     return tmp_path / name
 
@@ -105,7 +106,7 @@ def test_gru_student_reads_the_window_in_time_order():
 
 
 def test_history_frames_are_oldest_first_and_refilled_on_reset():
-    from robolearn.policies.history import FrameHistory
+    from robolearn.learn.history import FrameHistory
 
     h = FrameHistory(2, 1, 3)
     assert h.push(torch.tensor([[1.0], [5.0]])).tolist() == [[1, 1, 1], [5, 5, 5]]
@@ -119,7 +120,8 @@ def test_distillation_reduces_the_loss_and_keeps_the_teacher_frozen(teacher_run,
     ckpt = load_checkpoint(teacher_run)
     cfg = load_distill_cfg(teacher_run, "go2-rough", overrides={
         **DISTILL, "max_iterations": 12, "student": {**DISTILL["student"], "kind": kind}, "learning_rate": 1e-3})
-    distiller = Distiller(cfg, tmp_path / kind)
+    runner = make_distillation_runner(cfg, tmp_path / kind)
+    distiller = runner.algorithm
     # Scale the teacher's action head so its actions are not near zero (a 2-iteration teacher barely acts).
     with torch.no_grad():
         distiller.teacher.actor[-1].weight.mul_(50.0)
@@ -127,7 +129,7 @@ def test_distillation_reduces_the_loss_and_keeps_the_teacher_frozen(teacher_run,
             distiller.student.head[-1].weight.mul_(50.0)
     teacher_before = copy.deepcopy(distiller.teacher.state_dict())
     student_before = copy.deepcopy(distiller.student)
-    summary = distiller.learn(progress=False)
+    summary = runner.learn(progress=False)
     for key, value in distiller.teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), f"teacher {key} changed during distillation"
     assert not any(p.requires_grad for p in distiller.teacher.parameters())
@@ -152,28 +154,29 @@ def test_distillation_reduces_the_loss_and_keeps_the_teacher_frozen(teacher_run,
 
 def test_missing_or_mismatched_teacher_gives_a_clear_error(teacher_run, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nowhere"):
-        Distiller(load_distill_cfg(tmp_path / "nowhere", "go2-rough", overrides=DISTILL), tmp_path / "a")
+        make_distillation_runner(load_distill_cfg(tmp_path / "nowhere", "go2-rough", overrides=DISTILL),
+                                 tmp_path / "a")
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pt: not a readable robolearn checkpoint"):
-        Distiller(load_distill_cfg(bad, "go2-rough", overrides=DISTILL), tmp_path / "b")
+        make_distillation_runner(load_distill_cfg(bad, "go2-rough", overrides=DISTILL), tmp_path / "b")
     # The teacher saw a 9 x 6 height scan; the distillation task is told to use the 17 x 11 one.
     small_scan = _train(tmp_path, "small-scan", task_overrides={"height_scan": {"size": [0.8, 0.5]}})
     cfg = load_distill_cfg(small_scan, "go2-rough", overrides={
         **DISTILL, "task_overrides": {"height_scan": {"size": [1.6, 1.0]}}})
     with pytest.raises(CheckpointError, match=r"teacher observation/action sizes .*'privileged': 110.* do not "
                                               r"match task go2-rough: .*'privileged': 243"):
-        Distiller(cfg, tmp_path / "c")
+        make_distillation_runner(cfg, tmp_path / "c")
     blind = _train(tmp_path, "blind", teacher=False)
     with pytest.raises(ConfigError, match="student.kind rma regresses the teacher's privileged latent"):
-        Distiller(load_distill_cfg(blind, "go2-rough", overrides={**DISTILL, "student": {"kind": "rma"}}),
-                  tmp_path / "d")
+        make_distillation_runner(
+            load_distill_cfg(blind, "go2-rough", overrides={**DISTILL, "student": {"kind": "rma"}}), tmp_path / "d")
     assert isinstance(load_policy(blind)[1], ActorCritic)
     # A blind PPO policy can still be a DAgger teacher; a student cannot be a teacher.
-    Distiller(load_distill_cfg(blind, "go2-rough", overrides={**DISTILL, "max_iterations": 1}),
-              tmp_path / "e").learn(progress=False)
+    make_distillation_runner(load_distill_cfg(blind, "go2-rough", overrides={**DISTILL, "max_iterations": 1}),
+                             tmp_path / "e").learn(progress=False)
     with pytest.raises(CheckpointError, match="a teacher must be a PPO run"):
-        Distiller(load_distill_cfg(tmp_path / "e", "go2-rough", overrides=DISTILL), tmp_path / "f")
+        make_distillation_runner(load_distill_cfg(tmp_path / "e", "go2-rough", overrides=DISTILL), tmp_path / "f")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -28,11 +28,11 @@ import torch
 import torch.multiprocessing as mp
 
 from robolearn.errors import ConfigError
-from robolearn.policies.distributed import DistributedError, init_distributed, resolve_backend
-from robolearn.policies.networks import ActorCritic
-from robolearn.policies.ppo import PPO, PPOCfg
-from robolearn.policies.storage import RolloutStorage
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.distributed import DistributedError, init_distributed, resolve_backend
+from robolearn.learn.models.actor_critic import ActorCritic
+from robolearn.learn.ppo import PPO, PPOCfg
+from robolearn.learn.storage import RolloutStorage
 
 WORLD, N, T, P, C, A = 2, 32, 16, 6, 9, 3  # ranks, envs per rank, steps, actor obs, critic obs, actions
 PPO_CFG = dict(epochs=2, minibatches=4, learning_rate=1e-3, desired_kl=0.01)
@@ -85,12 +85,13 @@ def _reference(data: dict[str, torch.Tensor], shards: int) -> dict:
     policy.load_state_dict(_initial_state(data))
     for t in range(T):
         policy.update_normalizers(data["actor_obs"][t], data["critic_obs"][t])
-    storage = RolloutStorage(T, WORLD * N, P, C, A)
+    ppo = PPO(policy, PPOCfg(**PPO_CFG), num_envs=WORLD * N, steps_per_env=T,
+              generator=torch.Generator().manual_seed(GEN_SEED))
+    storage = ppo.storage
     _fill(storage, data, slice(None))
     storage.compute_gae(data["last_values"], GAMMA, LAM)
-    ppo = PPO(policy, PPOCfg(**PPO_CFG), torch.Generator().manual_seed(GEN_SEED))
     advantages = storage.advantages.clone()
-    stats = ppo.update(storage, shards=shards)
+    stats = ppo.update(shards=shards)
     return {"state": policy.state_dict(), "lr": ppo.lr, "stats": stats, "advantages": advantages}
 
 
@@ -113,12 +114,13 @@ def _worker(rank: int, port: int, data_path: str, out_dir: str) -> None:
         for t in range(T):  # the rollout's normalizer updates, merged over ranks
             ranks.update_normalizers(((policy.actor_norm, data["actor_obs"][t, envs]),
                                       (policy.critic_norm, data["critic_obs"][t, envs])))
-        storage = RolloutStorage(T, N, P, C, A)
+        ppo = PPO(policy, PPOCfg(**PPO_CFG), num_envs=N, steps_per_env=T,
+                  generator=torch.Generator().manual_seed(GEN_SEED), dist=ranks)
+        storage = ppo.storage
         _fill(storage, data, envs)
         storage.compute_gae(data["last_values"][envs], GAMMA, LAM, mean_std=ranks.mean_std)
         advantages = storage.advantages.clone()
-        ppo = PPO(policy, PPOCfg(**PPO_CFG), torch.Generator().manual_seed(GEN_SEED), ranks)
-        stats = ppo.update(storage)  # each rank: shards=1 over its own envs
+        stats = ppo.update()  # each rank: shards=1 over its own envs
         in_sync = ranks.max_divergence(policy)
         state = {k: v.clone() for k, v in policy.state_dict().items()}
         with torch.no_grad():  # the divergence check must see a rank that drifted

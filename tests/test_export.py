@@ -16,8 +16,8 @@ from robolearn.export import export_run
 from robolearn.hardware.bundle import load_bundle, read_manifest
 from robolearn.hardware.kinematics import ArmKinematics
 from robolearn.hardware.observations import Measurement, ObservationBuilder
-from robolearn.policies.runner import OnPolicyRunner
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.train import make_ppo_runner
 from robolearn.sim.tasks import make_task
 
 
@@ -26,9 +26,9 @@ def reach_run(tmp_path_factory):
     cfg = load_train_cfg("panda-reach", overrides={"num_envs": 32, "max_iterations": 2, "max_time_s": 0,
                                                    "eval": {"num_envs": 4}})
     run_dir = tmp_path_factory.mktemp("runs") / "reach"
-    runner = OnPolicyRunner(cfg, run_dir)
+    runner = make_ppo_runner(cfg, run_dir)
     runner.learn(progress=False)
-    runner.task.close()
+    runner.close()
     return run_dir
 
 

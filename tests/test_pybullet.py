@@ -148,8 +148,8 @@ def test_unsupported_sensor_is_a_clear_error():
 
 
 def test_listed_and_evaluated_through_the_cli(tmp_path):
-    from robolearn.policies.runner import OnPolicyRunner
-    from robolearn.policies.train_cfg import load_train_cfg
+    from robolearn.learn.config import load_train_cfg
+    from robolearn.learn.train import make_ppo_runner
 
     cli = CliRunner()
     listed = cli.invoke(app, ["list"], env={"COLUMNS": "200"})
@@ -157,9 +157,9 @@ def test_listed_and_evaluated_through_the_cli(tmp_path):
     assert sum(line.strip().startswith("pybullet ") for line in listed.output.splitlines()) == 1
     # An (untrained) panda-reach run, evaluated on PyBullet: same table as play, eval_pybullet.json.
     cfg = load_train_cfg("panda-reach", overrides={"num_envs": 4, "steps_per_env": 4})
-    runner = OnPolicyRunner(cfg, tmp_path / "run")
+    runner = make_ppo_runner(cfg, tmp_path / "run")
     runner.save(tmp_path / "run" / "checkpoints" / "model.pt")
-    runner.task.close()
+    runner.close()
     result = cli.invoke(app, ["eval", str(tmp_path / "run"), "--backend", "pybullet", "--episodes", "3",
                               "--num-envs", "2"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
-"""PPO learns, checkpoints round-trip, resume continues, and a foreign checkpoint is refused."""
+"""PPO learns, checkpoints round-trip, resume continues (same folder, fresh budget), the latest checkpoint is
+found, and a foreign checkpoint is refused."""
 
 from __future__ import annotations
 
@@ -8,22 +9,24 @@ import pytest
 import torch
 
 from robolearn.errors import CheckpointError
-from robolearn.policies.networks import EmpiricalNormalizer
-from robolearn.policies.runner import OnPolicyRunner, load_checkpoint
-from robolearn.policies.storage import RolloutStorage
-from robolearn.policies.train_cfg import load_train_cfg
+from robolearn.learn.checkpoint import checkpoint_file, load_checkpoint
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.models.actor_critic import EmpiricalNormalizer
+from robolearn.learn.runner import Runner
+from robolearn.learn.storage import RolloutStorage
+from robolearn.learn.train import make_ppo_runner
 
 SMALL = {"num_envs": 128, "steps_per_env": 24, "save_interval": 1000, "max_time_s": 0.0, "eval": {"num_envs": 32}}
 
 
-def _runner(tmp_path, name: str, iterations: int, task: str = "panda-reach", **extra) -> OnPolicyRunner:
+def _runner(tmp_path, name: str, iterations: int, task: str = "panda-reach", **extra) -> Runner:
     cfg = load_train_cfg(task, overrides={**SMALL, "max_iterations": iterations, **extra})
-    return OnPolicyRunner(cfg, tmp_path / name)
+    return make_ppo_runner(cfg, tmp_path / name)
 
 
 def test_ppo_improves_panda_reach(tmp_path):
     runner = _runner(tmp_path, "learn", 40)
-    before = runner.evaluate()
+    before = runner.evaluate_fn(runner.algorithm.deployable())
     summary = runner.learn(progress=False)
     after = summary["eval"]
     assert after["final_distance"] < 0.5 * before["final_distance"], (before, after)
@@ -40,14 +43,33 @@ def test_checkpoint_resume_continues_where_it_stopped(tmp_path):
     first.learn(progress=False)
     ckpt = load_checkpoint(tmp_path / "a", task="panda-reach")
     assert ckpt["iteration"] == 2 and ckpt["env_steps"] == 2 * 128 * 24
-    second = _runner(tmp_path, "b", 4)
-    second.resume(tmp_path / "a")
+    second = _runner(tmp_path, "a", 3)  # the same folder, a budget of 3 more iterations
+    assert second.resume(tmp_path / "a") == tmp_path / "a" / "checkpoints" / "model.pt"
     assert second.iteration == 2
-    for key, value in first.policy.state_dict().items():
-        assert torch.equal(value, second.policy.state_dict()[key]), key
-    assert second.ppo.lr == first.ppo.lr
+    for key, value in first.algorithm.policy.state_dict().items():
+        assert torch.equal(value, second.algorithm.policy.state_dict()[key]), key
+    assert second.algorithm.lr == first.algorithm.lr
     summary = second.learn(progress=False)
-    assert summary["iterations"] == 4 and summary["env_steps"] == 4 * 128 * 24
+    assert summary["iterations"] == 5 and summary["iterations_this_run"] == 3
+    assert summary["env_steps"] == 5 * 128 * 24
+    saved = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert saved == ["model.pt", "model_2.pt", "model_5.pt"]
+    assert len(list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))) == 2  # TensorBoard goes on
+
+
+def test_latest_or_chosen_checkpoint_of_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="has no checkpoints/model.pt or model_<N>.pt"):
+        checkpoint_file(run)
+    for n in (50, 100, 150):
+        (run / "checkpoints" / f"model_{n}.pt").write_bytes(b"")
+    assert checkpoint_file(run).name == "model_150.pt"  # a run stopped before writing model.pt
+    assert checkpoint_file(run, 100).name == "model_100.pt"
+    with pytest.raises(CheckpointError, match=r"model_7.pt \(iterations saved in .*: 50, 100, 150\)"):
+        checkpoint_file(run, 7)
+    (run / "checkpoints" / "model.pt").write_bytes(b"")
+    assert checkpoint_file(run).name == "model.pt"
 
 
 def test_checkpoint_from_another_task_is_refused(tmp_path):
@@ -55,6 +77,7 @@ def test_checkpoint_from_another_task_is_refused(tmp_path):
     go2 = _runner(tmp_path, "go2", 1, task="go2-flat", num_envs=8, eval={"num_envs": 2})
     with pytest.raises(CheckpointError, match="trained on task 'panda-reach', not 'go2-flat'"):
         go2.resume(tmp_path / "reach")
+    go2.close()
 
 
 def test_unreadable_or_missing_checkpoint(tmp_path):

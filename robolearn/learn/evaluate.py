@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from robolearn.config import merge
-from robolearn.policies.history import PolicyInput
-from robolearn.policies.networks import ActorCritic
-from robolearn.policies.train_cfg import TrainCfg
+from robolearn.learn.config import TrainCfg
+from robolearn.learn.history import PolicyInput
+from robolearn.learn.models.actor_critic import ActorCritic
 from robolearn.sim.tasks import Task, make_task
 
 __all__ = ["EpisodeResult", "evaluate", "evaluate_final"]

@@ -32,8 +32,8 @@ from torch import nn
 
 from robolearn.config import from_dict
 from robolearn.errors import CheckpointError, ConfigError
-from robolearn.policies.networks import _ACTIVATIONS, ActorCritic, EmpiricalNormalizer, TeacherActorCritic, mlp
-from robolearn.policies.train_cfg import TrainCfg
+from robolearn.learn.config import TrainCfg
+from robolearn.learn.models.actor_critic import _ACTIVATIONS, ActorCritic, EmpiricalNormalizer, TeacherActorCritic, mlp
 
 __all__ = ["STUDENT_KINDS", "ENCODERS", "StudentCfg", "HistoryEncoder", "Student", "build_student", "load_student"]
 

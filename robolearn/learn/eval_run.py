@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from robolearn.errors import RobolearnError
-from robolearn.policies.evaluate import EpisodeResult, evaluate
-from robolearn.policies.runner import load_policy
+from robolearn.learn.checkpoint import load_policy
+from robolearn.learn.evaluate import EpisodeResult, evaluate
 from robolearn.sim.tasks import Task, make_task
 
 __all__ = ["ci95", "evaluate_run"]
@@ -33,10 +33,10 @@ def ci95(values: list[float]) -> float:
 def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | None = None,
                  num_envs: int | None = None, seed: int | None = None, randomization: str = "train",
                  task: str | None = None, on_first_batch: Callable[[Task], Callable | None] | None = None,
-                 device: str = "cpu") -> tuple[dict[str, Any], list[EpisodeResult]]:
-    """(report, per-episode results). `on_first_batch(task)` may return a per-step callback (a video recorder)
-    for the first batch."""
-    cfg, policy, ckpt = load_policy(run, task=task)
+                 device: str = "cpu", checkpoint: int | None = None) -> tuple[dict[str, Any], list[EpisodeResult]]:
+    """(report, per-episode results) of the run's latest checkpoint (or model_<checkpoint>.pt).
+    `on_first_batch(task)` may return a per-step callback (a video recorder) for the first batch."""
+    cfg, policy, ckpt = load_policy(run, task=task, checkpoint=checkpoint)
     episodes = episodes if episodes is not None else cfg.eval.num_envs
     num_envs = min(num_envs if num_envs is not None else episodes, episodes)
     if episodes < 1 or num_envs < 1:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-__all__ = ["mlp", "EmpiricalNormalizer", "ActorCritic", "TeacherActorCritic"]
+from robolearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from robolearn.learn.config import NetworkCfg
+
+__all__ = ["mlp", "EmpiricalNormalizer", "ActorCritic", "TeacherActorCritic", "build_policy"]
 
 _ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -123,3 +130,18 @@ class TeacherActorCritic(ActorCritic):
 
     def act_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
         return self.act_with_latent(actor_obs)[0]
+
+
+def build_policy(network: NetworkCfg, obs_dims: dict[str, int], num_actions: int, task: str) -> ActorCritic:
+    """The actor-critic a config's `network` section describes, for a task's observation sizes."""
+    n = network
+    if n.privileged_encoder:
+        if obs_dims["privileged"] <= obs_dims["policy"]:
+            raise ConfigError(f"network.privileged_encoder: task {task} has no privileged extras (privileged "
+                              f"{obs_dims['privileged']} <= policy {obs_dims['policy']}) for a teacher to read")
+        return TeacherActorCritic(obs_dims["policy"], obs_dims["privileged"], num_actions,
+                                  encoder_hidden=n.privileged_encoder, latent_dim=n.latent_dim,
+                                  actor_hidden=n.actor_hidden, critic_hidden=n.critic_hidden,
+                                  activation=n.activation, init_std=n.init_std)
+    return ActorCritic(obs_dims["policy"], obs_dims["privileged"], num_actions, actor_hidden=n.actor_hidden,
+                       critic_hidden=n.critic_hidden, activation=n.activation, init_std=n.init_std)

@@ -4,13 +4,16 @@ clipped value loss and a KL-adaptive learning rate (as in rsl_rl)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from robolearn.policies.distributed import Distributed
-from robolearn.policies.networks import ActorCritic
-from robolearn.policies.storage import RolloutStorage
+from robolearn.errors import CheckpointError
+from robolearn.learn.algorithm import Algorithm
+from robolearn.learn.distributed import Distributed
+from robolearn.learn.models.actor_critic import ActorCritic
+from robolearn.learn.storage import RolloutStorage
 
 __all__ = ["PPOCfg", "PPO"]
 
@@ -32,11 +35,16 @@ class PPOCfg:
     max_lr: float = 1e-2
 
 
-class PPO:
-    """PPO on one process, or on one rank of `dist` (gradients and KL averaged over ranks, see distributed.py)."""
+class PPO(Algorithm):
+    """PPO on one process, or on one rank of `dist` (gradients and KL averaged over ranks, see distributed.py).
 
-    def __init__(self, policy: ActorCritic, cfg: PPOCfg, generator: torch.Generator,
-                 dist: Distributed | None = None) -> None:
+    Owns the actor-critic, its optimizer and the rollout storage (`steps_per_env` x `num_envs`, on the policy's
+    device). Time-outs are bootstrapped: a truncated (not failed) episode's last reward gets + gamma * V(s)."""
+
+    checkpoint_format = "robolearn-ppo"
+
+    def __init__(self, policy: ActorCritic, cfg: PPOCfg, *, num_envs: int, steps_per_env: int,
+                 generator: torch.Generator, dist: Distributed | None = None) -> None:
         self.policy = policy
         self.cfg = cfg
         self.lr = cfg.learning_rate
@@ -44,8 +52,59 @@ class PPO:
         # fused: one kernel per step and the step counters on the parameters' device (the default keeps them on
         # the host and reads them with .item() at every minibatch)
         self.optimizer = torch.optim.Adam(self.params, lr=self.lr, fused=True)
-        self.generator = generator
+        self.generator = generator  # minibatch permutations: the same seed on every rank
         self.dist = dist
+        self.storage = RolloutStorage(steps_per_env, num_envs, policy.actor_dim, policy.critic_norm.mean.shape[0],
+                                      policy.log_std.shape[0], device=policy.log_std.device)
+        self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
+
+    # -- collection ------------------------------------------------------------------------------------------
+    def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        actor_obs, critic_obs = self.policy.actor_input(obs), obs["privileged"]
+        if self.dist is None:
+            self.policy.update_normalizers(actor_obs, critic_obs)
+        else:  # merged over ranks: the normalizers stay identical everywhere
+            self.dist.update_normalizers(((self.policy.actor_norm, actor_obs), (self.policy.critic_norm, critic_obs)))
+        dist = self.policy.distribution(actor_obs)
+        actions = dist.rsample()  # mean + std * N(0, 1); `sample` checks std >= 0 on the host (a sync per step)
+        values = self.policy.value(critic_obs).squeeze(-1)
+        self._step = (actor_obs, critic_obs, actions, dist.log_prob(actions).sum(-1), dist.mean,
+                      dist.stddev.expand_as(dist.mean), values)
+        return actions
+
+    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
+                         truncated: torch.Tensor, info: dict[str, Any]) -> None:
+        values = self._step[-1]
+        reward = reward + self.cfg.gamma * values * info["time_outs"]  # the episode did not fail, it was cut
+        self.storage.add(*self._step, reward, (terminated | truncated).float())
+
+    def compute_returns(self, obs: dict[str, torch.Tensor]) -> None:
+        last_values = self.policy.value(obs["privileged"]).squeeze(-1)
+        self.storage.compute_gae(last_values, self.cfg.gamma, self.cfg.lam,
+                                 mean_std=None if self.dist is None else self.dist.mean_std)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "lr": self.lr,
+                "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.policy.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CheckpointError("checkpoint: network layout differs from the config's network section") from None
+        self.optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
+        self.lr = state["lr"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        rng = state["rng"]
+        if rng.numel() == self.generator.get_state().numel():  # CPU and CUDA generators keep different states
+            self.generator.set_state(rng)
+        else:  # trained on another device: a fresh, deterministic stream
+            self.generator.manual_seed(int(state.get("iteration", 0)) + 1)
+
+    def deployable(self) -> nn.Module:
+        return self.policy
 
     def _adapt_learning_rate(self, kl_t: torch.Tensor) -> None:
         cfg = self.cfg
@@ -57,9 +116,9 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
-    def update(self, storage: RolloutStorage, *, shards: int = 1) -> dict[str, float]:
-        """`cfg.epochs` x `cfg.minibatches` steps over `storage`; `shards` as in `RolloutStorage.minibatches`."""
-        cfg = self.cfg
+    def update(self, *, shards: int = 1) -> dict[str, float]:
+        """`cfg.epochs` x `cfg.minibatches` steps over the storage; `shards` as in `RolloutStorage.minibatches`."""
+        cfg, storage = self.cfg, self.storage
         names = ("loss/surrogate", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clip_fraction")
         sums = torch.zeros(len(names), dtype=torch.float64, device=storage.device)  # read once, at the end
         n = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from robolearn.errors import RobolearnError
-from robolearn.policies.eval_run import ci95
+from robolearn.learn.eval_run import ci95
 
 __all__ = ["check_baseline", "comparison_rows", "summary_table", "write_comparison"]
 

@@ -10,7 +10,7 @@ import torch
 
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
-from robolearn.policies.ppo import PPOCfg
+from robolearn.learn.ppo import PPOCfg
 from robolearn.sim.backends import CPU_BACKENDS
 
 __all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]

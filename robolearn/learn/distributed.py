@@ -30,7 +30,8 @@ from torch import nn
 
 from robolearn.errors import RobolearnError
 
-__all__ = ["DistributedError", "Distributed", "init_distributed", "resolve_backend", "BACKENDS", "LAUNCH_HINT"]
+__all__ = ["DistributedError", "Distributed", "init_distributed", "resolve_backend", "launcher_world_size",
+           "run_torchrun", "BACKENDS", "LAUNCH_HINT"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 REQUIRED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -55,6 +56,24 @@ def resolve_backend(requested: str, device: torch.device) -> str:
             raise DistributedError(f"distributed backend 'nccl' all-reduces CUDA tensors, but training runs on "
                                    f"{device.type}; use dist_backend=gloo (or auto)")
     return requested
+
+
+def launcher_world_size() -> str | None:
+    """The processes per node a launcher (torchrun) started, or None when this process was not launched so."""
+    return os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE"))
+
+
+def run_torchrun(nproc: int, module_args: list[str]) -> int:
+    """Run `python -m <module_args>` as `nproc` torchrun workers on this machine and wait; returns the exit code.
+    Each worker gets an equal share of the CPU threads (OMP_NUM_THREADS) unless the caller set it."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "--", *module_args]  # `--`: torchrun must not read the module's options as its own
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return subprocess.run(cmd, env=env).returncode
 
 
 def _env_int(name: str) -> int:

@@ -1,0 +1,78 @@
+"""The typer app every command module registers on, its console, and what commands share: `--set` parsing, run
+folders, one-line errors, `--version`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from robolearn.errors import RobolearnError
+
+__all__ = ["app", "console", "main", "parse_sets", "set_path", "new_run_dir"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="robolearn: train robot policies in simulation and take them to real robots.")
+console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"robolearn {importlib.metadata.version('robolearn')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """robolearn: train robot policies in simulation and take them to real robots."""
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`--set ppo.learning_rate=3e-4 --set task_overrides.commands.lin_vel_x=[0,1]` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RobolearnError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise RobolearnError(f"--set {key}: cannot parse value {raw!r}") from None
+        set_path(out, key, value)
+    return out
+
+
+def new_run_dir(run_dir: Path, resume: Path | None = None) -> Path:
+    """`run_dir`, refused when it already holds a run's checkpoints (a second run would overwrite them),
+    unless it is the run being resumed."""
+    ckpts = run_dir / "checkpoints"
+    resuming_it = resume is not None and (resume.resolve() == run_dir.resolve()
+                                          or resume.resolve().parent.parent == run_dir.resolve())
+    if ckpts.is_dir() and any(ckpts.glob("*.pt")) and not resuming_it:
+        raise RobolearnError(f"run folder {run_dir} already holds a run ({ckpts}); pick another --name, or continue "
+                             f"that run with --resume {run_dir}")
+    return run_dir
+
+
+def main() -> None:
+    try:
+        app()
+    except RobolearnError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,172 @@
+"""`robolearn play`, `robolearn eval` and `robolearn compare`: trained policies run in simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from robolearn.cli.app import app, console
+from robolearn.errors import RobolearnError
+
+__all__ = ["play", "eval_", "compare"]
+
+
+@app.command()
+def play(
+    run: Annotated[Path, typer.Argument(help="run folder (runs/<name>) or checkpoint file")],
+    episodes: Annotated[int, typer.Option(help="episodes to run (one env each)")] = 4,
+    video: Annotated[bool, typer.Option(help="render env 0 to an mp4")] = True,
+    output: Annotated[Optional[Path], typer.Option(help="mp4 path (default RUN/videos/play.mp4)")] = None,
+    task: Annotated[Optional[str], typer.Option(help="check that the run was trained on this task")] = None,
+    eval_settings: Annotated[bool, typer.Option("--eval-settings/--train-settings",
+                                                help="use the config's evaluation overrides")] = True,
+    seed: Annotated[int, typer.Option()] = 1000,
+    backend: Annotated[Optional[str], typer.Option(help="simulation backend (default: the run's)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="device (default: the run's)")] = None,
+    checkpoint: Annotated[Optional[int], typer.Option(help="play model_<N>.pt of the run (default: the latest)")
+                          ] = None,
+) -> None:
+    """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
+    from robolearn.learn.checkpoint import checkpoint_file, load_policy, run_folder
+    from robolearn.learn.evaluate import evaluate
+    from robolearn.sim.tasks import make_task
+
+    console.print(f"policy: {checkpoint_file(run, checkpoint)}", highlight=False)
+    cfg, policy, _ = load_policy(run, task=task, checkpoint=checkpoint)
+    overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
+    if backend is None and device is None and cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # a GPU run played on a machine without one
+            backend, device = "mujoco", "cpu"
+            console.print(f"the run trained on {cfg.backend} ({cfg.device}); no CUDA device here: playing it on "
+                          "mujoco (cpu)", highlight=False)
+    env = make_task(cfg.task, episodes, backend=backend or cfg.backend, device=device or cfg.device, seed=seed,
+                    overrides=overrides)
+    recorder = None
+    if video:
+        from robolearn.sim.render import VideoRecorder
+
+        recorder = VideoRecorder(env, output or run_folder(run) / "videos" / "play.mp4")
+    summary, results = evaluate(policy, env, on_step=recorder)
+    env.close()
+    _print_episodes(f"{cfg.task}: {len(results)} episodes", summary, results)
+    if recorder is not None:
+        console.print(f"video: {recorder.close()}")
+
+
+def _print_episodes(title: str, summary: dict[str, float], results: list[Any]) -> None:
+    """Per-episode metrics table and the summary line (play, eval)."""
+    table = Table(title=title)
+    metric_keys = list(results[0].metrics) if results else []
+    for col in ["env", "length s", "survived", "return", *metric_keys]:
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r.env_id), f"{r.length_s:.2f}", "yes" if r.survived else "no", f"{r.episode_return:.2f}",
+                      *(f"{r.metrics[k]:.3f}" for k in metric_keys))
+    console.print(table)
+    console.print(" ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="run folder (runs/<name>) or checkpoint file")],
+    backend: Annotated[str, typer.Option(help="physics backend (see `robolearn list`); pybullet: sim2sim")] = "mujoco",
+    episodes: Annotated[Optional[int], typer.Option(help="episodes (default: the config's eval.num_envs)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    randomization: Annotated[str, typer.Option(help="train (the training ranges) or a held-out set named in the "
+                                                    "config's eval.randomization, e.g. wide")] = "train",
+    video: Annotated[Optional[Path], typer.Option(help="render the first episode to this mp4")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="task seed (default: the run's seed + 1000, as its "
+                                                     "final evaluation)")] = None,
+    task: Annotated[Optional[str], typer.Option(help="check that the run was trained on this task")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (GPU backends)")] = "cpu",
+    checkpoint: Annotated[Optional[int], typer.Option(help="evaluate model_<N>.pt of the run (default: the latest)")
+                          ] = None,
+) -> None:
+    """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
+    (deterministic actions, one episode per env); prints per-episode metrics and writes
+    RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization)."""
+    import json
+
+    from robolearn.learn.checkpoint import checkpoint_file, run_folder
+    from robolearn.learn.eval_run import evaluate_run
+
+    recorder = None
+
+    def first_batch(env: Any) -> Any:
+        nonlocal recorder
+        console.print(f"[bold]eval[/] {run} on {backend} ({randomization} randomization): {env.num_envs} envs per "
+                      "batch", highlight=False)
+        if video is not None:
+            from robolearn.sim.render import VideoRecorder
+
+            recorder = VideoRecorder(env, video)
+        return recorder
+
+    console.print(f"policy: {checkpoint_file(run, checkpoint)}", highlight=False)
+    report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
+                                   randomization=randomization, task=task, on_first_batch=first_batch,
+                                   device=device, checkpoint=checkpoint)
+    _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
+    suffix = "" if randomization == "train" else f"_{randomization}"
+    out = run_folder(run) / f"eval_{backend}{suffix}.json"
+    try:
+        out.write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
+    if recorder is not None:
+        console.print(f"video: {recorder.close()}")
+    console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run folders; the first is the reference (the teacher)")],
+    randomization: Annotated[list[str], typer.Option(help="randomization sets (repeat), e.g. train, wide")] = [  # noqa: B006
+        "train"],
+    label: Annotated[Optional[list[str]], typer.Option(help="a name per run for the table (default: folder names)")
+                     ] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="episodes per run and set (default: eval.num_envs)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="a label (e.g. the blind PPO run's): add the paired "
+                                                         "per-episode difference to it, with a 95% interval")] = None,
+    output: Annotated[Path, typer.Option(help="folder for the JSON, markdown and PNG")] = Path("benchmarks/results"),
+) -> None:
+    """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
+    first run, 95% intervals, and the paired difference to --baseline) and plot in --output."""
+    from robolearn.learn.compare import check_baseline, comparison_rows, summary_table, write_comparison
+    from robolearn.learn.eval_run import evaluate_run
+
+    labels = label or [Path(r).name for r in runs]
+    if len(labels) != len(runs):
+        raise RobolearnError(f"--label given {len(labels)} times for {len(runs)} runs")
+    check_baseline(baseline, labels)  # before minutes of evaluation
+    reports = []
+    for name in randomization:
+        for run, lab in zip(runs, labels, strict=True):
+            report, _ = evaluate_run(run, episodes=episodes, num_envs=num_envs, randomization=name)
+            console.print(f"{lab} ({name}): " + " ".join(f"{k}={v:.4g}" for k, v in report["summary"].items()),
+                          highlight=False, soft_wrap=True)
+            reports.append(report)
+    tasks = {r["task"] for r in reports}
+    if len(tasks) > 1:
+        raise RobolearnError(f"runs are for different tasks: {', '.join(sorted(tasks))}")
+    rows = comparison_rows(reports, [lab for _ in randomization for lab in labels], baseline)
+    text_rows = summary_table(rows)
+    table = Table(title=f"{reports[0]['task']}: policies side by side (95% intervals)")
+    for col in text_rows[0]:
+        table.add_column(col)
+    for row in text_rows:
+        table.add_row(*row.values())
+    console.print(table)
+    meta = {"task": reports[0]["task"], "runs": [str(r) for r in runs], "labels": labels,
+            "randomization": randomization, "episodes": reports[0]["episodes"], "baseline": baseline,
+            "task_overrides": {r["randomization"]: r["task_overrides"] for r in reports}}
+    paths = write_comparison(rows, reports[0]["task"], output, meta)
+    console.print(f"wrote {', '.join(map(str, paths))}", markup=False, highlight=False, soft_wrap=True)
+
+

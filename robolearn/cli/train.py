@@ -1,0 +1,198 @@
+"""`robolearn train` (PPO) and `robolearn distill` (teacher -> student): both run by the learning core's Runner."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from robolearn.cli.app import app, console, new_run_dir, parse_sets, set_path
+from robolearn.errors import RobolearnError
+
+__all__ = ["train", "distill"]
+
+
+def _train_config(task: str, config: Optional[Path], overrides: dict[str, Any], resume: Optional[Path],
+                  checkpoint: Optional[int]) -> Any:
+    """The run's config: for --resume the checkpoint's own (same task settings, network, device), else the task's
+    training config; `overrides` (the command line) on top of either."""
+    from robolearn.config import from_dict, merge
+    from robolearn.learn.checkpoint import load_checkpoint
+    from robolearn.learn.config import TrainCfg, load_train_cfg
+
+    if resume is None or config is not None:
+        return load_train_cfg(task, config, overrides)
+    ckpt, file = load_checkpoint(resume, task=task, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] != "robolearn-ppo":
+        raise RobolearnError(f"{file}: a {ckpt['format']} checkpoint cannot be resumed by `train` (PPO)")
+    return from_dict(TrainCfg, merge(ckpt["config"], overrides), where=f"{file} (checkpoint config) + command line")
+
+
+def _launch_workers(nproc: int, run_dir: Path, cfg: Any, resume: Optional[Path], checkpoint: Optional[int]) -> bool:
+    """`--nproc N` outside torchrun: run this same command line as N torchrun workers and wait. Returns False when
+    this process is to train itself (N == 1, or already a torchrun worker)."""
+    import torch
+
+    from robolearn.learn.checkpoint import load_checkpoint
+    from robolearn.learn.distributed import launcher_world_size, resolve_backend, run_torchrun
+
+    if nproc < 1:
+        raise RobolearnError(f"--nproc must be >= 1, got {nproc}")
+    local_world = launcher_world_size()
+    if local_world is not None:  # a worker: torchrun (or another launcher) decided the process count
+        if nproc > 1 and local_world != str(nproc):
+            raise RobolearnError(f"--nproc {nproc} but the launcher started {local_world} processes per node")
+        return False
+    if nproc == 1:
+        return False
+    resolve_backend(cfg.dist_backend, torch.device(cfg.device))  # fail once, here, rather than in N workers
+    if resume is not None:
+        load_checkpoint(resume, task=cfg.task, checkpoint=checkpoint)
+    # The same arguments plus the run folder, so that all ranks agree on it; workers see WORLD_SIZE and train.
+    args = [*sys.argv[1:], "--runs-dir", str(run_dir.parent), "--name", run_dir.name]
+    console.print(f"[bold]launching[/] {nproc} processes: robolearn {' '.join(args)}", highlight=False, soft_wrap=True)
+    code = run_torchrun(nproc, ["robolearn.cli", *args])
+    if code:
+        raise typer.Exit(code)
+    return True
+
+
+def _print_summary(summary: dict[str, Any], keys: tuple[str, ...]) -> None:
+    table = Table(title=f"{summary['task']}: summary", show_header=False)
+    for key in keys:
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    for key, value in {**summary.get("final_losses", {}), **{f"eval/{k}": v for k, v in summary.get("eval", {}).items()}
+                       }.items():
+        table.add_row(key, f"{value:.4g}")
+    console.print(table)
+
+
+def _run(runner: Any, progress: bool) -> dict[str, Any]:
+    """runner.learn with the exit codes of an interrupted run (130) and a clean release of the process group."""
+    from robolearn.learn.runner import TrainingInterrupted
+
+    finished = False
+    try:
+        summary = runner.learn(progress=progress)
+        finished = True
+        return summary
+    except TrainingInterrupted as exc:
+        finished = True  # saved and consistent on every rank
+        if runner.is_main:
+            console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    finally:
+        runner.close(wait_for_peers=finished)
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="task name (see `robolearn list`)")],
+    backend: Annotated[Optional[str], typer.Option(help="simulation backend")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (GPU backends); cuda also applies the "
+                                                       "config's `gpu` section")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="parallel environments")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="PPO iterations (of this run; a resume gets as many "
+                                                           "more)")] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none; counted from "
+                                                           "the start of this command, also when resuming)")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    config: Annotated[Optional[Path], typer.Option(help="training config (default policies/ppo/TASK.yaml)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value")] = [],  # noqa: B006
+    name: Annotated[Optional[str], typer.Option(help="run name (default TASK-<time>; with --resume the resumed "
+                                                     "run's folder)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="run folder (its latest checkpoint) or checkpoint file to "
+                                                        "continue, in that run's folder")] = None,
+    checkpoint: Annotated[Optional[int], typer.Option(help="with --resume RUN: continue from model_<N>.pt")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar (or, without a terminal, log lines)")] = True,
+    log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
+    nproc: Annotated[int, typer.Option(help="processes (ranks) on this machine, started with torchrun; "
+                                            "--num-envs is per process")] = 1,
+) -> None:
+    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json).
+
+    Ctrl-C saves and exits 130; `--resume runs/<name>` continues that run in its folder (iterations, env steps and
+    TensorBoard go on) with a fresh budget. Multi-process: `--nproc N`, or `torchrun --nproc_per_node=N -m
+    robolearn.cli train TASK ...`."""
+    from robolearn.learn.checkpoint import checkpoint_file, run_folder
+    from robolearn.learn.train import make_ppo_runner
+
+    overrides = parse_sets(set_)
+    for key, value in (("backend", backend), ("device", device), ("num_envs", num_envs),
+                       ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    cfg = _train_config(task, config, overrides, resume, checkpoint)
+    if resume is not None:
+        source = checkpoint_file(resume, checkpoint)
+        run_dir = runs_dir / name if name else run_folder(source)
+    else:
+        run_dir = new_run_dir(runs_dir / (name or f"{task}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+    if _launch_workers(nproc, run_dir, cfg, resume, checkpoint):
+        return  # the workers have trained; rank 0 printed the summary
+    runner = make_ppo_runner(cfg, run_dir, console=console, log_interval=log_interval)
+    try:
+        if resume is not None:
+            file = runner.resume(source)
+            if runner.is_main:
+                budget = f"{cfg.max_iterations} more iterations" + (
+                    f" or {cfg.max_time_s:g} s" if cfg.max_time_s > 0 else "")
+                console.print(f"[bold]resuming[/] {file} at iteration {runner.iteration} ({runner.env_steps:,} env "
+                              f"steps) in {run_dir}; budget from now: {budget}", highlight=False)
+    except BaseException:
+        runner.close(wait_for_peers=False)
+        raise
+    if runner.is_main:
+        ranks = f" x {runner.world_size} ranks" if runner.world_size > 1 else ""
+        console.print(f"[bold]training[/] {task} on {cfg.backend} ({cfg.device}) with {cfg.num_envs} envs{ranks} -> "
+                      f"{run_dir}")
+    summary = _run(runner, progress)
+    if runner.is_main:
+        _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s", "final_mean_reward"))
+        console.print(f"run folder: {run_dir}")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="the teacher's run folder or checkpoint (robolearn train)")],
+    student: Annotated[Optional[str], typer.Option(help="dagger | rma | hib (default: the config's)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="parallel environments")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="distillation iterations")] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none)")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    config: Annotated[Optional[Path], typer.Option(help="distillation config (default "
+                                                        "policies/distill/<teacher's task>.yaml)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value")] = [],  # noqa: B006
+    name: Annotated[Optional[str], typer.Option(help="run name (default <task>-<student>-<time>)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="show the progress bar (or, without a terminal, log lines)")] = True,
+    log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
+) -> None:
+    """Distil a privileged teacher into a student that reads only proprioceptive history (DAgger, RMA
+    adaptation module or historical information bottleneck); writes a run folder that play, eval and export
+    take. Ctrl-C saves and exits 130."""
+    from robolearn.learn.checkpoint import load_checkpoint
+    from robolearn.learn.distillation import load_distill_cfg, make_distillation_runner
+
+    task = load_checkpoint(teacher)["task"]
+    overrides = parse_sets(set_)
+    for key, value in (("num_envs", num_envs), ("max_iterations", iterations), ("max_time_s", max_time),
+                       ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    if student is not None:
+        set_path(overrides, "student.kind", student)
+    cfg = load_distill_cfg(teacher, task, config, overrides)
+    run_dir = new_run_dir(runs_dir / (name or f"{task}-{cfg.student.kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+    runner = make_distillation_runner(cfg, run_dir, console=console, log_interval=log_interval)
+    console.print(f"[bold]distilling[/] {teacher} into a {cfg.student.kind} student (history {cfg.student.history}, "
+                  f"{cfg.student.encoder} encoder) with {cfg.num_envs} envs -> {run_dir}")
+    summary = _run(runner, progress)
+    _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s"))
+    console.print(f"run folder: {run_dir}")

@@ -1,0 +1,49 @@
+"""`robolearn train`: a PPO run on a task, built from its training config and run by the shared Runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from robolearn.config import to_dict
+from robolearn.learn.config import TrainCfg
+from robolearn.learn.distributed import init_distributed
+from robolearn.learn.evaluate import evaluate_final
+from robolearn.learn.models.actor_critic import build_policy
+from robolearn.learn.ppo import PPO
+from robolearn.learn.runner import Runner, RunnerCfg
+from robolearn.sim.tasks import make_task
+
+__all__ = ["make_ppo_runner"]
+
+
+def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | None = None,
+                    log_interval: int = 10) -> Runner:
+    """The task (its own envs per rank under torchrun, seeded seed + rank), the actor-critic, PPO and the Runner,
+    all on `cfg.device`."""
+    dist = init_distributed(cfg.dist_backend, cfg.device)  # None for a single process
+    rank = dist.rank if dist is not None else 0
+    device = dist.device if dist is not None else torch.device(cfg.device)
+    try:
+        torch.manual_seed(cfg.seed + rank)  # each rank explores with its own action noise...
+        task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, device=str(device), seed=cfg.seed + rank,
+                         overrides=cfg.task_overrides)  # ...on its own envs
+    except BaseException:
+        if dist is not None:
+            dist.close(wait_for_peers=False)
+        raise
+    obs_dims = task.obs_dims
+    with device:  # parameters are created on the training device
+        policy = build_policy(cfg.network, obs_dims, task.num_actions, cfg.task)
+    if dist is not None:
+        dist.broadcast_module(policy)  # every rank starts from rank 0's parameters
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same permutations on every rank
+    ppo = PPO(policy, cfg.ppo, num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist)
+    meta = {"task": cfg.task, "obs_dims": obs_dims, "num_actions": task.num_actions,
+            "joint_names": list(task.robot.joint_names)}
+    settings = RunnerCfg(steps_per_env=cfg.steps_per_env, max_iterations=cfg.max_iterations,
+                         max_time_s=cfg.max_time_s, save_interval=cfg.save_interval, log_interval=log_interval)
+    return Runner(ppo, task, settings, run_dir, config=to_dict(cfg), meta=meta, console=console, dist=dist,
+                  evaluate=lambda p: evaluate_final(p, cfg, device=str(device)))
