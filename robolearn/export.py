@@ -82,7 +82,7 @@ def _record_observations(policy: nn.Module, task: Task, steps: int) -> np.ndarra
     x = policy_input(task.reset())
     rows = [x]
     for _ in range(steps):
-        obs, _, terminated, truncated, _ = task.step(policy.act_mean(x))
+        obs, _, _, terminated, truncated, _ = task.step(policy.act_mean(x))
         x = policy_input(obs, terminated | truncated)
         rows.append(x)
     return torch.cat(rows).numpy()

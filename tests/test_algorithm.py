@@ -36,7 +36,7 @@ class Recorder(Algorithm):
         self._actions = self.net(self._obs) + 0.3 * torch.randn(self._obs.shape[0], self.net.out_features)
         return self._actions
 
-    def process_env_step(self, obs, reward, terminated, truncated, info):
+    def process_env_step(self, obs, reward, cost, terminated, truncated, info):
         self.calls.append("process")
         self.steps += 1
         self.rollout.append((self._obs, self._actions, reward))

@@ -104,8 +104,8 @@ def test_same_trajectory_as_mujoco(task_name: str, c: Candidate) -> None:
         g = torch.Generator().manual_seed(0)
         for step in range(HORIZON):
             actions = 0.5 * torch.randn(3, ref.num_actions, generator=g)
-            obs_r, rew_r, term_r, trunc_r, _ = ref.step(actions)
-            obs_c, rew_c, term_c, trunc_c, _ = cand.step(actions)
+            obs_r, rew_r, _, term_r, trunc_r, _ = ref.step(actions)
+            obs_c, rew_c, _, term_c, trunc_c, _ = cand.step(actions)
             at = f"{task_name} step {step}"
             _close(f"{at} qpos", cand.sim.qpos, ref.sim.qpos, c.qpos_atol)
             _close(f"{at} qvel", cand.sim.qvel, ref.sim.qvel, c.qvel_atol)
@@ -246,8 +246,8 @@ def test_auto_reset_restarts_the_same_envs_in_the_same_states(c: Candidate) -> N
                     qpos[0, 2] = 0.15
                     task.sim.set_state(torch.tensor([0]), qpos[:1], task.sim.qvel.double()[:1].clone())
             actions = 0.3 * torch.randn(3, ref.num_actions, generator=g)
-            obs_r, _, term_r, trunc_r, info_r = ref.step(actions)
-            obs_c, _, term_c, trunc_c, info_c = cand.step(actions)
+            obs_r, _, _, term_r, trunc_r, info_r = ref.step(actions)
+            obs_c, _, _, term_c, trunc_c, info_c = cand.step(actions)
             assert torch.equal(term_c, term_r) and torch.equal(trunc_c, trunc_r), f"step {step}"
             assert torch.equal(info_c["ended"]["mask"], info_r["ended"]["mask"]), f"step {step}"
             assert torch.equal(cand.episode_step, ref.episode_step)

@@ -43,7 +43,7 @@ def test_tasks_create_every_tensor_on_their_device(name, meta_default):
     try:
         g = torch.Generator(device="cpu").manual_seed(0)
         for _ in range(15):  # several auto-resets
-            obs, reward, terminated, truncated, info = task.step(
+            obs, reward, cost, terminated, truncated, info = task.step(
                 torch.randn(3, task.num_actions, generator=g, device="cpu"))
         assert all(v.device.type == "cpu" and torch.isfinite(v).all() for v in obs.values())
         assert reward.device.type == "cpu" and info["ended"]["mask"].device.type == "cpu"
@@ -77,7 +77,7 @@ def test_task_step_makes_no_host_sync():
         with HostSyncs() as syncs:
             ended = 0
             for a in actions[1:]:
-                _, _, _, _, info = task.step(a)
+                _, _, _, _, _, info = task.step(a)
                 ended = ended + info["ended"]["mask"].sum()
         assert syncs.calls == [], syncs.calls
         assert int(ended) >= 8  # resets did happen inside the counted steps

@@ -16,7 +16,7 @@ def test_go2_observation_groups_and_shapes(go2_task):
     assert set(obs) == {"policy", "privileged"}
     assert obs["policy"].shape == (8, 45) and obs["policy"].dtype == torch.float32
     assert obs["privileged"].shape == (8, 45 + 3 + 1 + 3 + 4)
-    obs, reward, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
+    obs, reward, cost, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
     assert reward.shape == (8,) and terminated.shape == (8,) and truncated.shape == (8,)
     assert terminated.dtype == torch.bool and "time_outs" in info and "metrics" in info
     assert torch.isfinite(obs["policy"]).all() and torch.isfinite(obs["privileged"]).all()
@@ -49,7 +49,7 @@ def test_policy_observation_is_noisy_privileged_is_not(go2_task):
 def test_standing_robot_holds_its_pose_with_zero_actions():
     task = make_task("go2-flat", 4, seed=0, overrides={"randomization": {"push_interval_s": 0.0}})
     for _ in range(100):  # 2 s
-        _, _, terminated, _, _ = task.step(torch.zeros(4, 12))
+        _, _, _, terminated, _, _ = task.step(torch.zeros(4, 12))
         assert not terminated.any()
     assert (task.base_height > 0.18).all()
     assert task.contacts.all(), "all four feet on the ground"
@@ -62,7 +62,7 @@ def test_fallen_robot_is_terminated_and_auto_reset(go2_task):
     qpos[0, 3:7] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # upside down
     qpos[0, 2] = 0.15
     go2_task.sim.set_state(torch.tensor([0]), qpos[:1], qvel[:1])
-    obs, _, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
+    obs, _, _, terminated, truncated, info = go2_task.step(torch.zeros(8, 12))
     assert terminated[0] and not truncated[0]
     assert not info["time_outs"][0]
     assert info["ended"]["mask"].tolist() == [True] + [False] * 7
@@ -87,9 +87,9 @@ def test_time_out_is_truncation_not_termination():
     task = make_task("panda-reach", 4, seed=0, overrides={"episode_length_s": 0.2})
     assert task.max_episode_steps == 10
     for _ in range(9):
-        _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
+        _, _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
         assert not terminated.any() and not truncated.any()
-    _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
+    _, _, _, terminated, truncated, info = task.step(torch.zeros(4, 7))
     assert truncated.all() and info["time_outs"].all() and not terminated.any()
     assert info["ended"]["mask"].all() and info["ended"]["success"].shape == (4,)
     stats = task.episode_stats()  # what the training log reads once per iteration

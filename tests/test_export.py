@@ -74,7 +74,7 @@ def test_malformed_manifest_names_the_field(reach_run, tmp_path):
 
 def test_deploy_observations_equal_training_observations_go2():
     """The runtime's observation builder, fed what a robot measures, reproduces the task's policy group."""
-    task = make_task("go2-flat", 4, seed=5, overrides={"noise": {"scale": 0.0}})
+    task = make_task("go2-flat", 4, seed=5, overrides={"noise_scale": 0.0})
     manifest_layout = task.policy_obs_layout()
     from robolearn.hardware.bundle import BundleManifest, JointSpec, ObsTerm, PolicySpec
 

@@ -76,7 +76,7 @@ def test_scripted_expert_solves_the_task(name):
     expert = make_expert(task)
     successes = None
     for _ in range(task.max_episode_steps):
-        _, _, _, _, info = task.step(expert.act())
+        _, _, _, _, _, info = task.step(expert.act())
         if info["ended"]["mask"].any():
             successes = info["ended"]["success"][info["ended"]["mask"]]
             break

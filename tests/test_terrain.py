@@ -72,7 +72,7 @@ def test_privileged_holds_the_height_scan_and_robots_start_above_the_ground(roug
     assert torch.all(clearance > 0.2), clearance
     zero = torch.zeros(14, rough.num_actions)
     for _ in range(50):
-        _, _, terminated, _, _ = rough.step(zero)
+        _, _, _, terminated, _, _ = rough.step(zero)
     assert not terminated.any()  # standing on every terrain type at levels 0-2, no fall through the heightfield
     assert torch.all(rough.base_height > 0.15) and torch.all(rough.base_height < 0.4), rough.base_height
 

@@ -6,8 +6,8 @@ algorithm that collects experience (`collects = True`: PPO, distillation student
 
     for _ in range(steps_per_env):
         actions = algorithm.act(obs)                    # [N, A] on the task's device
-        obs, reward, terminated, truncated, info = task.step(actions)
-        algorithm.process_env_step(obs, reward, terminated, truncated, info)
+        obs, reward, cost, terminated, truncated, info = task.step(actions)
+        algorithm.process_env_step(obs, reward, cost, terminated, truncated, info)
     algorithm.compute_returns(obs)                      # e.g. bootstrap values, GAE
     stats = algorithm.update()                          # {"loss/...": float, ...}
 
@@ -39,9 +39,10 @@ class Algorithm(ABC):
         """Actions [N, A] for the task's observation groups; remembers what `process_env_step` will store."""
 
     @abstractmethod
-    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
-                         truncated: torch.Tensor, info: dict[str, Any]) -> None:
-        """Store the transition of the last `act` (`obs` is the next observation, after auto-resets)."""
+    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, cost: torch.Tensor,
+                         terminated: torch.Tensor, truncated: torch.Tensor, info: dict[str, Any]) -> None:
+        """Store the transition of the last `act` (`obs` is the next observation, after auto-resets; `cost` the
+        task's safety cost, zeros when it declares none)."""
 
     def compute_returns(self, obs: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
         """After the rollout, before `update` (e.g. bootstrap the last values and compute advantages)."""

@@ -154,8 +154,8 @@ class Distillation(Algorithm):
             self.buf["extras"][t] = (obs["privileged"][:, p:] - self.extras_mean) / self.extras_std
         return actions
 
-    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
-                         truncated: torch.Tensor, info: dict[str, Any]) -> None:
+    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, cost: torch.Tensor,
+                         terminated: torch.Tensor, truncated: torch.Tensor, info: dict[str, Any]) -> None:
         self._x = self.history.push(obs["policy"], terminated | truncated)
         self.t += 1
 

@@ -22,6 +22,7 @@ class EpisodeResult:
     survived: bool
     episode_return: float
     metrics: dict[str, float] = field(default_factory=dict)
+    episode_cost: float = 0.0  # the task's cost summed over the episode (0 without cost terms)
 
 
 @torch.inference_mode()
@@ -46,13 +47,15 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
     x = policy_input(obs)
     active = torch.ones(n, dtype=torch.bool, device=dev)
     returns = torch.zeros(n, device=dev)
+    costs = torch.zeros(n, device=dev)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] = {}  # the ended-episode fields of each env's first episode
     for step in range(task.max_episode_steps):
-        obs, reward, terminated, truncated, info = task.step(policy.act_mean(x))
+        obs, reward, cost, terminated, truncated, info = task.step(policy.act_mean(x))
         x = policy_input(obs, terminated | truncated)
         returns += reward * active
+        costs += cost * active
         for key, value in info["metrics"].items():
             valid = active & torch.isfinite(value)
             sums[key] = sums.get(key, torch.zeros(n, device=dev)) + torch.where(valid, value, 0.0)
@@ -70,7 +73,7 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         if (dev.type == "cpu" or step % 64 == 63) and not active.any():
             break
     ended_keys = [k for k in first if k not in ("terminated", "length_s")]
-    first["return"] = returns
+    first["return"], first["cost"] = returns, costs
     metric_means = {k: sums[k] / counts[k].clamp(min=1) for k in sums}
     host = {k: v.cpu() for k, v in {"done": ~active, **first, **{f"m:{k}": v for k, v in metric_means.items()}}.items()}
     summary_sums = {k: (sums[k].sum() / counts[k].sum().clamp(min=1)).item() for k in sums}
@@ -84,12 +87,15 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         metrics.update({k: float(host[k][env]) for k in ended_keys})
         episodes.append(EpisodeResult(env_id=env, length_s=float(host["length_s"][env]),
                                       survived=not bool(host["terminated"][env]),
-                                      episode_return=float(host["return"][env]), metrics=metrics))
+                                      episode_return=float(host["return"][env]), metrics=metrics,
+                                      episode_cost=float(host["cost"][env])))
     summary = {
         "episodes": float(len(episodes)),
         "survival": sum(e.survived for e in episodes) / max(1, len(episodes)),
         "mean_return": sum(e.episode_return for e in episodes) / max(1, len(episodes)),
     }
+    if task.cfg.costs:  # the task's safety cost summed over each episode
+        summary["mean_cost"] = sum(e.episode_cost for e in episodes) / max(1, len(episodes))
     summary.update(summary_sums)  # step metrics: the mean over all valid env-steps
     for key in ended_keys:
         summary[key] = sum(e.metrics[key] for e in episodes) / len(episodes) if episodes else 0.0

@@ -72,8 +72,8 @@ class PPO(Algorithm):
                       dist.stddev.expand_as(dist.mean), values)
         return actions
 
-    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
-                         truncated: torch.Tensor, info: dict[str, Any]) -> None:
+    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor, cost: torch.Tensor,
+                         terminated: torch.Tensor, truncated: torch.Tensor, info: dict[str, Any]) -> None:
         values = self._step[-1]
         reward = reward + self.cfg.gamma * values * info["time_outs"]  # the episode did not fail, it was cut
         self.storage.add(*self._step, reward, (terminated | truncated).float())

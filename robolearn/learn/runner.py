@@ -173,9 +173,9 @@ class Runner:
         with torch.inference_mode():
             for _ in range(self.cfg.steps_per_env):
                 actions = algo.act(obs)
-                obs, reward, terminated, truncated, info = task.step(actions)
+                obs, reward, cost, terminated, truncated, info = task.step(actions)
                 log.step(reward, terminated | truncated)
-                algo.process_env_step(obs, reward, terminated, truncated, info)
+                algo.process_env_step(obs, reward, cost, terminated, truncated, info)
             algo.compute_returns(obs)
         task.check()  # non-finite actions or a backend fault since the last iteration (one host sync)
         return obs

@@ -264,7 +264,7 @@ class Recorder:
             for name, image in self.rig.frames(task, 0).items():
                 frame[f"observation.images.{name}"] = image
             step = self.driver.act(task, obs)
-            obs, reward, terminated, truncated, info = task.step(step.action)
+            obs, reward, _, terminated, truncated, info = task.step(step.action)
             ended = bool(info["ended"]["mask"][0])  # the env has auto-reset: `task` already shows the next episode
             success = bool(info["ended"]["success"][0] > 0.5) if ended else bool(task.success()[0])
             success_steps = success_steps + 1 if success else 0

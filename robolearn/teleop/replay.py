@@ -67,7 +67,7 @@ def replay_episode(root: str | Path, episode: int, *, video: str | Path | None =
             if writer is not None:
                 writer.append_data(rig.frames(task, 0)[camera])
             action = torch.tensor(np.asarray(data["action"][t]), dtype=torch.float32).unsqueeze(0)
-            _, _, _, _, info = task.step(action)
+            _, _, _, _, _, info = task.step(action)
             ended = bool(info["ended"]["mask"][0])  # the env has auto-reset: `task` shows the next episode
             success = bool(info["ended"]["success"][0] > 0.5) if ended else bool(task.success()[0])
             if ended:

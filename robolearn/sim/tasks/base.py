@@ -26,7 +26,26 @@ from robolearn.sim.backends import make_backend
 from robolearn.sim.robots.robot_cfg import RobotCfg, load_robot_cfg
 from robolearn.sim.scene import RobotInfo, build_robot_scene, robot_info
 
-__all__ = ["TaskCfg", "Task"]
+__all__ = ["ObsTermCfg", "TaskCfg", "Task"]
+
+
+@dataclass(kw_only=True)
+class ObsTermCfg:
+    """One entry of an observation group: a term of the task (`term`: the method `_obs_<term>`, [N, d]) or every
+    entry of a group defined before this one (`group`, e.g. the critic's group starts with the policy's)."""
+
+    term: str = ""
+    group: str = ""
+    scale: float | list[float] = 1.0  # multiplies the term (one number, or one per dimension)
+    noise: float = 0.0  # uniform noise half-width in the term's own units (before `scale`), x the task's noise_scale
+    clean: bool = False  # with `group`: that group's values without its noise
+
+    def __post_init__(self) -> None:
+        if bool(self.term) == bool(self.group):
+            raise ConfigError(f"observation entry {self.term or self.group or '{}'}: give either term: NAME or "
+                              "group: NAME")
+        if self.noise < 0:
+            raise ConfigError(f"observation term {self.term}: noise must be >= 0, got {self.noise}")
 
 
 @dataclass(kw_only=True)
@@ -38,8 +57,13 @@ class TaskCfg:
     action_scale: float = 0.25  # joint target = default pose + action_scale * action
     clip_actions: float = 10.0
     action_delay_substeps: tuple[int, int] = (0, 0)  # latency, in physics steps, sampled per episode
+    # Observation groups, each an ordered list of terms; a group given here replaces the task type's default of
+    # that name (`policy` is what a real robot measures, `privileged` what the critic or a teacher reads).
+    observations: dict[str, list[ObsTermCfg]] = field(default_factory=dict)
+    noise_scale: float = 1.0  # multiplies every observation term's noise (0: noise-free observations)
     rewards: dict[str, float] = field(default_factory=dict)  # reward term -> weight (scaled by policy dt)
     only_positive_rewards: bool = False
+    costs: dict[str, float] = field(default_factory=dict)  # cost term -> weight (>= 0): a per-step safety signal
 
     def __post_init__(self) -> None:
         if self.sim_dt <= 0 or self.decimation < 1:
@@ -47,6 +71,12 @@ class TaskCfg:
         lo, hi = self.action_delay_substeps
         if not 0 <= lo <= hi < self.decimation:
             raise ConfigError(f"action_delay_substeps must satisfy 0 <= low <= high < decimation, got {lo}, {hi}")
+        negative = [k for k, w in self.costs.items() if w < 0]
+        if negative:
+            raise ConfigError(f"costs.{negative[0]}: a cost weight must be >= 0 (costs count what is unsafe; "
+                              f"a reward term penalizes), got {self.costs[negative[0]]}")
+        if self.noise_scale < 0:
+            raise ConfigError(f"noise_scale must be >= 0, got {self.noise_scale}")
 
 
 class Task(ABC):
@@ -89,25 +119,24 @@ class Task(ABC):
         self._target_range = torch.tensor(self.robot.joint_range, dtype=torch.float32, device=dev)
         self.action_delay = torch.zeros(num_envs, dtype=torch.long, device=dev)
         self._substep = torch.arange(cfg.decimation, device=dev).view(1, -1, 1)
-        self._reward_fns = {}
-        for term in cfg.rewards:
-            fn = getattr(self, f"_reward_{term}", None)
-            if fn is None:
-                valid = sorted(n[len("_reward_") :] for n in dir(self) if n.startswith("_reward_"))
-                raise ConfigError(f"task {self.name}: unknown reward term {term!r}; valid terms: {', '.join(valid)}")
-            self._reward_fns[term] = fn
+        self._reward_fns = self._terms("reward", cfg.rewards)
+        self._cost_fns = self._terms("cost", cfg.costs)
+        self._cost_weights = torch.tensor([[w] for w in cfg.costs.values()], device=dev).view(-1, 1)
+        self.episode_costs = torch.zeros(len(cfg.costs), num_envs, device=dev)
         # weight x dt per term [R, 1]; the terms' sums over the running episode [R, N] (one row per term)
         self._reward_scale = torch.tensor([[w * self.dt] for w in cfg.rewards.values()], device=dev).view(-1, 1)
         self.episode_sums = torch.zeros(len(cfg.rewards), num_envs, device=dev)
         self.sensors = torch.zeros(num_envs, cfg.decimation, self.model.nsensordata, dtype=torch.float64, device=dev)
-        self._obs_scales: dict[str, torch.Tensor] = {}  # policy term -> its scale as a tensor, made once
         self._stat_keys: list[str] = []  # names of the rows of `_stat_sums` (set when the first episodes end)
         self._stat_sums = torch.zeros(0, device=dev)  # per-episode statistics summed over ended episodes
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=dev)  # a non-finite action since `check`
+        self.terminated_now = torch.zeros(num_envs, dtype=torch.bool, device=dev)  # this step's failures
         # Skip masked work (resets, command resamples, pushes) when its mask is empty: a free check on the CPU; on
         # a GPU it would be a host sync per step, so there the masked ops always run (an empty mask changes nothing).
         self.skip_empty_masks = self.device.type == "cpu"
         self.setup()
+        self._obs_groups = self._observation_groups()
+        self._obs_spec: dict[str, Any] | None = None  # term dims, scales and noise as tensors: made at first use
         self.reset()  # the env is valid from construction on: observations() works before the first step
 
     # -- scene -------------------------------------------------------------------------------------------
@@ -143,28 +172,109 @@ class Task(ABC):
     def update_state(self) -> None:
         """Derive task quantities (body-frame velocities, contacts, ...) from the simulator state."""
 
+    # -- observations: groups of named terms --------------------------------------------------------------
     @abstractmethod
-    def observations(self) -> dict[str, torch.Tensor]:
-        """{'policy': [N, P], 'privileged': [N, C]}"""
+    def default_observations(self) -> dict[str, list[ObsTermCfg]]:
+        """The task type's observation groups ({group: entries}); `cfg.observations` replaces groups by name."""
 
-    @abstractmethod
+    def _terms(self, kind: str, names: dict[str, Any]) -> dict[str, Any]:
+        """{name: bound method `_<kind>_<name>`} for the terms a config names; unknown names are one-line errors."""
+        fns = {}
+        for term in names:
+            fn = getattr(self, f"_{kind}_{term}", None)
+            if fn is None:
+                prefix = f"_{kind}_"
+                valid = sorted(n[len(prefix):] for n in dir(self) if n.startswith(prefix))
+                raise ConfigError(f"task {self.name}: unknown {kind} term {term!r}; valid terms: {', '.join(valid)}")
+            fns[term] = fn
+        return fns
+
+    def _observation_groups(self) -> dict[str, list[ObsTermCfg]]:
+        groups = {**self.default_observations(), **self.cfg.observations}
+        for required in ("policy", "privileged"):
+            if required not in groups:
+                raise ConfigError(f"task {self.name}: observations need a {required!r} group; groups: "
+                                  f"{', '.join(groups)}")
+        seen: set[str] = set()
+        for name, entries in groups.items():
+            if not entries:
+                raise ConfigError(f"task {self.name}: observation group {name!r} is empty")
+            for e in entries:
+                if e.group and e.group not in seen:
+                    raise ConfigError(f"task {self.name}: observation group {name!r} includes group {e.group!r}, "
+                                      f"which must come before it; groups in order: {', '.join(groups)}")
+            self._terms("obs", {e.term: 0 for e in entries if e.term})
+            seen.add(name)
+        return groups
+
+    def _group_spec(self, values: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Per group, from the first values seen: the column scales [D] and noise amplitudes [D] (1 and 0 for the
+        columns of an included group, which arrive scaled and noised by that group)."""
+        spec: dict[str, Any] = {}
+        for name, entries in self._obs_groups.items():
+            scales, noises = [], []
+            for e in entries:
+                if e.group:
+                    width = spec[e.group]["scale"].numel()
+                    scales.append(torch.ones(width, device=self.device))
+                    noises.append(torch.zeros(width, device=self.device))
+                    continue
+                dim = values[e.term].shape[1]
+                scale = torch.as_tensor(e.scale, dtype=torch.float32, device=self.device)
+                if scale.numel() not in (1, dim):
+                    raise ConfigError(f"task {self.name}: observation term {e.term} has {dim} values but "
+                                      f"{scale.numel()} scales")
+                scale = scale.expand(dim)
+                scales.append(scale)
+                noises.append(scale.abs() * (e.noise * self.cfg.noise_scale))
+            noise = torch.cat(noises)
+            spec[name] = {"scale": torch.cat(scales), "noise": noise, "noisy": bool((noise > 0).any())}
+        return spec
+
+    def observation_terms(self) -> dict[str, torch.Tensor]:
+        """Every observation term the groups use, unscaled, [N, d] each (the method `_obs_<term>`)."""
+        terms = dict.fromkeys(e.term for entries in self._obs_groups.values() for e in entries if e.term)
+        return {term: self._obs_term(term) for term in terms}
+
+    def observations(self) -> dict[str, torch.Tensor]:
+        """{group: [N, D]}: each group's entries concatenated in order, terms scaled, plus the terms' noise."""
+        values = self.observation_terms()
+        if self._obs_spec is None:
+            self._obs_spec = self._group_spec(values)
+        clean: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
+        for name, entries in self._obs_groups.items():
+            spec = self._obs_spec[name]
+            parts = [values[e.term] if e.term else (clean[e.group] if e.clean else out[e.group]) for e in entries]
+            value = torch.cat(parts, dim=1) * spec["scale"]
+            clean[name] = value
+            if spec["noisy"]:
+                uniform = torch.rand(value.shape, generator=self.generator, device=self.device)
+                value = value + (2 * uniform - 1) * spec["noise"]
+            out[name] = value
+        return out
+
     def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
-        """The noise-free `policy` group as named terms `(name, value [N, d], scale)`, in order.
+        """The `policy` group as named terms `(name, unscaled value [N, d], scale)`, in order (noise-free).
 
         The names are the contract with the deploy runtime, which rebuilds the same vector from what a
         robot measures (see robolearn.hardware.observations): base_ang_vel (IMU gyro, body frame),
         projected_gravity (unit gravity in the body frame), velocity_command (vx, vy, wz), joint_pos (q minus
         the default pose), joint_vel, last_action, ee_pos (end effector in the base frame), target_pos,
         target_error (target_pos - ee_pos)."""
+        entries = self._obs_groups["policy"]
+        if any(e.group for e in entries):
+            raise ConfigError(f"task {self.name}: the policy group must list terms, not include other groups")
+        return [(e.term, self._obs_term(e.term), e.scale) for e in entries]
+
+    def _obs_term(self, term: str) -> torch.Tensor:
+        value = getattr(self, f"_obs_{term}")()
+        return (value if value.dim() == 2 else value.unsqueeze(1)).float()
 
     def clean_policy_obs(self) -> torch.Tensor:
         """`policy` observations without noise: the terms scaled and concatenated."""
-        parts = []
-        for name, value, scale in self.policy_terms():
-            if name not in self._obs_scales:
-                self._obs_scales[name] = torch.as_tensor(scale, dtype=value.dtype, device=self.device)
-            parts.append(value * self._obs_scales[name])
-        return torch.cat(parts, dim=1)
+        return torch.cat([v * torch.as_tensor(s, dtype=v.dtype, device=v.device) for _, v, s in self.policy_terms()],
+                         dim=1)
 
     def policy_obs_layout(self) -> list[dict[str, Any]]:
         """[{name, dim, scale: [dim floats]}] of the `policy` group: what an exported bundle declares."""
@@ -226,9 +336,11 @@ class Task(ABC):
         return torch.where(delayed, previous.unsqueeze(1), self.targets.unsqueeze(1)).to(torch.float64)
 
     def step(self, actions: torch.Tensor):
-        """Advance every env one policy step. `info`: `time_outs` [N] (truncated, not failed), `metrics` (per-env
-        step metrics), `ended` ({`mask` [N]: envs whose episode ended this step (they were reset), `terminated`,
-        `length_s` and the `episode_metrics`, all [N] and meaningful where `mask` is set})."""
+        """Advance every env one policy step: `(obs, reward, cost, terminated, truncated, info)`, each [N] (obs a dict
+        of groups). `cost` is the weighted sum of the cost terms (>= 0; zeros without any). `info`: `time_outs` [N]
+        (truncated, not failed), `metrics` (per-env step metrics), `costs` ({term: [N]} unweighted), `ended` ({`mask`
+        [N]: envs whose episode ended this step (they were reset), `terminated`, `length_s` and the
+        `episode_metrics`, all [N] and meaningful where `mask` is set})."""
         self.last_actions = self.actions
         actions = actions.detach().to(self.device, torch.float32)
         finite = torch.isfinite(actions)
@@ -240,15 +352,27 @@ class Task(ABC):
         terminated = self.terminated()
         truncated = self.episode_step >= self.max_episode_steps
         reward = self.compute_reward()
+        cost, costs = self.compute_cost(terminated)
         self.after_step()
         done = terminated | truncated
         ended = {"mask": done, "terminated": terminated, "length_s": self.episode_step * self.dt,
                  **{k: v.clone() for k, v in self.episode_metrics().items()}}
-        info: dict[str, Any] = {"time_outs": truncated & ~terminated, "metrics": self.metrics(), "ended": ended}
+        info: dict[str, Any] = {"time_outs": truncated & ~terminated, "metrics": self.metrics(), "costs": costs,
+                                "ended": ended}
         if self.any_set(done):
             self._sum_episode_stats(ended)
             self._reset_envs(done)
-        return self.observations(), reward, terminated, truncated, info
+        return self.observations(), reward, cost, terminated, truncated, info
+
+    def compute_cost(self, terminated: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(weighted sum of the cost terms [N], {term: unweighted value [N]}); per-episode sums in `episode_costs`.
+        Cost terms see `self.terminated_now` (this step's failures) for terms such as `fall`."""
+        if not self._cost_fns:
+            return torch.zeros(self.num_envs, device=self.device), {}
+        self.terminated_now = terminated
+        values = torch.stack([fn().float() for fn in self._cost_fns.values()])  # [C, N]
+        self.episode_costs = self.episode_costs + values * self._cost_weights
+        return (values * self._cost_weights).sum(dim=0), dict(zip(self._cost_fns, values, strict=True))
 
     def _sum_episode_stats(self, ended: dict[str, torch.Tensor]) -> None:
         """Add the episodes that end now to the device-side sums that `episode_stats` reads: one row per
@@ -257,10 +381,13 @@ class Task(ABC):
         extra = [k for k in ended if k not in ("mask", "terminated", "length_s")]
         rows = torch.cat([
             self.episode_sums / length_s.clamp(min=self.dt),  # reward terms per second of episode [R, N]
-            torch.stack([length_s, (~ended["terminated"]).float(), done.float(), *(ended[k].float() for k in extra)]),
+            self.episode_costs,  # weighted cost terms summed over the episode [C, N]
+            torch.stack([self.episode_costs.sum(dim=0), length_s, (~ended["terminated"]).float(), done.float(),
+                         *(ended[k].float() for k in extra)]),
         ])
         totals = torch.where(done, rows, 0.0).sum(dim=1)
-        keys = [*(f"reward/{k}" for k in self._reward_fns), "episode_length_s", "survival", "episodes", *extra]
+        keys = [*(f"reward/{k}" for k in self._reward_fns), *(f"cost/{k}" for k in self._cost_fns), "cost",
+                "episode_length_s", "survival", "episodes", *extra]
         if self._stat_keys != keys:  # the first episodes: start the sums
             self._stat_keys, self._stat_sums = keys, torch.zeros(len(keys), device=self.device)
         self._stat_sums = self._stat_sums + totals
@@ -285,6 +412,29 @@ class Task(ABC):
             self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
             raise FloatingPointError("policy produced non-finite actions (NaN or inf; they were replaced by 0)")
         self.sim.check()
+
+    # -- terms every task has ------------------------------------------------------------------------------
+    def _obs_joint_pos(self) -> torch.Tensor:
+        """Joint positions relative to the default pose (rad), policy joint order."""
+        return self.joint_pos - self.default_joint_pos
+
+    def _obs_joint_vel(self) -> torch.Tensor:
+        """Joint velocities (rad/s)."""
+        return self.joint_vel
+
+    def _obs_last_action(self) -> torch.Tensor:
+        """The action of the last step as applied (clipped to clip_actions)."""
+        return self.actions
+
+    def _cost_joint_limit(self) -> torch.Tensor:
+        """Joints within 5% of their range's ends (count): a joint near its mechanical stop."""
+        lo, hi = self._target_range[:, 0], self._target_range[:, 1]
+        margin = 0.05 * (hi - lo)
+        return ((self.joint_pos < lo + margin) | (self.joint_pos > hi - margin)).float().sum(dim=1)
+
+    def _cost_fall(self) -> torch.Tensor:
+        """1 on the step an episode fails (the task's termination: a fall, a block off the table)."""
+        return self.terminated_now.float()
 
     def _reward_action_rate(self) -> torch.Tensor:
         """Squared change of the action between policy steps (any task)."""
@@ -319,6 +469,7 @@ class Task(ABC):
         delay = torch.randint(lo, hi + 1, (self.num_envs,), generator=self.generator, device=self.device)
         self.action_delay = torch.where(mask, delay, self.action_delay)
         self.episode_sums = torch.where(mask, 0.0, self.episode_sums)
+        self.episode_costs = torch.where(mask, 0.0, self.episode_costs)
 
     def close(self) -> None:
         self.sim.close()

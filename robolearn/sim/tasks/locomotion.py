@@ -11,11 +11,21 @@ import torch
 from robolearn.errors import ConfigError
 from robolearn.sim.math import quat_rotate_inverse, sample_uniform, yaw_quat
 from robolearn.sim.robots.robot_cfg import match_joints
-from robolearn.sim.tasks.base import Task, TaskCfg
+from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
-__all__ = ["CommandCfg", "RandomizationCfg", "NoiseCfg", "LocomotionCfg", "LocomotionTask"]
+__all__ = ["CommandCfg", "RandomizationCfg", "LocomotionCfg", "LocomotionTask", "POLICY_OBSERVATIONS"]
 
 Range = tuple[float, float]
+
+# What a legged robot measures, scaled as legged_gym does, with its noise (uniform, in each term's own units).
+POLICY_OBSERVATIONS = [
+    ObsTermCfg(term="base_ang_vel", scale=0.25, noise=0.2),
+    ObsTermCfg(term="projected_gravity", noise=0.05),
+    ObsTermCfg(term="velocity_command", scale=[2.0, 2.0, 0.25]),
+    ObsTermCfg(term="joint_pos", noise=0.01),
+    ObsTermCfg(term="joint_vel", scale=0.05, noise=1.5),
+    ObsTermCfg(term="last_action"),
+]
 
 
 @dataclass(kw_only=True)
@@ -39,21 +49,9 @@ class RandomizationCfg:
 
 
 @dataclass(kw_only=True)
-class NoiseCfg:
-    """Uniform observation noise (legged_gym magnitudes), in physical units."""
-
-    scale: float = 1.0  # 0 disables noise
-    ang_vel: float = 0.2
-    gravity: float = 0.05
-    joint_pos: float = 0.01
-    joint_vel: float = 1.5
-
-
-@dataclass(kw_only=True)
 class LocomotionCfg(TaskCfg):
     commands: CommandCfg = field(default_factory=CommandCfg)
     randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
-    noise: NoiseCfg = field(default_factory=NoiseCfg)
     tracking_sigma: float = 0.25
     base_height_target: float = 0.3
     feet_air_time_target: float = 0.5  # s
@@ -61,9 +59,6 @@ class LocomotionCfg(TaskCfg):
     soft_joint_limit: float = 0.9  # fraction of the joint range before dof_pos_limits penalizes
     metric_settle_s: float = 1.0  # tracking errors are measured from this long after a command change
     max_tilt_cos: float = 0.5  # terminate when the body z axis is tilted more than acos(0.5) = 60 deg
-    obs_scale_ang_vel: float = 0.25
-    obs_scale_joint_vel: float = 0.05
-    obs_scale_lin_vel: float = 2.0
 
 
 class LocomotionTask(Task):
@@ -135,16 +130,13 @@ class LocomotionTask(Task):
         lo, hi = self.robot.joint_range[:, 0], self.robot.joint_range[:, 1]
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * self.cfg.soft_joint_limit
         self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32, device=dev)
+        self._torque_limit = self._nominal["actuator_forcerange"][:, 1].float()  # N m, nominal motor strength
         self._push_every = int(round(self.cfg.randomization.push_interval_s / self.dt))
         self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
         self.pose_weights = torch.tensor(
             match_joints(self.cfg.pose_weights, list(self.robot.joint_names), f"task {self.name}: pose_weights"),
             dtype=torch.float32, device=dev)
         self._gravity = torch.tensor([0.0, 0.0, -1.0], device=dev).expand(n, 3)
-        nz, cfg = self.cfg.noise, self.cfg
-        self._noise_vec = torch.tensor(
-            [nz.ang_vel * cfg.obs_scale_ang_vel] * 3 + [nz.gravity] * 3 + [0.0] * 3 + [nz.joint_pos] * nu
-            + [nz.joint_vel * cfg.obs_scale_joint_vel] * nu + [0.0] * nu, device=dev) * nz.scale
 
     # -- resets and randomization ----------------------------------------------------------------------
     def _randomize(self, mask: torch.Tensor) -> None:
@@ -228,35 +220,49 @@ class LocomotionTask(Task):
             qvel[:, 0:2] += kick
             self.sim.set_state(push, self.sim.qpos.double().clone(), qvel)
 
-    # -- MDP -------------------------------------------------------------------------------------------
-    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
-        cfg = self.cfg
-        return [
-            ("base_ang_vel", self.base_ang_vel, cfg.obs_scale_ang_vel),
-            ("projected_gravity", self.projected_gravity, 1.0),
-            ("velocity_command", self.commands, [cfg.obs_scale_lin_vel, cfg.obs_scale_lin_vel, cfg.obs_scale_ang_vel]),
-            ("joint_pos", self.joint_pos - self.default_joint_pos, 1.0),
-            ("joint_vel", self.joint_vel, cfg.obs_scale_joint_vel),
-            ("last_action", self.actions, 1.0),
-        ]
+    # -- observations ------------------------------------------------------------------------------------
+    def default_observations(self) -> dict[str, list[ObsTermCfg]]:
+        """policy: what the robot measures (45 numbers for 12 joints), with noise; privileged (critic, teacher):
+        the same without noise, then true base velocity, base height, friction, added mass, motor strength, foot
+        contacts."""
+        return {"policy": list(POLICY_OBSERVATIONS),
+                "privileged": [ObsTermCfg(group="policy", clean=True), ObsTermCfg(term="base_lin_vel", scale=2.0),
+                               ObsTermCfg(term="base_height"), ObsTermCfg(term="friction"),
+                               ObsTermCfg(term="added_mass"), ObsTermCfg(term="motor_strength"),
+                               ObsTermCfg(term="foot_contacts")]}
 
-    def observations(self) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        clean = self.clean_policy_obs()
-        policy = clean
-        if cfg.noise.scale > 0:
-            uniform = torch.rand(policy.shape, generator=self.generator, device=self.device)
-            policy = policy + (2 * uniform - 1) * self._noise_vec
-        privileged = torch.cat([
-            clean,
-            self.base_lin_vel * cfg.obs_scale_lin_vel,
-            self.base_height.unsqueeze(1),
-            self.friction.unsqueeze(1),
-            self.added_mass.unsqueeze(1),
-            self.motor_strength.unsqueeze(1),
-            self.contacts.float(),
-        ], dim=1)
-        return {"policy": policy, "privileged": privileged}
+    def _obs_base_ang_vel(self) -> torch.Tensor:
+        """Base angular velocity in the body frame (rad/s): the IMU's gyro."""
+        return self.base_ang_vel
+
+    def _obs_projected_gravity(self) -> torch.Tensor:
+        """Unit gravity vector in the body frame (z = -1 when upright)."""
+        return self.projected_gravity
+
+    def _obs_velocity_command(self) -> torch.Tensor:
+        """The command (vx, vy in m/s, body frame; yaw rate in rad/s)."""
+        return self.commands
+
+    def _obs_base_lin_vel(self) -> torch.Tensor:
+        """True base linear velocity in the body frame (m/s): privileged, a robot does not measure it."""
+        return self.base_lin_vel
+
+    def _obs_base_height(self) -> torch.Tensor:
+        """Base height above the ground (m)."""
+        return self.base_height
+
+    def _obs_friction(self) -> torch.Tensor:
+        return self.friction
+
+    def _obs_added_mass(self) -> torch.Tensor:
+        return self.added_mass
+
+    def _obs_motor_strength(self) -> torch.Tensor:
+        return self.motor_strength
+
+    def _obs_foot_contacts(self) -> torch.Tensor:
+        """1 for each foot that touched the ground during the step."""
+        return self.contacts
 
     def terminated(self) -> torch.Tensor:
         tilted = self.projected_gravity[:, 2] > -self.cfg.max_tilt_cos
@@ -334,3 +340,13 @@ class LocomotionTask(Task):
 
     def _reward_termination(self) -> torch.Tensor:
         return self.terminated().float()
+
+    # -- cost terms (each [N], >= 0; weighted by cfg.costs, summed per episode) -------------------------
+    def _cost_base_contact(self) -> torch.Tensor:
+        """1 while the body touches the ground."""
+        return self.base_contact.float()
+
+    def _cost_torque_saturation(self) -> torch.Tensor:
+        """Joints whose motor gave at least 95% of its torque limit (this env's motor strength) at the last substep."""
+        limit = self._torque_limit * self.motor_strength.unsqueeze(1)
+        return (self.torques.abs() >= 0.95 * limit).float().sum(dim=1)

@@ -23,7 +23,7 @@ import torch
 from robolearn.errors import ConfigError
 from robolearn.sim.ik import dls_ik
 from robolearn.sim.math import sample_uniform, yaw_quat
-from robolearn.sim.tasks.base import Task, TaskCfg
+from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
 __all__ = ["CameraCfg", "ManipulationCfg", "ManipulationTask", "PushTask", "LiftTask"]
 
@@ -57,7 +57,6 @@ class ManipulationCfg(TaskCfg):
     ik_damping: float = 0.05
     ik_iterations: int = 2
     cameras: list[CameraCfg] = field(default_factory=lambda: [CameraCfg()])
-    obs_scale_joint_vel: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -230,19 +229,26 @@ class ManipulationTask(Task):
         self.block_vel = qvel[:, self._block_qvel : self._block_qvel + 6]
         self.gripper_width = self.joint_pos[:, self._fingers].sum(dim=1)
 
-    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
-        return [
-            ("joint_pos", self.joint_pos - self.default_joint_pos, 1.0),
-            ("joint_vel", self.joint_vel, self.cfg.obs_scale_joint_vel),
-            ("ee_pos", self.ee_pos, 1.0),
-            ("object_pos", self.block_pos, 1.0),
-            ("goal_pos", self.goal, 1.0),
-            ("last_action", self.actions, 1.0),
-        ]
+    def default_observations(self) -> dict[str, list[ObsTermCfg]]:
+        policy = [ObsTermCfg(term="joint_pos"), ObsTermCfg(term="joint_vel", scale=0.1), ObsTermCfg(term="ee_pos"),
+                  ObsTermCfg(term="object_pos"), ObsTermCfg(term="goal_pos"), ObsTermCfg(term="last_action")]
+        return {"policy": policy, "privileged": [ObsTermCfg(group="policy"), ObsTermCfg(term="object_quat"),
+                                                 ObsTermCfg(term="object_vel")]}
 
-    def observations(self) -> dict[str, torch.Tensor]:
-        obs = self.clean_policy_obs()
-        return {"policy": obs, "privileged": torch.cat([obs, self.block_quat, self.block_vel], dim=1)}
+    def _obs_ee_pos(self) -> torch.Tensor:
+        return self.ee_pos
+
+    def _obs_object_pos(self) -> torch.Tensor:
+        return self.block_pos
+
+    def _obs_goal_pos(self) -> torch.Tensor:
+        return self.goal
+
+    def _obs_object_quat(self) -> torch.Tensor:
+        return self.block_quat
+
+    def _obs_object_vel(self) -> torch.Tensor:
+        return self.block_vel
 
     def terminated(self) -> torch.Tensor:
         fell = self.block_pos[:, 2] < -0.05  # pushed off the table / through the floor

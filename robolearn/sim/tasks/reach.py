@@ -9,7 +9,7 @@ import torch
 
 from robolearn.errors import ConfigError
 from robolearn.sim.math import sample_uniform
-from robolearn.sim.tasks.base import Task, TaskCfg
+from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
 __all__ = ["ReachCfg", "ReachTask"]
 
@@ -21,7 +21,6 @@ class ReachCfg(TaskCfg):
     success_distance: float = 0.02  # m, end effector to target at the end of the episode
     init_joint_noise: float = 0.2  # rad
     precision_scale: float = 0.05  # m, width of the 1 - tanh(d / scale) precision reward
-    obs_scale_joint_vel: float = 0.1
     rewards: dict[str, float] = field(default_factory=lambda: {"distance": -1.0, "precision": 1.0})
 
 
@@ -67,19 +66,21 @@ class ReachTask(Task):
         self.ee_pos = self.sensors[:, -1, self._ee_cols].float()
         self.distance = (self.target - self.ee_pos).norm(dim=1)
 
-    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
-        return [
-            ("joint_pos", self.joint_pos - self.default_joint_pos, 1.0),
-            ("joint_vel", self.joint_vel, self.cfg.obs_scale_joint_vel),
-            ("ee_pos", self.ee_pos, 1.0),
-            ("target_pos", self.target, 1.0),
-            ("target_error", self.target - self.ee_pos, 1.0),
-            ("last_action", self.actions, 1.0),
-        ]
+    def default_observations(self) -> dict[str, list[ObsTermCfg]]:
+        policy = [ObsTermCfg(term="joint_pos"), ObsTermCfg(term="joint_vel", scale=0.1), ObsTermCfg(term="ee_pos"),
+                  ObsTermCfg(term="target_pos"), ObsTermCfg(term="target_error"), ObsTermCfg(term="last_action")]
+        return {"policy": policy, "privileged": [ObsTermCfg(group="policy")]}
 
-    def observations(self) -> dict[str, torch.Tensor]:
-        obs = self.clean_policy_obs()
-        return {"policy": obs, "privileged": obs}
+    def _obs_ee_pos(self) -> torch.Tensor:
+        """End-effector position in the base frame (m)."""
+        return self.ee_pos
+
+    def _obs_target_pos(self) -> torch.Tensor:
+        return self.target
+
+    def _obs_target_error(self) -> torch.Tensor:
+        """Target minus end effector (m)."""
+        return self.target - self.ee_pos
 
     def terminated(self) -> torch.Tensor:
         return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)

@@ -20,6 +20,7 @@ import torch
 from robolearn.errors import ConfigError
 from robolearn.sim.math import quat_rotate
 from robolearn.sim.scene import FLOOR
+from robolearn.sim.tasks.base import ObsTermCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
 from robolearn.sim.terrain import Terrain, TerrainCfg
 
@@ -152,10 +153,13 @@ class RoughLocomotionTask(LocomotionTask):
         base_z = self.sim.qpos[:, 2].float().unsqueeze(1)
         return (base_z - self.terrain_heights - s.offset).clamp(-s.clip, s.clip)
 
-    def observations(self) -> dict[str, torch.Tensor]:
-        obs = super().observations()
-        obs["privileged"] = torch.cat([obs["privileged"], self.height_scan()], dim=1)
-        return obs
+    def default_observations(self) -> dict[str, list[ObsTermCfg]]:
+        groups = super().default_observations()
+        groups["privileged"] = [*groups["privileged"], ObsTermCfg(term="height_scan")]
+        return groups
+
+    def _obs_height_scan(self) -> torch.Tensor:
+        return self.height_scan()
 
     def episode_metrics(self) -> dict[str, torch.Tensor]:
         """Adds `terrain_level`: the row of each ending episode (before the curriculum moves it)."""
