@@ -150,8 +150,8 @@ def train(
         raise
     if runner.is_main:
         ranks = f" x {runner.world_size} ranks" if runner.world_size > 1 else ""
-        console.print(f"[bold]training[/] {task} on {cfg.backend} ({cfg.device}) with {cfg.num_envs} envs{ranks} -> "
-                      f"{run_dir}")
+        console.print(f"[bold]training[/] {task} on {runner.task.backend} ({cfg.device}) with {cfg.num_envs} "
+                      f"envs{ranks} -> {run_dir}")
     summary = _run(runner, progress)
     if runner.is_main:
         _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s", "final_mean_reward"))

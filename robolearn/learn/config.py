@@ -12,6 +12,7 @@ from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.learn.ppo import PPOCfg
 from robolearn.sim.backends import CPU_BACKENDS
+from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
 __all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
 
@@ -101,7 +102,9 @@ def load_train_cfg(task: str | None = None, path: str | Path | None = None,
     command line) come last."""
     overrides = overrides or {}
     if path is None:
-        path = declarations_root() / "policies" / "ppo" / f"{task}.yaml"
+        gym = task is not None and task.startswith(GYM_PREFIX)
+        # any Gymnasium env: one config of CleanRL-like settings for continuous control (policies/ppo/gym.yaml)
+        path = declarations_root() / "policies" / "ppo" / ("gym.yaml" if gym else f"{task}.yaml")
         if not path.is_file():
             from robolearn.sim.tasks import task_names
 
@@ -119,6 +122,8 @@ def load_train_cfg(task: str | None = None, path: str | Path | None = None,
     if str(overrides.get("device", data.get("device", "cpu"))).startswith("cuda"):
         data = merge(data, gpu)
     data = merge(data, overrides)
+    if task is not None and task.startswith(GYM_PREFIX):
+        data["task"] = task  # gym.yaml serves every env id
     if task is not None and data.get("task", task) != task:
         raise ConfigError(f"{path}: config is for task {data.get('task')!r}, not {task!r}")
     data.setdefault("task", task)

@@ -94,7 +94,7 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         "survival": sum(e.survived for e in episodes) / max(1, len(episodes)),
         "mean_return": sum(e.episode_return for e in episodes) / max(1, len(episodes)),
     }
-    if task.cfg.costs:  # the task's safety cost summed over each episode
+    if task.has_costs:  # the task's safety cost summed over each episode
         summary["mean_cost"] = sum(e.episode_cost for e in episodes) / max(1, len(episodes))
     summary.update(summary_sums)  # step metrics: the mean over all valid env-steps
     for key in ended_keys:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robolearn.errors import CheckpointError
+from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.models.actor_critic import ActorCritic
@@ -21,7 +21,7 @@ __all__ = ["PPOCfg", "PPO"]
 @dataclass(kw_only=True)
 class PPOCfg:
     learning_rate: float = 1e-3
-    schedule: str = "adaptive"  # adaptive (on KL) | fixed
+    schedule: str = "adaptive"  # adaptive (on KL, rsl_rl) | linear (annealed to 0 over the run, CleanRL) | fixed
     desired_kl: float = 0.01
     epochs: int = 5
     minibatches: int = 4
@@ -34,6 +34,10 @@ class PPOCfg:
     min_lr: float = 1e-5
     max_lr: float = 1e-2
 
+    def __post_init__(self) -> None:
+        if self.schedule not in ("adaptive", "linear", "fixed"):
+            raise ConfigError(f"ppo.schedule must be adaptive, linear or fixed, got {self.schedule!r}")
+
 
 class PPO(Algorithm):
     """PPO on one process, or on one rank of `dist` (gradients and KL averaged over ranks, see distributed.py).
@@ -44,7 +48,7 @@ class PPO(Algorithm):
     checkpoint_format = "robolearn-ppo"
 
     def __init__(self, policy: ActorCritic, cfg: PPOCfg, *, num_envs: int, steps_per_env: int,
-                 generator: torch.Generator, dist: Distributed | None = None) -> None:
+                 generator: torch.Generator, dist: Distributed | None = None, total_updates: int = 0) -> None:
         self.policy = policy
         self.cfg = cfg
         self.lr = cfg.learning_rate
@@ -57,6 +61,8 @@ class PPO(Algorithm):
         self.storage = RolloutStorage(steps_per_env, num_envs, policy.actor_dim, policy.critic_norm.mean.shape[0],
                                       policy.log_std.shape[0], device=policy.log_std.device)
         self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
+        self.updates = 0  # updates done (the linear schedule's position, with `total_updates`)
+        self.total_updates = total_updates
 
     # -- collection ------------------------------------------------------------------------------------------
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -86,7 +92,7 @@ class PPO(Algorithm):
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "lr": self.lr,
-                "rng": self.generator.get_state()}
+                "rng": self.generator.get_state(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
@@ -95,6 +101,7 @@ class PPO(Algorithm):
             raise CheckpointError("checkpoint: network layout differs from the config's network section") from None
         self.optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
         self.lr = state["lr"]
+        self.updates = int(state.get("updates", state.get("iteration", 0)))
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         rng = state["rng"]
@@ -119,6 +126,11 @@ class PPO(Algorithm):
     def update(self, *, shards: int = 1) -> dict[str, float]:
         """`cfg.epochs` x `cfg.minibatches` steps over the storage; `shards` as in `RolloutStorage.minibatches`."""
         cfg, storage = self.cfg, self.storage
+        if cfg.schedule == "linear":  # CleanRL's anneal: lr0 x the fraction of the run left
+            left = 1.0 - self.updates / max(1, self.total_updates)
+            self.lr = cfg.learning_rate * max(left, 0.0)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
         names = ("loss/surrogate", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clip_fraction")
         sums = torch.zeros(len(names), dtype=torch.float64, device=storage.device)  # read once, at the end
         n = 0
@@ -157,5 +169,6 @@ class PPO(Algorithm):
             local = torch.tensor(list(stats.values()), dtype=torch.float64, device=self.dist.device)
             stats = dict(zip(stats, self.dist.mean(local).tolist(), strict=True))
         stats["ppo/learning_rate"] = self.lr
+        self.updates += 1
         stats["policy/std"] = means[-1]
         return stats

@@ -242,10 +242,13 @@ class Runner:
                     extra = ""
                     if collects and "episode/episode_length_s" in stats:
                         extra = f" | episode {stats['episode/episode_length_s']:.1f} s"
+                    if "episode/raw_return" in stats:  # a Gymnasium env's return before reward normalization
+                        extra += f" | return {stats['episode/raw_return']:.1f}"
                     self.console.print(
                         f"{name} it {self.iteration} ({done_it}/{cfg.max_iterations}) | {rate} | {metric}{extra} | "
                         f"elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | ETA {eta}",
                         highlight=False, soft_wrap=True)
+                    self.console.file.flush()  # a log file or a pipe sees the line now, not a buffer later
                 if main and self.iteration % cfg.save_interval == 0:
                     self._save_checkpoints()
                 out_of_time, interrupted = time.perf_counter() - start >= budget_s, self._stop_requested

@@ -40,7 +40,8 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
     if dist is not None:
         dist.broadcast_module(policy)  # every rank starts from rank 0's parameters
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same permutations on every rank
-    ppo = PPO(policy, cfg.ppo, num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist)
+    ppo = PPO(policy, cfg.ppo, num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist,
+              total_updates=cfg.max_iterations)
     meta = {"task": cfg.task, "obs_dims": obs_dims, "num_actions": task.num_actions,
             "joint_names": list(task.robot.joint_names)}
     settings = RunnerCfg(steps_per_env=cfg.steps_per_env, max_iterations=cfg.max_iterations,

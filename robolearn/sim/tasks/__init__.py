@@ -8,6 +8,7 @@ from typing import Any
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.sim.tasks.base import Task, TaskCfg
+from robolearn.sim.tasks.gym_env import GYM_PREFIX, GymTask, GymTaskCfg
 from robolearn.sim.tasks.locomotion import LocomotionTask
 from robolearn.sim.tasks.manipulation import LiftTask, ManipulationTask, PushTask
 from robolearn.sim.tasks.reach import ReachTask
@@ -31,11 +32,16 @@ def task_description(name: str) -> str:
     return str(load_yaml(_tasks_dir() / f"{name}.yaml").get("description", ""))
 
 
-def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[type[Task], TaskCfg]:
-    """The task type and its typed config for task `name`, with `overrides` merged over the YAML."""
+def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[type[Any], Any]:
+    """The task type and its typed config for task `name`, with `overrides` merged over the YAML (or, for
+    `gym:<EnvId>`, over the Gymnasium adapter's defaults)."""
+    if name.startswith(GYM_PREFIX):
+        return GymTask, from_dict(GymTaskCfg, {**(overrides or {}), "env_id": name[len(GYM_PREFIX):]},
+                                  where=f"task {name} (task_overrides)")
     path = _tasks_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}")
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}, or {GYM_PREFIX}<EnvId> "
+                          "(any Gymnasium environment)")
     data = merge(load_yaml(path), overrides or {})
     data.pop("description", None)
     kind = data.pop("type", None)
@@ -48,5 +54,6 @@ def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[t
 
 def make_task(name: str, num_envs: int, *, backend: str = "mujoco", device: str = "cpu", seed: int = 0,
               overrides: dict[str, Any] | None = None) -> Task:
+    """A task by name: one declared in sim/tasks/<name>.yaml, or `gym:<EnvId>` (any Gymnasium env, GymTask)."""
     cls, cfg = load_task_cfg(name, overrides)
     return cls(cfg, num_envs, backend=backend, device=device, seed=seed, name=name)

@@ -314,6 +314,11 @@ class Task(ABC):
     def obs_dims(self) -> dict[str, int]:
         return {k: v.shape[1] for k, v in self.observations().items()}
 
+    @property
+    def has_costs(self) -> bool:
+        """Whether the task declares cost terms (its cost is not always zero)."""
+        return bool(self._cost_fns)
+
     def any_set(self, mask: torch.Tensor) -> bool:
         """Whether masked work must run: `mask.any()` where reading it is free (the CPU), else always True."""
         return bool(mask.any()) if self.skip_empty_masks else True
