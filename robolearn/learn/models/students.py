@@ -152,7 +152,7 @@ class Student(nn.Module):
         out = {"latent": mu}
         z = mu
         if logvar is not None:
-            eps = torch.randn(mu.shape, generator=generator)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device)
             z = mu + (0.5 * logvar).exp() * eps
             out.update(logvar=logvar, decoded=self.decoder(z))
         out["actions"] = self.head(torch.cat([current, z], dim=1))
