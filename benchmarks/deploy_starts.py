@@ -25,10 +25,10 @@ from pathlib import Path
 from rich.progress import Progress
 
 from robolearn.config import from_dict, merge, to_dict
-from robolearn.hardware.bundle import load_bundle
-from robolearn.hardware.profile import HardwareProfile, load_profile
-from robolearn.hardware.runtime import DeployRuntime
-from robolearn.hardware.session import make_robot, run_session
+from robolearn.deploy.bundle import load_bundle
+from robolearn.deploy.profile import HardwareProfile, load_profile
+from robolearn.deploy.runtime import DeployRuntime
+from robolearn.deploy.session import make_robot, run_session
 from robolearn.learn.compare import markdown_table
 
 PROCEDURES = {"full": {}, "quick": {"stand": {"duration_s": 0.1}, "sim": {"start": "standing"}}}

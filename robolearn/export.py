@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robolearn.errors import BundleError
-from robolearn.hardware.bundle import (
+from robolearn.deploy.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
     PARITY,
@@ -32,6 +31,7 @@ from robolearn.hardware.bundle import (
     sha256_file,
     write_manifest,
 )
+from robolearn.errors import BundleError
 from robolearn.learn.checkpoint import load_policy, run_folder
 from robolearn.learn.config import TrainCfg
 from robolearn.learn.history import PolicyInput

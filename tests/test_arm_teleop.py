@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from robolearn.hardware.profile import load_profile
-from robolearn.hardware.sim_robot import SimRobot
+from robolearn.deploy.profile import load_profile
+from robolearn.deploy.sim_robot import SimRobot
 from robolearn.teleop.arm_teleop import ArmTeleop
 from robolearn.teleop.devices import TeleopCommand
 

@@ -21,7 +21,7 @@ from cyclonedds.idl import IdlStruct
 from cyclonedds.qos import Policy
 from cyclonedds.topic import Topic
 
-from robolearn.hardware.interface import JointCommand
+from robolearn.deploy.interface import JointCommand
 from robolearn.ros import dds_types as T
 from robolearn.ros.dds import (
     GO2_JOINT_NAMES,

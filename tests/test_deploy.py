@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from robolearn.config import from_dict, merge, to_dict
+from robolearn.deploy.bundle import load_bundle
+from robolearn.deploy.controllers import CartesianImpedance
+from robolearn.deploy.kinematics import ArmKinematics
+from robolearn.deploy.profile import HardwareProfile, ImpedanceCfg, load_profile
+from robolearn.deploy.runtime import DeployRuntime, Mode
+from robolearn.deploy.session import make_robot, run_session
+from robolearn.deploy.sim_robot import SimRobot
 from robolearn.errors import BundleError, ConfigError
-from robolearn.hardware.bundle import load_bundle
-from robolearn.hardware.controllers import CartesianImpedance
-from robolearn.hardware.kinematics import ArmKinematics
-from robolearn.hardware.profile import HardwareProfile, ImpedanceCfg, load_profile
-from robolearn.hardware.runtime import DeployRuntime, Mode
-from robolearn.hardware.session import make_robot, run_session
-from robolearn.hardware.sim_robot import SimRobot
 
 GO2 = load_profile("go2")
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from robolearn.config import from_dict, merge, to_dict
-from robolearn.hardware.bundle import load_bundle
-from robolearn.hardware.profile import HardwareProfile, load_profile
-from robolearn.hardware.runtime import DeployRuntime, Mode
+from robolearn.deploy.bundle import load_bundle
+from robolearn.deploy.profile import HardwareProfile, load_profile
+from robolearn.deploy.runtime import DeployRuntime, Mode
 from robolearn.ros.dds import robot_from_profile
 
 

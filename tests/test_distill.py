@@ -226,7 +226,7 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     assert out.returncode == 0, out.stderr + out.stdout
     manifest = yaml.safe_load((run / "export" / "deploy.yaml").read_text())
     assert manifest["policy"]["history"] == 4 and manifest["policy"]["obs_dim"] == 4 * P
-    from robolearn.hardware.bundle import load_bundle
+    from robolearn.deploy.bundle import load_bundle
 
     bundle = load_bundle(run / "export")
     parity = np.load(run / "export" / "parity.npz")

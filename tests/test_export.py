@@ -11,11 +11,11 @@ import torch
 import yaml
 from test_cli import run
 
+from robolearn.deploy.bundle import load_bundle, read_manifest
+from robolearn.deploy.kinematics import ArmKinematics
+from robolearn.deploy.observations import Measurement, ObservationBuilder
 from robolearn.errors import BundleError
 from robolearn.export import export_run
-from robolearn.hardware.bundle import load_bundle, read_manifest
-from robolearn.hardware.kinematics import ArmKinematics
-from robolearn.hardware.observations import Measurement, ObservationBuilder
 from robolearn.learn.config import load_train_cfg
 from robolearn.learn.train import make_ppo_runner
 from robolearn.sim.tasks import make_task
@@ -76,7 +76,7 @@ def test_deploy_observations_equal_training_observations_go2():
     """The runtime's observation builder, fed what a robot measures, reproduces the task's policy group."""
     task = make_task("go2-flat", 4, seed=5, overrides={"noise_scale": 0.0})
     manifest_layout = task.policy_obs_layout()
-    from robolearn.hardware.bundle import BundleManifest, JointSpec, ObsTerm, PolicySpec
+    from robolearn.deploy.bundle import BundleManifest, JointSpec, ObsTerm, PolicySpec
 
     n = task.num_actions
     manifest = BundleManifest(
@@ -167,9 +167,9 @@ def test_cli_train_export_deploy_on_the_simulated_robot(tmp_path):
 def test_arm_bundle_runs_on_the_panda_twin_and_holds_its_pose_by_default(reach_run, tmp_path):
     """The arm path: end-effector observations from forward kinematics; with no target given, Run holds the
     end effector where it was (an arm's zero command would be a target at its own base)."""
-    from robolearn.hardware.profile import load_profile
-    from robolearn.hardware.runtime import DeployRuntime, Mode
-    from robolearn.hardware.session import make_robot
+    from robolearn.deploy.profile import load_profile
+    from robolearn.deploy.runtime import DeployRuntime, Mode
+    from robolearn.deploy.session import make_robot
 
     bundle = load_bundle(export_run(reach_run, tmp_path / "bundle", record_envs=2, record_steps=2).folder)
     profile = load_profile("panda")

@@ -2,7 +2,7 @@
 those inside functions), which heavy libraries the deploy runtime must not pull in, and no cycles.
 
 The rules (DESIGN.md): sim and data are the bottom (config, errors); learn builds on sim and data; export turns a
-learned policy into the deploy layer's bundle; the deploy runtime (`hardware`) runs on a robot computer without
+learned policy into the deploy layer's bundle; the deploy runtime (`deploy`) runs on a robot computer without
 torch, pybullet or matplotlib; ros and teleop adapt the runtime to transports and people; cli and bench sit on top.
 """
 
@@ -23,22 +23,22 @@ ALLOWED: dict[str, set[str]] = {
     "sim": BASE,
     "data": BASE,
     "learn": BASE | {"sim", "data"},
-    "export": BASE | {"learn", "sim", "hardware"},
-    "hardware": BASE,
-    "ros": BASE | {"hardware", "teleop"},
-    "teleop": BASE | {"hardware", "data", "sim"},
+    "export": BASE | {"learn", "sim", "deploy"},
+    "deploy": BASE,
+    "ros": BASE | {"deploy", "teleop"},
+    "teleop": BASE | {"deploy", "data", "sim"},
     "bench": BASE | {"sim"},
-    "cli": BASE | {"sim", "data", "learn", "export", "hardware", "ros", "teleop", "bench"},
+    "cli": BASE | {"sim", "data", "learn", "export", "deploy", "ros", "teleop", "bench"},
 }
 # Libraries a robot computer should not need for the deploy runtime (robolearn[deploy] is to be torch-free).
-FORBIDDEN_EXTERNAL = {"hardware": {"torch", "pybullet", "matplotlib", "tensorboard", "jax", "warp"},
+FORBIDDEN_EXTERNAL = {"deploy": {"torch", "pybullet", "matplotlib", "tensorboard", "jax", "warp"},
                       "sim": {"rclpy", "cyclonedds"}, "learn": {"rclpy", "cyclonedds"}}
 # Edges that break the rules today, each with the work that removes it. The test fails when one disappears
 # (take it off this list) or a new one appears.
 KNOWN_VIOLATIONS = {
-    ("hardware", "sim"): "the MuJoCo twin (sim_robot.py) and arm kinematics (kinematics.py) use the simulator's "
-                         "robot models: the twin moves out of the runtime, kinematics into the bundle",
-    ("hardware", "ros"): "session.make_robot imports the DDS transport: transports by registry",
+    ("deploy", "sim"): "the MuJoCo twin (sim_robot.py) and arm kinematics (kinematics.py) use the simulator's "
+                       "robot models: the twin moves out of the runtime, kinematics into the bundle",
+    ("deploy", "ros"): "session.make_robot imports the DDS transport: transports by registry",
 }
 
 

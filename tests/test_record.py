@@ -222,7 +222,7 @@ def test_intervention_flags_the_frames_a_person_drove(tmp_path):
 
 
 def test_leader_arm_drives_the_follower_joint_by_joint(tmp_path):
-    from robolearn.hardware.sim_robot import SimRobot
+    from robolearn.deploy.sim_robot import SimRobot
     from robolearn.teleop.devices import make_device
     from robolearn.teleop.recorder import Recorder, TeleopDriver, leader_options
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robolearn.hardware.interface import JointCommand
+from robolearn.deploy.interface import JointCommand
 from robolearn.ros.joint_states import JointStateAssembler, position_targets
 
 ROOT = Path(__file__).resolve().parent.parent

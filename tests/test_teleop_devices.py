@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robolearn.deploy.interface import JointCommand
 from robolearn.errors import DeviceError
-from robolearn.hardware.interface import JointCommand
 from robolearn.teleop import DEVICES, EVENTS, make_device
 from robolearn.teleop.gamepad import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, JS_EVENT_INIT, GamepadDevice
 from robolearn.teleop.keyboard import KeyboardDevice
@@ -346,7 +346,7 @@ def test_spacemouse_permission_denied_hints_udev(tmp_path):
 # -- leader arm ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def panda():
-    from robolearn.hardware.sim_robot import SimRobot
+    from robolearn.deploy.sim_robot import SimRobot
 
     return SimRobot("panda", lockstep=False)
 

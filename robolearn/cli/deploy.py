@@ -36,11 +36,11 @@ def deploy(
     from rich.live import Live
 
     from robolearn.config import from_dict, merge, to_dict
-    from robolearn.hardware.bundle import load_bundle
-    from robolearn.hardware.keys import KeyControl
-    from robolearn.hardware.profile import HardwareProfile, load_profile
-    from robolearn.hardware.runtime import DeployRuntime
-    from robolearn.hardware.session import make_robot, run_session
+    from robolearn.deploy.bundle import load_bundle
+    from robolearn.deploy.keys import KeyControl
+    from robolearn.deploy.profile import HardwareProfile, load_profile
+    from robolearn.deploy.runtime import DeployRuntime
+    from robolearn.deploy.session import make_robot, run_session
 
     if transport == "ros2":  # the rclpy node owns the loop; same profile, bundle and runtime
         from robolearn.ros.node import run_node

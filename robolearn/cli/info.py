@@ -15,8 +15,8 @@ __all__ = ["list_", "bench"]
 @app.command("list")
 def list_() -> None:
     """Tasks, robots, backends, hardware profiles and shipped bundles, one line each."""
-    from robolearn.hardware.bundle import shipped_bundles
-    from robolearn.hardware.profile import load_profile, profile_names
+    from robolearn.deploy.bundle import shipped_bundles
+    from robolearn.deploy.profile import load_profile, profile_names
     from robolearn.sim.backends import BACKENDS
     from robolearn.sim.robots.robot_cfg import load_robot_cfg, robot_names
     from robolearn.sim.tasks import task_description, task_names

@@ -157,8 +157,8 @@ def teleop(
     if device == "leader":
         if leader is None:
             raise RobolearnError("--device leader needs --leader PROFILE (the leader arm's hardware profile)")
-        from robolearn.hardware.profile import load_profile
-        from robolearn.hardware.session import make_robot
+        from robolearn.deploy.profile import load_profile
+        from robolearn.deploy.session import make_robot
 
         options["leader"] = make_robot(load_profile(leader), leader_transport)
         overrides.setdefault("action_space", "joint")
@@ -188,8 +188,8 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
 
     from rich.live import Live
 
-    from robolearn.hardware.profile import load_profile
-    from robolearn.hardware.session import make_robot
+    from robolearn.deploy.profile import load_profile
+    from robolearn.deploy.session import make_robot
     from robolearn.teleop.arm_teleop import ArmTeleop, record_arm_teleop
     from robolearn.teleop.devices import make_device
 

@@ -37,8 +37,8 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
-from robolearn.hardware.profile import HardwareProfile
+from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
+from robolearn.deploy.profile import HardwareProfile
 from robolearn.ros.dds_types import (
     NUM_MOTORS,
     Float64MultiArray_,

@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand
+from robolearn.deploy.profile import load_profile
+from robolearn.deploy.sim_robot import SimRobot
 from robolearn.errors import RobolearnError
-from robolearn.hardware.interface import JointCommand
-from robolearn.hardware.profile import load_profile
-from robolearn.hardware.sim_robot import SimRobot
 from robolearn.ros.dds import LatestReader, dds_topic, make_writer, participant
 from robolearn.ros.dds_types import (
     NUM_MOTORS,

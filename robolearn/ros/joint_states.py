@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand, RobotState
 from robolearn.errors import ConfigError
-from robolearn.hardware.interface import JointCommand, RobotState
 
 __all__ = ["JointStateAssembler", "position_targets"]
 

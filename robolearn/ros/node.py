@@ -11,7 +11,7 @@ Services (`std_srvs/Trigger`): `~/stand`, `~/run`, `~/stop`, `~/estop`, `~/reset
 Topics and rates come from the hardware profile; the parameters `robot`, `policy`, `auto_stand`,
 `cmd_vel_timeout` from the launch file. The control loop runs in its own thread at the profile's rate; the
 ROS executor only moves messages. Everything that decides anything (safety, state machine, joint mapping)
-is in robolearn.hardware and robolearn.ros.joint_states, which are tested without ROS.
+is in robolearn.deploy and robolearn.ros.joint_states, which are tested without ROS.
 
 rclpy is not on PyPI: this module imports it only when the node starts, and says so if it is missing.
 """
@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
+from robolearn.deploy.profile import HardwareProfile
 from robolearn.errors import RobolearnError
-from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
-from robolearn.hardware.profile import HardwareProfile
 from robolearn.ros.joint_states import JointStateAssembler, position_targets
 
 __all__ = ["RclpyRobot", "main"]
@@ -118,10 +118,10 @@ def run_node(args: list[str] | None) -> None:
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
-    from robolearn.hardware.bundle import load_bundle
-    from robolearn.hardware.profile import load_profile
-    from robolearn.hardware.runtime import DeployRuntime, Mode
-    from robolearn.hardware.session import status_line
+    from robolearn.deploy.bundle import load_bundle
+    from robolearn.deploy.profile import load_profile
+    from robolearn.deploy.runtime import DeployRuntime, Mode
+    from robolearn.deploy.session import status_line
 
     rclpy.init(args=args)
     node = Node("robolearn_deploy")

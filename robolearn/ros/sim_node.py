@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand
 from robolearn.errors import RobolearnError
-from robolearn.hardware.interface import JointCommand
 from robolearn.ros.node import import_rclpy, run_guarded
 
 __all__ = ["main"]
@@ -30,8 +30,8 @@ def _run(args: list[str] | None) -> None:
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
 
-    from robolearn.hardware.profile import load_profile
-    from robolearn.hardware.sim_robot import SimRobot
+    from robolearn.deploy.profile import load_profile
+    from robolearn.deploy.sim_robot import SimRobot
 
     rclpy.init(args=args)
     node = Node("robolearn_sim")

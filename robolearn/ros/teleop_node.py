@@ -30,7 +30,7 @@ def run_teleop_node(args: list[str] | None) -> None:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from robolearn.hardware.profile import load_profile
+    from robolearn.deploy.profile import load_profile
     from robolearn.teleop.arm_teleop import ArmTeleop, record_arm_teleop
     from robolearn.teleop.devices import make_device
 

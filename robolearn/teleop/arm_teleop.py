@@ -20,11 +20,11 @@ import time
 import mujoco
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
+from robolearn.deploy.kinematics import ArmKinematics
+from robolearn.deploy.profile import HardwareProfile
+from robolearn.deploy.safety import SafetyLayer
 from robolearn.errors import ConfigError
-from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
-from robolearn.hardware.kinematics import ArmKinematics
-from robolearn.hardware.profile import HardwareProfile
-from robolearn.hardware.safety import SafetyLayer
 from robolearn.sim.ik import dls_ik
 from robolearn.sim.robots.robot_cfg import load_robot_cfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits

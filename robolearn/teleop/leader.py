@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
+from robolearn.deploy.interface import RobotInterface
 from robolearn.errors import DeviceError
-from robolearn.hardware.interface import RobotInterface
 from robolearn.teleop.devices import TeleopCommand, TeleopDevice
 
 __all__ = ["LeaderArm"]

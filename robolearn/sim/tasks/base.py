@@ -258,7 +258,7 @@ class Task(ABC):
         """The `policy` group as named terms `(name, unscaled value [N, d], scale)`, in order (noise-free).
 
         The names are the contract with the deploy runtime, which rebuilds the same vector from what a
-        robot measures (see robolearn.hardware.observations): base_ang_vel (IMU gyro, body frame),
+        robot measures (see robolearn.deploy.observations): base_ang_vel (IMU gyro, body frame),
         projected_gravity (unit gravity in the body frame), velocity_command (vx, vy, wz), joint_pos (q minus
         the default pose), joint_vel, last_action, ee_pos (end effector in the base frame), target_pos,
         target_error (target_pos - ee_pos)."""

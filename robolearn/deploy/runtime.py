@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robolearn.deploy.bundle import Bundle
+from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
+from robolearn.deploy.observations import Measurement, ObservationBuilder
+from robolearn.deploy.profile import HardwareProfile
+from robolearn.deploy.safety import SafetyLayer
 from robolearn.errors import BundleError, ConfigError
-from robolearn.hardware.bundle import Bundle
-from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState
-from robolearn.hardware.observations import Measurement, ObservationBuilder
-from robolearn.hardware.profile import HardwareProfile
-from robolearn.hardware.safety import SafetyLayer
 
 __all__ = ["Mode", "Trip", "LoopStats", "PolicyWorker", "DeployRuntime"]
 
@@ -165,7 +165,7 @@ class DeployRuntime:
                                   legged=m.kind == "legged")
         self.observations = ObservationBuilder(m)
         if self.observations.needs_kinematics and kinematics is None:  # the policy observes the end effector
-            from robolearn.hardware.kinematics import ArmKinematics
+            from robolearn.deploy.kinematics import ArmKinematics
 
             kinematics = ArmKinematics(profile.model, m.joints.names)
         self.kinematics = kinematics

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from robolearn.hardware.observations import projected_gravity
-from robolearn.hardware.profile import SafetyCfg
+from robolearn.deploy.observations import projected_gravity
+from robolearn.deploy.profile import SafetyCfg
 
 __all__ = ["SafetyLayer"]
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.deploy.interface import RobotInterface
+from robolearn.deploy.profile import HardwareProfile
+from robolearn.deploy.runtime import DeployRuntime, Mode
 from robolearn.errors import ConfigError
-from robolearn.hardware.interface import RobotInterface
-from robolearn.hardware.profile import HardwareProfile
-from robolearn.hardware.runtime import DeployRuntime, Mode
 
 __all__ = ["TRANSPORTS", "make_robot", "run_session", "status_line"]
 
@@ -30,7 +30,7 @@ TRANSPORTS = ("sim", "dds", "ros2")
 
 def make_robot(profile: HardwareProfile, transport: str) -> RobotInterface:
     if transport == "sim":
-        from robolearn.hardware.sim_robot import SimRobot
+        from robolearn.deploy.sim_robot import SimRobot
 
         return SimRobot(profile.model, 1.0 / profile.control_hz, joint_names=profile.joint_names,
                         start=profile.sim.start, start_pose=profile.sim.start_pose)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand
+from robolearn.deploy.kinematics import ArmKinematics
+from robolearn.deploy.profile import ImpedanceCfg
 from robolearn.errors import ConfigError
-from robolearn.hardware.interface import JointCommand
-from robolearn.hardware.kinematics import ArmKinematics
-from robolearn.hardware.profile import ImpedanceCfg
 
 __all__ = ["CartesianImpedance", "orientation_error"]
 

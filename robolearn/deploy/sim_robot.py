@@ -18,8 +18,8 @@ from typing import Literal
 import mujoco
 import numpy as np
 
+from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState, pd_torque
 from robolearn.errors import ConfigError
-from robolearn.hardware.interface import JointCommand, RobotInterface, RobotState, pd_torque
 from robolearn.sim.robots.robot_cfg import load_robot_cfg, match_joints
 from robolearn.sim.scene import build_robot_scene, robot_info
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robolearn.deploy.bundle import BundleManifest
 from robolearn.errors import BundleError
-from robolearn.hardware.bundle import BundleManifest
 
 __all__ = ["Measurement", "ObservationBuilder", "TERMS", "projected_gravity"]
 
