@@ -89,6 +89,22 @@ def test_linear_schedule_anneals_to_zero_over_the_run():
     assert lrs == pytest.approx([1e-3 * (1 - i / 10) for i in range(10)])
 
 
+def test_linear_schedule_continues_after_a_resume_with_a_fresh_budget():
+    """A run stopped after 6 of 10 updates and resumed with a budget of 4 goes on annealing from lr0 x 4/10."""
+    first = _ppo(schedule="linear", learning_rate=1e-3)
+    for _ in range(6):
+        _fill(first)
+        first.update()
+    resumed = _ppo(schedule="linear", learning_rate=1e-3)
+    resumed.total_updates = 4  # the resume's own budget
+    resumed.load_state_dict(first.state_dict())
+    lrs = []
+    for _ in range(4):
+        _fill(resumed)
+        lrs.append(resumed.update()["ppo/learning_rate"])
+    assert lrs == pytest.approx([1e-3 * (1 - i / 10) for i in range(6, 10)])
+
+
 def test_gradients_are_clipped_to_max_grad_norm():
     def grad_norm(max_grad_norm: float) -> float:
         ppo = _ppo(max_grad_norm=max_grad_norm)

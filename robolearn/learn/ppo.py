@@ -102,6 +102,9 @@ class PPO(Algorithm):
         self.optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
         self.lr = state["lr"]
         self.updates = int(state.get("updates", state.get("iteration", 0)))
+        # a resumed run's budget counts from the resume: the linear anneal goes on from where it stopped and
+        # reaches 0 at the end of the new budget (else updates > total_updates would mean lr 0 from the start)
+        self.total_updates += self.updates
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         rng = state["rng"]
