@@ -101,3 +101,11 @@ def test_cli_trains_a_gymnasium_env_and_evaluates_its_raw_return(tmp_path):
     ckpt = torch.load(tmp_path / "hc" / "checkpoints" / "model.pt", weights_only=False)
     assert ckpt["task"] == "gym:HalfCheetah-v5" and ckpt["config"]["ppo"]["schedule"] == "linear"
     assert ckpt["updates"] == 2
+    # the reward normalization's statistics travel with the checkpoint: a resume keeps the reward scale
+    assert ckpt["task_state"]["return_count"] > 2 * 8 * 64 - 1 and ckpt["task_state"]["return_var"] != 1.0
+    task = make_task("gym:HalfCheetah-v5", 2, seed=3)
+    try:
+        task.load_state_dict(ckpt["task_state"])
+        assert task._returns_norm.var == ckpt["task_state"]["return_var"]
+    finally:
+        task.close()

@@ -108,6 +108,7 @@ class Runner:
             "format": self.algorithm.checkpoint_format, "version": CHECKPOINT_VERSION, **self.meta,
             "config": self.config, "iteration": self.iteration, "env_steps": self.env_steps,
             "train_time_s": self.train_time_s, **self.algorithm.state_dict(),
+            "task_state": self.task.state_dict() if self.task is not None else {},
         }, path)
 
     def _save_checkpoints(self) -> None:
@@ -138,6 +139,8 @@ class Runner:
                                   f"do not match task {self.meta['task']}: {self.meta['obs_dims']}, "
                                   f"{self.meta['num_actions']}")
         self.algorithm.load_state_dict(ckpt)
+        if self.task is not None:
+            self.task.load_state_dict(ckpt.get("task_state", {}))
         self.iteration, self.env_steps = ckpt["iteration"], ckpt["env_steps"]
         self.train_time_s = ckpt.get("train_time_s", 0.0)
         return Path(file)

@@ -410,6 +410,14 @@ class Task(ABC):
             return {}
         return {"episodes": count, **{k: v / count for k, v in sums.items()}}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed training run needs besides the algorithm's state (a curriculum, running statistics)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` (a resume)."""
+        del state  # nothing to restore by default
+
     def check(self) -> None:
         """Raise on what went wrong since the last check: non-finite actions (they were zeroed meanwhile) or a
         backend fault. A host sync: the training loop calls it once per iteration."""

@@ -177,6 +177,16 @@ class GymTask:
         count = stats.pop("episodes", 0.0)
         return {"episodes": count, **{k: v / count for k, v in stats.items()}} if count else {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The reward normalization's running statistics (a resume goes on with the same reward scale)."""
+        r = self._returns_norm
+        return {"return_mean": r.mean, "return_var": r.var, "return_count": r.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "return_var" in state:
+            r = self._returns_norm
+            r.mean, r.var, r.count = state["return_mean"], state["return_var"], state["return_count"]
+
     def check(self) -> None:
         """Nothing is deferred: non-finite actions raise in `step` (Gymnasium steps on the host anyway)."""
 

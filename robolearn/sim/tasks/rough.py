@@ -13,6 +13,7 @@ The flat task's MDP on a heightfield of tiles (robolearn.sim.terrain). Differenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import mujoco
 import torch
@@ -111,6 +112,16 @@ class RoughLocomotionTask(LocomotionTask):
         random_row = torch.randint(0, rows, (self.num_envs,), generator=self.generator, device=self.device)
         moved = torch.where(level >= rows, random_row, level.clamp(min=0))
         self.terrain_level = torch.where(mask, moved, self.terrain_level)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"terrain_level": self.terrain_level.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The curriculum goes on from each env's row (new rows take effect at each env's next reset); with another
+        number of envs it starts over."""
+        level = state.get("terrain_level")
+        if level is not None and level.shape == self.terrain_level.shape:
+            self.terrain_level = level.to(self.device)
 
     def reset_idx(self, mask: torch.Tensor) -> None:
         if self.cfg.curriculum:
