@@ -187,3 +187,53 @@ def test_targets_beyond_the_joint_range_are_penalized(reach_task):
     reach_task.step(actions)
     excess = reach_task._reward_target_limits()
     assert excess[0] == pytest.approx(1.571 + 4.0 - 3.7525, abs=1e-3) and torch.all(excess[1:] == 0)
+
+
+def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
+    """panda-reach trains with the deploy runtime's target path: interpolation between policy steps, the range
+    clamp and the rate limit. Cross-checked against the deploy SafetyLayer itself, run substep by substep."""
+    from robolearn.deploy.profile import load_profile
+    from robolearn.deploy.safety import SafetyLayer
+
+    task = make_task("panda-reach", 2, seed=0)
+    try:
+        cfg = task.cfg
+        profile = load_profile("panda")
+        assert cfg.deploy_targets and cfg.max_target_rate == profile.safety.max_target_rate
+        assert cfg.target_limit_margin == profile.safety.target_limit_margin
+        lo, hi = task.robot.joint_range.T
+        safety = SafetyLayer(profile.safety, joint_names=list(task.robot.joint_names), pos_limits=task.robot.joint_range,
+                             vel_limits=np.full(7, 1e9), torque_limits=np.full(7, 1e9), control_dt=cfg.sim_dt,
+                             legged=False)
+        actions = torch.tensor([[0.4, -1.5, 0.0, 0.01, 0.0, 4.5, -0.2], [0.0] * 7])  # joint6 -> 3.82: clamped
+        task.targets[0, 5] = 3.745  # 7.5 mrad below the range end: the clamp acts within the first step
+        for _ in range(3):
+            previous = task.targets[0].double().numpy().copy()
+            path = task.action_to_ctrl(actions)[0].numpy()  # [decimation, 7]
+            goal = (task.default_joint_pos + cfg.action_scale * actions)[0].double().numpy()
+            expected, safe = [], previous
+            for k in range(1, cfg.decimation + 1):
+                target = previous + (goal - previous) * k / cfg.decimation
+                safe, reason = safety.filter_targets(target, safe, safe, np.zeros(7), np.zeros(7), np.zeros(7))
+                assert reason is None
+                expected.append(safe)
+            np.testing.assert_allclose(path, np.array(expected), atol=1e-6)
+        assert np.all(path >= lo - 1e-6) and np.all(path <= hi + 1e-6) and path[-1, 5] == pytest.approx(hi[5])
+        assert path[-1, 1] == pytest.approx(previous[1] - 1.0 * cfg.sim_dt * cfg.decimation, abs=1e-6)
+    finally:
+        task.close()
+
+
+def test_a_target_the_deploy_runtime_would_trip_on_ends_the_episode():
+    task = make_task("panda-reach", 2, seed=0)
+    try:
+        actions = torch.zeros(2, 7)
+        # panda_joint6: default 1.571 + 0.5 x 5 = 4.07 rad, beyond the range end 3.752 by more than the 0.3 margin
+        actions[0, 5] = 5.0
+        _, _, _, terminated, _, _ = task.step(actions)
+        assert terminated.tolist() == [True, False]
+        actions[0, 5] = 4.3  # 3.72 rad: inside the range, kept
+        _, _, _, terminated, _, _ = task.step(actions)
+        assert terminated.tolist() == [False, False]
+    finally:
+        task.close()

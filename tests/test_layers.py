@@ -38,7 +38,6 @@ FORBIDDEN_EXTERNAL = {"deploy": {"torch", "pybullet", "matplotlib", "tensorboard
 KNOWN_VIOLATIONS = {
     ("deploy", "sim"): "the MuJoCo twin (sim_robot.py) and arm kinematics (kinematics.py) use the simulator's "
                        "robot models: the twin moves out of the runtime, kinematics into the bundle",
-    ("deploy", "ros"): "session.make_robot imports the DDS transport: transports by registry",
 }
 
 

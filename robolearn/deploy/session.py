@@ -1,8 +1,6 @@
 """One deploy session: pick the transport, build the runtime, drive the state machine, report.
 
-`make_robot` builds the `RobotInterface` for a transport: `sim` (the MuJoCo twin, stepped by the runtime at
-real time) or `dds` (raw DDS: Unitree LowCmd/LowState or ROS 2 JointState over cyclonedds). The `ros2`
-transport is the rclpy node (robolearn.ros.node), which owns its own runtime.
+The robot comes from robolearn.deploy.transports (`make_robot`, kept importable from here).
 
 `run_session` drives the runtime: with `auto`, passive -> stand -> run (with the given command) -> stop
 after `duration`; otherwise the caller's key handler sends requests. It returns a report (loop timing,
@@ -18,30 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from robolearn.deploy.interface import RobotInterface
-from robolearn.deploy.profile import HardwareProfile
 from robolearn.deploy.runtime import DeployRuntime, Mode
-from robolearn.errors import ConfigError
+from robolearn.deploy.transports import make_robot
 
-__all__ = ["TRANSPORTS", "make_robot", "run_session", "status_line"]
-
-TRANSPORTS = ("sim", "dds", "ros2")
-
-
-def make_robot(profile: HardwareProfile, transport: str) -> RobotInterface:
-    if transport == "sim":
-        from robolearn.deploy.sim_robot import SimRobot
-
-        return SimRobot(profile.model, 1.0 / profile.control_hz, joint_names=profile.joint_names,
-                        start=profile.sim.start, start_pose=profile.sim.start_pose)
-    if transport == "dds":
-        from robolearn.ros.dds import robot_from_profile
-
-        return robot_from_profile(profile)
-    if transport == "ros2":
-        raise ConfigError("the ros2 transport runs inside the rclpy node (robolearn.ros.node.run_node): "
-                          "`robolearn deploy --transport ros2` or `ros2 launch robolearn deploy.launch.py`")
-    raise ConfigError(f"unknown transport {transport!r}; valid transports: {', '.join(TRANSPORTS)}")
+__all__ = ["make_robot", "run_session", "status_line"]
 
 
 def status_line(rt: DeployRuntime) -> str:

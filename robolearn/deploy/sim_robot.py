@@ -19,11 +19,12 @@ import mujoco
 import numpy as np
 
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState, pd_torque
+from robolearn.deploy.profile import HardwareProfile
 from robolearn.errors import ConfigError
 from robolearn.sim.robots.robot_cfg import load_robot_cfg, match_joints
 from robolearn.sim.scene import build_robot_scene, robot_info
 
-__all__ = ["SimRobot", "FAULTS"]
+__all__ = ["SimRobot", "FAULTS", "robot_from_profile"]
 
 FAULTS = ("none", "stale_state", "nan_state")
 MAX_PHYSICS_DT = 0.002
@@ -126,3 +127,9 @@ class SimRobot(RobotInterface):
     @property
     def base_pos(self) -> np.ndarray:
         return self.data.qpos[0:3].copy()
+
+
+def robot_from_profile(profile: HardwareProfile) -> SimRobot:
+    """The twin of a hardware profile's robot (the `sim` transport): its joint order, control rate and start pose."""
+    return SimRobot(profile.model, 1.0 / profile.control_hz, joint_names=profile.joint_names,
+                    start=profile.sim.start, start_pose=profile.sim.start_pose)

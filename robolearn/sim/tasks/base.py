@@ -57,6 +57,14 @@ class TaskCfg:
     action_scale: float = 0.25  # joint target = default pose + action_scale * action
     clip_actions: float = 10.0
     action_delay_substeps: tuple[int, int] = (0, 0)  # latency, in physics steps, sampled per episode
+    # The deploy runtime's path from an action to the joint target (robolearn.deploy.runtime and safety), trained
+    # with so that a policy does not meet it first on a robot; copy the numbers from the robot's hardware profile
+    # (`safety:`). `deploy_targets`: between policy steps the target moves linearly from the last target to the new
+    # one, is clamped into the joint range and moves at most `max_target_rate` rad/s; a new target beyond the
+    # range by more than `target_limit_margin` rad ends the episode as a failure (the runtime damps on it).
+    deploy_targets: bool = False
+    max_target_rate: float = 0.0  # rad/s, with deploy_targets (0: no rate limit)
+    target_limit_margin: float = 0.5  # rad, with deploy_targets
     # Observation groups, each an ordered list of terms; a group given here replaces the task type's default of
     # that name (`policy` is what a real robot measures, `privileged` what the critic or a teacher reads).
     observations: dict[str, list[ObsTermCfg]] = field(default_factory=dict)
@@ -71,6 +79,9 @@ class TaskCfg:
         lo, hi = self.action_delay_substeps
         if not 0 <= lo <= hi < self.decimation:
             raise ConfigError(f"action_delay_substeps must satisfy 0 <= low <= high < decimation, got {lo}, {hi}")
+        if self.max_target_rate < 0 or self.target_limit_margin < 0:
+            raise ConfigError(f"max_target_rate and target_limit_margin must be >= 0, got {self.max_target_rate}, "
+                              f"{self.target_limit_margin}")
         negative = [k for k, w in self.costs.items() if w < 0]
         if negative:
             raise ConfigError(f"costs.{negative[0]}: a cost weight must be >= 0 (costs count what is unsafe; "
@@ -119,6 +130,8 @@ class Task(ABC):
         self._target_range = torch.tensor(self.robot.joint_range, dtype=torch.float32, device=dev)
         self.action_delay = torch.zeros(num_envs, dtype=torch.long, device=dev)
         self._substep = torch.arange(cfg.decimation, device=dev).view(1, -1, 1)
+        self.target_fault = torch.zeros(num_envs, dtype=torch.bool, device=dev)  # deploy_targets: would trip
+        self.commanded_targets = self.targets  # default + scale x action, before any clamp or rate limit
         self._reward_fns = self._terms("reward", cfg.rewards)
         self._cost_fns = self._terms("cost", cfg.costs)
         self._cost_weights = torch.tensor([[w] for w in cfg.costs.values()], device=dev).view(-1, 1)
@@ -334,11 +347,32 @@ class Task(ABC):
         return self.observations()
 
     def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
-        """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency."""
+        """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency (or, with
+        `deploy_targets`, the deploy runtime's interpolated, clamped and rate-limited targets)."""
         previous = self.targets
-        self.targets = self.default_joint_pos + self.cfg.action_scale * actions
+        target = self.default_joint_pos + self.cfg.action_scale * actions
+        self.commanded_targets = target
+        if self.cfg.deploy_targets:
+            return self._deploy_targets(previous, target)
+        self.targets = target
         delayed = self._substep < self.action_delay.view(-1, 1, 1)
         return torch.where(delayed, previous.unsqueeze(1), self.targets.unsqueeze(1)).to(torch.float64)
+
+    def _deploy_targets(self, previous: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The runtime's targets between two policy steps: linear from `previous` to `target`, clamped into the
+        joint range, then rate-limited (a straight path clamped to a box moves monotonically, so the sequential
+        rate limit is a clamp of the displacement at substep i to rate x dt x i)."""
+        cfg, lo, hi = self.cfg, self._target_range[:, 0], self._target_range[:, 1]
+        margin = cfg.target_limit_margin
+        self.target_fault = ((target < lo - margin) | (target > hi + margin)).any(dim=1)
+        i = (self._substep + 1).float()  # [1, D, 1]: substeps 1..D
+        path = previous.unsqueeze(1) + (target - previous).unsqueeze(1) * (i / cfg.decimation)
+        path = torch.minimum(torch.maximum(path, lo), hi)
+        if cfg.max_target_rate > 0:
+            reach = cfg.max_target_rate * cfg.sim_dt * i
+            path = previous.unsqueeze(1) + torch.minimum(torch.maximum(path - previous.unsqueeze(1), -reach), reach)
+        self.targets = path[:, -1]
+        return path.to(torch.float64)
 
     def step(self, actions: torch.Tensor):
         """Advance every env one policy step: `(obs, reward, cost, terminated, truncated, info)`, each [N] (obs a dict
@@ -355,6 +389,8 @@ class Task(ABC):
         self.episode_step += 1
         self.update_state()
         terminated = self.terminated()
+        if self.cfg.deploy_targets:  # a target the deploy runtime would trip on ends the episode as a failure
+            terminated = terminated | self.target_fault
         truncated = self.episode_step >= self.max_episode_steps
         reward = self.compute_reward()
         cost, costs = self.compute_cost(terminated)
@@ -456,8 +492,8 @@ class Task(ABC):
     def _reward_target_limits(self) -> torch.Tensor:
         """How far (rad) the joint targets reach beyond the joint ranges. In simulation such targets only
         saturate the PD; on a robot the deploy safety layer treats them as a fault, so train them away."""
-        below = (self._target_range[:, 0] - self.targets).clamp(min=0)
-        above = (self.targets - self._target_range[:, 1]).clamp(min=0)
+        below = (self._target_range[:, 0] - self.commanded_targets).clamp(min=0)
+        above = (self.commanded_targets - self._target_range[:, 1]).clamp(min=0)
         return (below + above).sum(dim=1)
 
     def compute_reward(self) -> torch.Tensor:

@@ -164,6 +164,7 @@ class ManipulationTask(Task):
             for env in range(self.num_envs):
                 targets[env] = self._ik(targets[env], ee_target[env])
         lo_q, hi_q = self.robot.joint_range[:, 0], self.robot.joint_range[:, 1]
+        self.commanded_targets = torch.from_numpy(targets).float()  # before the clamp (reward target_limits)
         targets = np.clip(targets, lo_q, hi_q)
         targets[:, self._fingers] = (cfg.finger_open * (1.0 - self.grip.double().numpy()))[:, None]
         self.targets = torch.from_numpy(targets).float()
