@@ -30,7 +30,7 @@ def test_setup_cfg_installs_scripts_where_ros2_run_finds_them():
 def test_declarations_are_installed_as_data_files():
     out = subprocess.run([sys.executable, "-c", "import runpy, setuptools; setuptools.setup = lambda **kw: "
                           "print(kw['data_files']); runpy.run_path('setup.py')"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
     for expected in ("share/robolearn/sim/robots", "share/robolearn/sim/tasks", "share/robolearn/policies/ppo",
                      "resource/robolearn", "package.xml"):
         assert expected in out.stdout
@@ -39,5 +39,5 @@ def test_declarations_are_installed_as_data_files():
 def test_ruff_clean():
     ruff = shutil.which("ruff")
     assert ruff is not None, "ruff is part of the test extra"
-    out = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
+    out = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -65,7 +65,7 @@ def test_package_xml_declares_every_ros_package_the_nodes_import():
 def test_launch_files_are_installed_by_setup_py():
     out = subprocess.run([sys.executable, "-c", "import runpy, setuptools; setuptools.setup = lambda **kw: "
                           "print(kw['data_files']); runpy.run_path('setup.py')"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
     assert "launch/deploy.launch.py" in out.stdout and "launch/sim.launch.py" in out.stdout
     assert "launch/teleop.launch.py" in out.stdout
     assert "hardware/go2.yaml" in out.stdout and "policies/bundles/go2-flat/policy.onnx" in out.stdout
@@ -77,7 +77,7 @@ def test_launch_files_are_installed_by_setup_py():
     ["-m", "robolearn.cli", "deploy", "--robot", "go2", "--policy", "go2-flat", "--transport", "ros2"],
 ])
 def test_node_without_ros_says_what_to_do(command):
-    out = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "rclpy is not importable: source your ROS 2 installation" in out.stderr
 
