@@ -195,7 +195,7 @@ def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
     from robolearn.deploy.profile import load_profile
     from robolearn.deploy.safety import SafetyLayer
 
-    task = make_task("panda-reach", 2, seed=0)
+    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True})
     try:
         cfg = task.cfg
         profile = load_profile("panda")
@@ -225,7 +225,7 @@ def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
 
 
 def test_a_target_the_deploy_runtime_would_trip_on_ends_the_episode():
-    task = make_task("panda-reach", 2, seed=0)
+    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True})
     try:
         actions = torch.zeros(2, 7)
         # panda_joint6: default 1.571 + 0.5 x 5 = 4.07 rad, beyond the range end 3.752 by more than the 0.3 margin
