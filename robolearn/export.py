@@ -1,56 +1,78 @@
-"""`robolearn export RUN`: checkpoint -> policy bundle (policy.onnx + deploy.yaml + parity.npz).
+"""`robolearn export RUN`: a deployable Policy -> a policy bundle (ONNX graph(s) + deploy.yaml + parity.npz).
 
-The ONNX graph is the deterministic actor with the observation normalizer baked in; a distilled student's
-input is its stacked history (manifest `policy.history` frames, oldest first). The exporter records
-observations by running the policy in the training task, checks onnxruntime against torch on them
-(max abs error <= 1e-5), and stores a sample so the robot computer can repeat the check at load time.
+`export_run` loads a checkpoint as an `ActorPolicy` (the deterministic actor with the observation normalizer
+baked in; a distilled student reads its stacked history) and hands it to `export_policy`, which takes any
+`robolearn.learn.policy.Policy` (chunked ones included) and optional extra graphs (a safety critic, a
+high-level policy). The exporter records observations by running the policy in the training task, checks
+onnxruntime against torch on them (max abs error <= 1e-5), stores a sample so the robot computer can repeat
+the check at load time, and writes deploy.yaml version 2: the whole training contract, read from the task
+(observation terms, action mapping, PD law, latency, randomization, initial state, robot model). docs/bundle.md
+documents the format. `upgrade_bundle` turns a version 1 bundle into version 2 from its task's config.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import io
 import logging
+import math
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import mujoco
 import numpy as np
 import torch
 from torch import nn
 
+from robolearn.config import to_dict
 from robolearn.deploy.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
+    MANIFEST,
     PARITY,
+    ActionSpec,
     BundleManifest,
+    ChunkSpec,
+    CollisionGeom,
+    CommandSpec,
+    ControlSpec,
+    DomainSpec,
+    GraphSpec,
+    InitialStateSpec,
     JointSpec,
     ObsTerm,
+    OnnxGraph,
     OnnxPolicy,
-    PolicySpec,
+    RobotModelSpec,
+    SimulatorSpec,
+    TensorSpec,
+    UrdfRef,
+    read_manifest,
     sha256_file,
     write_manifest,
 )
-from robolearn.errors import BundleError
+from robolearn.deploy.observations import COMMAND_CONTRACT, TERM_CONTRACT
+from robolearn.errors import BundleError, ConfigError
 from robolearn.learn.checkpoint import load_policy, run_folder
-from robolearn.learn.config import TrainCfg
-from robolearn.learn.history import PolicyInput
+from robolearn.learn.history import FrameHistory
+from robolearn.learn.policy import ActorPolicy, Policy
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["ExportReport", "export_run", "EXPORT_TOLERANCE"]
+__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "upgrade_bundle", "bundle_contract",
+           "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
-
-
-class _DeterministicActor(nn.Module):
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy.act_mean(obs)
+ERD = "example-robot-data"
+_SHAPES = {int(mujoco.mjtGeom.mjGEOM_SPHERE): "sphere", int(mujoco.mjtGeom.mjGEOM_CAPSULE): "capsule",
+           int(mujoco.mjtGeom.mjGEOM_BOX): "box", int(mujoco.mjtGeom.mjGEOM_CYLINDER): "cylinder",
+           int(mujoco.mjtGeom.mjGEOM_ELLIPSOID): "ellipsoid", int(mujoco.mjtGeom.mjGEOM_MESH): "mesh"}
+_SIZE_DIMS = {"sphere": 1, "capsule": 2, "box": 3, "cylinder": 2, "ellipsoid": 3, "mesh": 0}
 
 
 @dataclass
@@ -63,84 +85,262 @@ class ExportReport:
     onnx_bytes: int
 
 
-def _onnx_bytes(actor: nn.Module, obs_dim: int) -> bytes:
-    example = torch.zeros(2, obs_dim)
+@dataclass
+class ExtraGraph:
+    """A further graph for the bundle: `module(*inputs) -> outputs`, each input and output (name, size, meaning),
+    batch first. E.g. a safety critic: inputs [("obs", 45, "observation"), ("action", 12, "action")], outputs
+    [("q_risk", 1, "cost_value")], role safety_critic, at the control rate."""
+
+    name: str
+    role: str
+    rate_hz: float
+    module: nn.Module
+    inputs: list[tuple[str, int, str]]
+    outputs: list[tuple[str, int, str]]
+    history: int = 1
+    file: str = ""  # default <name>.onnx
+
+
+def _onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]) -> bytes:
     buffer = io.BytesIO()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(actor, (example,), buffer, input_names=["obs"], output_names=["actions"],
-                          dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1)}}, dynamo=True,
+        torch.onnx.export(module, example, buffer, input_names=inputs, output_names=outputs,
+                          dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True,
                           external_data=False, verbose=False)
     return buffer.getvalue()
 
 
 @torch.no_grad()
-def _record_observations(policy: nn.Module, task: Task, steps: int) -> np.ndarray:
-    """The policy's inputs [(steps + 1) * N, history * P] along its own rollout (stacked frames for students)."""
-    policy_input = PolicyInput(policy, task.num_envs)
-    x = policy_input(task.reset())
-    rows = [x]
-    for _ in range(steps):
-        obs, _, _, terminated, truncated, _ = task.step(policy.act_mean(x))
-        x = policy_input(obs, terminated | truncated)
+def _record_observations(policy: Policy, task: Task, steps: int) -> np.ndarray:
+    """The policy's inputs [(steps + 1) * N, history * P] along its own rollout (stacked frames); a chunked policy
+    runs its model every `execute` steps and applies its chunk's actions in between."""
+    graph, n = policy.graph(), task.num_envs
+    history = FrameHistory(n, policy.frame_dim, policy.history) if policy.history > 1 else None
+    obs = task.reset()["policy"]
+    x = obs if history is None else history.push(obs)
+    rows, chunk = [x], None
+    for k in range(steps):
+        if policy.chunk is None:
+            action = graph(x)
+        else:
+            if k % policy.chunk.execute == 0:
+                chunk = graph(x)
+            action = chunk[:, k % policy.chunk.execute]
+        obs, _, _, terminated, truncated, _ = task.step(action)
+        obs = obs["policy"]
+        x = obs if history is None else history.push(obs, terminated | truncated)
         rows.append(x)
     return torch.cat(rows).numpy()
 
 
-def _manifest(task: Task, cfg: TrainCfg, run: Path, ckpt: dict, sha256: str, history: int) -> BundleManifest:
-    robot, rcfg = task.robot, task.robot_cfg
+# -- the contract, from the task ---------------------------------------------------------------------------------
+def _observation(task: Task) -> list[ObsTerm]:
+    groups = task._obs_groups  # the task's declared observation groups (terms with scale and noise)
+    noise = {e.term: e.noise * task.cfg.noise_scale for e in groups["policy"] if e.term}
+    terms = []
+    for t in task.policy_obs_layout():
+        meaning = TERM_CONTRACT.get(t["name"])
+        if meaning is None:
+            raise BundleError(f"task {task.name}: observation term {t['name']!r} has no stated meaning "
+                              f"(robolearn.deploy.observations.TERM_CONTRACT); a robot cannot rebuild it")
+        terms.append(ObsTerm(name=t["name"], dim=t["dim"], scale=t["scale"], clip=None, units=meaning.units,
+                             frame=meaning.frame, reference=meaning.reference, sign=meaning.sign,
+                             noise=[float(noise[t["name"]])] * t["dim"]))
+    return terms
+
+
+def _commands(task: Task) -> list[CommandSpec]:
+    out = []
+    for name, (lo, hi) in task.command_ranges().items():
+        units, frame = COMMAND_CONTRACT.get(name, (None, None))
+        if units is None:
+            raise BundleError(f"task {task.name}: command {name!r} has no stated units and frame "
+                              f"(robolearn.deploy.observations.COMMAND_CONTRACT)")
+        out.append(CommandSpec(name=name, units=units, frame=frame, range=(float(lo), float(hi))))
+    return out
+
+
+def _per_dof(values: np.ndarray, adr: np.ndarray) -> list[float]:
+    return [float(values[a]) for a in adr]
+
+
+def _urdf_ref(task: Task) -> UrdfRef:
+    rcfg = task.robot_cfg
+    path = resolve_urdf_path(rcfg.urdf, relative_to=rcfg.folder)
+    if rcfg.urdf.startswith(f"{ERD}:"):
+        return UrdfRef(package=ERD, path=rcfg.urdf.split(":", 1)[1], version=importlib.metadata.version(ERD),
+                       sha256=sha256_file(path))
+    return UrdfRef(package=None, path=str(path), version=None, sha256=sha256_file(path))
+
+
+def _collision(model: mujoco.MjModel) -> list[CollisionGeom]:
+    geoms = []
+    for g in range(model.ngeom):
+        body = int(model.geom_bodyid[g])
+        if body == 0 or not (model.geom_contype[g] or model.geom_conaffinity[g]):
+            continue  # the world's (floor) or a visual geom
+        shape = _SHAPES.get(int(model.geom_type[g]))
+        if shape is None:
+            raise BundleError(f"collision geom {model.geom(g).name!r}: type {int(model.geom_type[g])} has no name "
+                              f"in the bundle format")
+        name = model.geom(g).name
+        geoms.append(CollisionGeom(
+            link=model.body(body).name, shape=shape,
+            size=[round(float(x), 6) for x in model.geom_size[g][: _SIZE_DIMS[shape]]],
+            pos=[round(float(x), 6) for x in model.geom_pos[g]], quat=[round(float(x), 6) for x in model.geom_quat[g]],
+            mesh=name.split("/", 1)[1] if "/" in name else None))
+    return geoms
+
+
+def _simulator(task: Task, backend: str) -> SimulatorSpec:
+    m = task.model
+    robot_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] != 0 and (m.geom_contype[g] or m.geom_conaffinity[g])]
+    g0 = robot_geoms[0] if robot_geoms else 0
+    return SimulatorSpec(
+        engine=f"mujoco ({backend} backend)", version=mujoco.__version__, timestep_s=float(m.opt.timestep),
+        integrator=mujoco.mjtIntegrator(m.opt.integrator).name[len("mjINT_"):].lower(),
+        gravity=[float(x) for x in m.opt.gravity],
+        contact={"model": "soft contacts (MuJoCo)", "condim": int(m.geom_condim[g0]),
+                 "cone": mujoco.mjtCone(m.opt.cone).name[len("mjCONE_"):].lower(),
+                 "solref": [float(x) for x in m.geom_solref[g0]], "solimp": [float(x) for x in m.geom_solimp[g0]],
+                 "friction_combination": "max of the two geoms' coefficients",
+                 "nominal_friction": [float(x) for x in m.geom_friction[g0]],
+                 "self_collision": False})
+
+
+def _range(value: Any) -> tuple[float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
+def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
+    """The version 2 contract sections of a bundle for a policy trained on `task` (read from the task and its
+    config): observation, commands, action, control, joints, initial_state, domain, robot_model."""
+    cfg, robot, rcfg, model = task.cfg, task.robot, task.robot_cfg, task.model
+    if type(task).action_to_ctrl is not Task.action_to_ctrl:
+        raise BundleError(f"task {task.name}: its actions are not joint position offsets (it maps them to joint "
+                          f"targets in its own way); the bundle format cannot describe that mapping yet")
     velocity = urdf_velocity_limits(resolve_urdf_path(rcfg.urdf, relative_to=rcfg.folder))
     missing = [j for j in robot.joint_names if j not in velocity]
     if missing:
         raise BundleError(f"{rcfg.urdf}: joints {missing} declare no <limit velocity>; the bundle needs one")
-    layout = task.policy_obs_layout()
-    return BundleManifest(
-        format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=rcfg.name, kind=rcfg.kind,
-        policy=PolicySpec(sha256=sha256, obs_dim=history * task.obs_dims["policy"], action_dim=task.num_actions,
-                          history=history),
-        observation=[ObsTerm(name=t["name"], dim=t["dim"], scale=t["scale"]) for t in layout],
-        joints=JointSpec(
+    deploy_targets = bool(getattr(cfg, "deploy_targets", False))
+    rate = float(getattr(cfg, "max_target_rate", 0.0))
+    lo, hi = cfg.action_delay_substeps
+    latency = (0.0, 0.0) if deploy_targets else (lo * cfg.sim_dt, hi * cfg.sim_dt)
+    rand = getattr(cfg, "randomization", None)
+    push_s = getattr(rand, "push_interval_s", 0.0) or 0.0
+    init_noise = getattr(rand, "init_joint_noise", getattr(cfg, "init_joint_noise", 0.0))
+    terrain = getattr(cfg, "terrain", None)
+    sites = rcfg.sites
+    base = rcfg.base_link or model.body(1).name
+    return {
+        "observation": _observation(task),
+        "commands": _commands(task),
+        "action": ActionSpec(dim=task.num_actions, scale=float(cfg.action_scale), clip=float(cfg.clip_actions),
+                             target_clip="joint_range" if deploy_targets else "none",
+                             max_target_rate=rate if deploy_targets and rate > 0 else None,
+                             target_fault_margin=float(cfg.target_limit_margin) if deploy_targets else None),
+        "control": ControlSpec(rate_hz=1.0 / cfg.sim_dt, between_steps="linear" if deploy_targets else "hold",
+                               latency_s=(float(latency[0]), float(latency[1]))),
+        "joints": JointSpec(
             names=list(robot.joint_names),
             default_pos=[float(x) for x in robot.default_joint_pos],
             kp=[float(x) for x in robot.kp],
             kd=[float(x) for x in robot.kd],
-            pos_limits=[(float(lo), float(hi)) for lo, hi in robot.joint_range],
+            pos_limits=[(float(a), float(b)) for a, b in robot.joint_range],
             vel_limits=[velocity[j] for j in robot.joint_names],
             torque_limits=[float(x) for x in robot.effort_limit],
+            armature=_per_dof(model.dof_armature, robot.qvel_adr),
+            friction_loss=_per_dof(model.dof_frictionloss, robot.qvel_adr),
+            damping=_per_dof(model.dof_damping, robot.qvel_adr),
         ),
-        action_scale=task.cfg.action_scale, clip_actions=task.cfg.clip_actions,
-        policy_hz=1.0 / task.dt, sim_hz=1.0 / task.cfg.sim_dt,
-        commands={k: (float(lo), float(hi)) for k, (lo, hi) in task.command_ranges().items()},
-        source={"run": str(run), "iteration": int(ckpt.get("iteration", 0)),
-                "exported": datetime.datetime.now().isoformat(timespec="seconds")},
-    )
+        "initial_state": InitialStateSpec(
+            base_pos=[0.0, 0.0, float(rcfg.init_height)] if rcfg.floating_base else None,
+            base_yaw_range=((-math.pi, math.pi) if getattr(rand, "init_yaw", False) else (0.0, 0.0))
+            if rcfg.floating_base else None,
+            joint_pos=[float(x) for x in robot.default_joint_pos], joint_pos_noise=float(init_noise)),
+        "domain": DomainSpec(
+            simulator=_simulator(task, backend), episode_length_s=float(cfg.episode_length_s),
+            terrain={"type": "flat"} if terrain is None else {"type": "heightfield tiles", **to_dict(terrain)},
+            friction=_range(getattr(rand, "friction", None)),
+            added_base_mass_kg=_range(getattr(rand, "added_base_mass", None)),
+            motor_strength=_range(getattr(rand, "motor_strength", None)),
+            push_interval_s=float(push_s) if push_s > 0 else None,
+            push_velocity_m_s=float(rand.push_velocity) if push_s > 0 else None,
+            randomization=to_dict(rand) if rand is not None else {}),
+        "robot_model": RobotModelSpec(
+            urdf=_urdf_ref(task), floating_base=rcfg.floating_base, base_link=base, imu_link=sites.get("imu"),
+            feet=[sites[f] for f in rcfg.feet], end_effector=sites.get(rcfg.end_effector or ""),
+            armature=float(rcfg.armature), friction_loss=float(rcfg.frictionloss),
+            joint_damping=float(rcfg.joint_damping), collide_with=rcfg.collide_with, collision=_collision(model)),
+    }
 
 
-def export_run(run: str | Path, output: str | Path | None = None, *, record_envs: int = 16,
-               record_steps: int = 100, seed: int = 0, checkpoint: int | None = None) -> ExportReport:
-    """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
-    folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
-    cfg, policy, ckpt = load_policy(run, checkpoint=checkpoint)
-    if policy.reads_privileged:
-        raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
-                          f"distil it into a deployable student with `robolearn distill --teacher {run}`")
-    policy.eval()
-    folder = Path(output) if output is not None else run_folder(run) / "export"
-    task = make_task(cfg.task, record_envs, backend="mujoco", seed=seed, overrides=cfg.task_overrides)
+# -- writing graphs ---------------------------------------------------------------------------------------------
+def _policy_graph(policy: Policy, onnx_path: Path, rate_hz: float) -> GraphSpec:
+    example = torch.zeros(2, policy.obs_dim)
+    onnx_path.write_bytes(_onnx_bytes(policy.graph(), (example,), ["obs"], ["actions"]))
+    chunk = policy.chunk
+    out_shape = [-1, policy.action_dim] if chunk is None else [-1, chunk.horizon, policy.action_dim]
+    return GraphSpec(
+        name="policy", role="policy", file=onnx_path.name, sha256=sha256_file(onnx_path), rate_hz=rate_hz,
+        history=policy.history, inputs=[TensorSpec(name="obs", shape=[-1, policy.obs_dim], meaning="observation")],
+        outputs=[TensorSpec(name="actions", shape=out_shape, meaning="action" if chunk is None else "action_chunk")],
+        chunk=None if chunk is None else ChunkSpec(horizon=chunk.horizon, execute=chunk.execute,
+                                                   interpolation=chunk.interpolation))
+
+
+def _extra_graph(extra: ExtraGraph, folder: Path) -> GraphSpec:
+    path = folder / (extra.file or f"{extra.name}.onnx")
+    example = tuple(torch.zeros(2, size) for _, size, _ in extra.inputs)
+    extra.module.eval()
+    path.write_bytes(_onnx_bytes(extra.module, example, [n for n, _, _ in extra.inputs],
+                                 [n for n, _, _ in extra.outputs]))
+    spec = GraphSpec(
+        name=extra.name, role=extra.role, file=path.name, sha256=sha256_file(path), rate_hz=float(extra.rate_hz),
+        history=extra.history, inputs=[TensorSpec(name=n, shape=[-1, s], meaning=m) for n, s, m in extra.inputs],
+        outputs=[TensorSpec(name=n, shape=[-1, s], meaning=m) for n, s, m in extra.outputs])
+    gen = torch.Generator().manual_seed(0)  # the graph must compute what the module does
+    feeds = [torch.randn(3, s, generator=gen) for _, s, _ in extra.inputs]
+    with torch.no_grad():
+        want = extra.module(*feeds)
+    want = want if isinstance(want, tuple) else (want,)
+    got = OnnxGraph(path, spec).run({n: f.numpy() for (n, _, _), f in zip(extra.inputs, feeds, strict=True)})
+    for (name, _, _), w in zip(extra.outputs, want, strict=True):
+        error = float(np.abs(got[name] - w.numpy()).max())
+        if not error <= EXPORT_TOLERANCE:
+            raise BundleError(f"{path}: output {name!r} differs from torch by {error:.2e}")
+    return spec
+
+
+def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_overrides: dict[str, Any] | None = None,
+                  backend: str = "mujoco", extra_graphs: list[ExtraGraph] | None = None,
+                  source: dict[str, Any] | None = None, record_envs: int = 16, record_steps: int = 100,
+                  seed: int = 0) -> ExportReport:
+    """Any Policy trained on task `task_name` (with `task_overrides`, as trained on `backend`) -> a version 2 bundle
+    in `output`: policy.onnx (+ one ONNX file per extra graph), deploy.yaml, parity.npz. Raises BundleError if
+    onnxruntime and torch disagree by more than 1e-5."""
+    folder = Path(output)
+    task = make_task(task_name, record_envs, backend="mujoco", seed=seed, overrides=task_overrides)
     try:
         frame_dim = task.obs_dims["policy"]
         if sum(t["dim"] for t in task.policy_obs_layout()) != frame_dim:
-            raise BundleError(f"task {cfg.task}: policy_terms do not add up to the policy observation ({frame_dim})")
-        obs_dim = policy.actor_dim  # history * frame_dim
+            raise BundleError(f"task {task_name}: policy_terms do not add up to the policy observation ({frame_dim})")
+        if policy.frame_dim != frame_dim or policy.action_dim != task.num_actions:
+            raise BundleError(f"policy reads frames of {policy.frame_dim} and acts with {policy.action_dim} values; "
+                              f"task {task_name} has {frame_dim} and {task.num_actions}")
+        contract = bundle_contract(task, backend=backend)
         recorded = _record_observations(policy, task, record_steps)
         folder.mkdir(parents=True, exist_ok=True)
         onnx_path = folder / "policy.onnx"
-        onnx_path.write_bytes(_onnx_bytes(_DeterministicActor(policy), obs_dim))
+        graph = _policy_graph(policy, onnx_path, rate_hz=1.0 / task.dt)
+        graphs = [graph] + [_extra_graph(e, folder) for e in extra_graphs or []]
         with torch.no_grad():
-            reference = policy.act_mean(torch.from_numpy(recorded)).numpy()
-        manifest = _manifest(task, cfg, run, ckpt, sha256_file(onnx_path), policy.history)
-        runtime = OnnxPolicy(onnx_path, manifest.policy).batch(recorded)
+            reference = policy.graph()(torch.from_numpy(recorded)).numpy()
+        runtime = OnnxPolicy(onnx_path, graph).batch(recorded)
         error = float(np.abs(runtime - reference).max())
         if not error <= EXPORT_TOLERANCE:
             raise BundleError(f"{onnx_path}: onnxruntime differs from torch by {error:.2e} on {len(recorded)} "
@@ -148,8 +348,84 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
         pick = np.random.default_rng(seed).choice(len(recorded), size=min(PARITY_SAMPLES, len(recorded)),
                                                   replace=False)
         np.savez(folder / PARITY, obs=recorded[pick], actions=reference[pick])
+        manifest = BundleManifest(
+            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=task_name, robot=task.robot_cfg.name,
+            kind=task.robot_cfg.kind, graphs=graphs, **contract,
+            source={**(source or {}), "exported": datetime.datetime.now().isoformat(timespec="seconds")})
         write_manifest(manifest, folder)
+    except ConfigError as exc:
+        raise BundleError(f"export: {exc}") from None
     finally:
         task.close()
-    return ExportReport(folder=folder, parity_max_error=error, parity_samples=len(recorded), obs_dim=obs_dim,
+    return ExportReport(folder=folder, parity_max_error=error, parity_samples=len(recorded), obs_dim=policy.obs_dim,
                         action_dim=task.num_actions, onnx_bytes=onnx_path.stat().st_size)
+
+
+def export_run(run: str | Path, output: str | Path | None = None, *, record_envs: int = 16,
+               record_steps: int = 100, seed: int = 0, checkpoint: int | None = None) -> ExportReport:
+    """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
+    folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
+    cfg, model, ckpt = load_policy(run, checkpoint=checkpoint)
+    if model.reads_privileged:
+        raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
+                          f"distil it into a deployable student with `robolearn distill --teacher {run}`")
+    folder = Path(output) if output is not None else run_folder(run) / "export"
+    return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
+                         backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
+                         source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))})
+
+
+def upgrade_bundle(folder: str | Path, output: str | Path, *, task_overrides: dict[str, Any] | None = None,
+                   backend: str = "mujoco") -> Path:
+    """A version 1 bundle -> version 2 in `output`, its graph and parity data unchanged, its contract read from its
+    task's config as declared now (`source.contract` says so). Refuses when the version 1 manifest disagrees
+    with the task (observation layout, joints, gains, action scale and clip, rates)."""
+    folder, output = Path(folder), Path(output)
+    old = read_manifest(folder)
+    if old.version != 1:
+        raise BundleError(f"{folder}: already version {old.version}")
+    task = make_task(old.task, 1, overrides=task_overrides)
+    try:
+        contract = bundle_contract(task, backend=backend)
+        dt = task.dt
+    finally:
+        task.close()
+    new_terms, joints = contract["observation"], contract["joints"]
+    checks = {
+        "observation": ([(t.name, t.dim, t.scale) for t in old.observation],
+                        [(t.name, t.dim, t.scale) for t in new_terms]),
+        "joints.names": (old.joints.names, joints.names),
+        "joints.default_pos": (old.joints.default_pos, joints.default_pos),
+        "joints.kp": (old.joints.kp, joints.kp), "joints.kd": (old.joints.kd, joints.kd),
+        "action_scale": (old.action_scale, contract["action"].scale),
+        "clip_actions": (old.clip_actions, contract["action"].clip),
+        "policy_hz": (old.policy_hz, 1.0 / dt), "sim_hz": (old.sim_hz, contract["control"].rate_hz),
+    }
+    for key, (was, now) in checks.items():
+        if not np.allclose(np.asarray(_flat(was), dtype=float), np.asarray(_flat(now), dtype=float)) \
+                if _numeric(was) else was != now:
+            raise BundleError(f"{folder / MANIFEST}: {key} differs from task {old.task}'s config ({was} vs {now}); "
+                              f"re-export from the checkpoint instead")
+    output.mkdir(parents=True, exist_ok=True)
+    for spec in old.graphs:
+        shutil.copyfile(folder / spec.file, output / spec.file)
+    if (folder / PARITY).is_file():
+        shutil.copyfile(folder / PARITY, output / PARITY)
+    manifest = BundleManifest(
+        format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=old.task, robot=old.robot, kind=old.kind,
+        graphs=old.graphs, **contract,
+        source={**old.source, "upgraded_from_version": 1,
+                "contract": f"read from task {old.task}'s config at upgrade time "
+                            f"({datetime.datetime.now().isoformat(timespec='seconds')}), not from the training run"})
+    write_manifest(manifest, output)
+    return output
+
+
+def _flat(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [y for x in value for y in _flat(x)]
+    return [value]
+
+
+def _numeric(value: Any) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in _flat(value))

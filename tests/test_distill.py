@@ -216,7 +216,8 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     returns = [e["episode_return"] for e in report["per_episode"]]
     hib, teacher = rows["hib", "wide"], rows["teacher", "wide"]
     assert hib["mean_return"] == pytest.approx(np.mean(returns), abs=1e-4)
-    assert hib["mean_return_ci95"] == pytest.approx(1.96 * np.std(returns, ddof=1) / np.sqrt(3), abs=1e-4)
+    # 3 episodes: Student's t_{0.975, 2} = 4.3027 (not the normal 1.96)
+    assert hib["mean_return_ci95"] == pytest.approx(4.302653 * np.std(returns, ddof=1) / np.sqrt(3), abs=1e-4)
     assert teacher["mean_return_vs_baseline"] == 0 and teacher["mean_return_vs_baseline_ci95"] == 0
     assert hib["mean_return_vs_baseline"] == pytest.approx(hib["mean_return"] - teacher["mean_return"], abs=2e-4)
     assert hib["survival_vs_baseline"] == pytest.approx(hib["survival"] - teacher["survival"], abs=2e-4)
@@ -225,7 +226,9 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     out = _cli("export", str(run))
     assert out.returncode == 0, out.stderr + out.stdout
     manifest = yaml.safe_load((run / "export" / "deploy.yaml").read_text())
-    assert manifest["policy"]["history"] == 4 and manifest["policy"]["obs_dim"] == 4 * P
+    (graph,) = manifest["graphs"]  # bundle v2: the acting graph says how many frames its input stacks
+    assert graph["role"] == "policy" and graph["history"] == 4
+    assert graph["inputs"][0]["meaning"] == "observation" and graph["inputs"][0]["shape"] == [-1, 4 * P]
     from robolearn.deploy.bundle import load_bundle
 
     bundle = load_bundle(run / "export")

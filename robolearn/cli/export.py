@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from robolearn.cli.app import app, console
+from robolearn.errors import RobolearnError
 
-__all__ = ["export"]
+__all__ = ["export", "output_folder"]
+
+
+@contextlib.contextmanager
+def output_folder(folder: Path, option: str) -> Iterator[Path]:
+    """Create `folder` (and its parents) and check that files can be written into it, before the work that fills
+    it: a one-line RobolearnError naming the path otherwise (a file in the way, a read-only or pseudo file
+    system such as /proc, no permission). If the body fails, the folders created here are removed again (when
+    still empty); an OSError of the body on a file in `folder` becomes one line naming that file."""
+    missing = []
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".rl-write-check-"):
+            pass
+    except OSError as exc:
+        _remove_empty(missing)
+        raise RobolearnError(f"{option} {folder}: cannot write there ({exc.filename or folder}: "
+                             f"{exc.strerror or exc})") from None
+    try:
+        yield folder
+    except BaseException as exc:
+        _remove_empty(missing)
+        if isinstance(exc, OSError) and exc.filename is not None and _inside(Path(str(exc.filename)), folder):
+            raise RobolearnError(f"{option} {folder}: cannot write {exc.filename} ({exc.strerror or exc})") from None
+        raise
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.absolute(), folder.absolute()
+    return path == folder or folder in path.parents
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for path in folders:  # deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 @app.command()
@@ -22,7 +70,11 @@ def export(
     """Export a trained policy to a bundle: policy.onnx + deploy.yaml, checked against torch (1e-5)."""
     from robolearn.export import EXPORT_TOLERANCE, export_run
 
-    report = export_run(run, output, checkpoint=checkpoint)
+    if output is None:
+        report = export_run(run, output, checkpoint=checkpoint)
+    else:
+        with output_folder(output, "--output"):  # checked before minutes of recording and checking
+            report = export_run(run, output, checkpoint=checkpoint)
     console.print(f"[bold]bundle[/] {report.folder}: policy.onnx ({report.onnx_bytes / 1024:.0f} KiB), deploy.yaml, "
                   f"parity.npz")
     console.print(f"onnxruntime vs torch on {report.parity_samples} recorded observations: max abs error "

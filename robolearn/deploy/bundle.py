@@ -1,18 +1,30 @@
-"""The policy bundle: `policy.onnx` + `deploy.yaml` (+ `parity.npz`), the only thing the deploy runtime reads.
+"""The policy bundle: ONNX graph(s) + `deploy.yaml` (+ `parity.npz`), the only thing the deploy runtime reads.
 
-deploy.yaml holds everything a robot computer needs to run the policy without training code: joint names
-in policy order, default pose, action scale and clip, PD gains, joint position/velocity/torque limits, the
-observation layout (named terms with dims and scales, and the history length), the policy and simulation
-rates, the command ranges seen in training, and the SHA-256 of policy.onnx. parity.npz holds recorded
-observations and the exporter's torch actions for them, so the robot computer checks its own onnxruntime.
+Version 2 (written by `robolearn export`; the format is documented for users in docs/bundle.md):
+- `graphs`: one or more ONNX graphs, each with a role (policy, high_level, low_level, safety_critic), its rate,
+  its named inputs and outputs, its observation history and optionally action chunks (horizon, how many to
+  execute, interpolation);
+- the contract the policy was trained under: every observation term with its units, frame, reference, sign,
+  scale, clip and training noise (`observation`), the command order and units (`commands`), the action-to-target
+  mapping (`action`), the PD law and what happens to targets between policy steps, the trained action latency
+  (`control`), joint gains and limits with armature and friction loss (`joints`), the initial state
+  (`initial_state`), the training domain: simulator, randomization ranges, pushes, terrain (`domain`), and the
+  robot model: URDF package, path, version and hash, base and IMU links, collision geometry (`robot_model`).
+
+Version 1 (one `policy.onnx`, observation names with scales, joints, action scale and clip, rates, command
+ranges) still loads: it is read into the same `BundleManifest` with the contract sections left empty (None).
+parity.npz holds observations recorded in training and the exporter's torch actions for them, so the robot
+computer checks its own onnxruntime.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -20,21 +32,39 @@ import yaml
 from robolearn.config import declarations_root, from_dict, load_yaml, to_dict
 from robolearn.errors import BundleError, ConfigError
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "ObsTerm", "JointSpec", "PolicySpec", "BundleManifest",
-           "sha256_file", "read_manifest", "write_manifest", "OnnxPolicy", "Bundle", "shipped_bundles", "load_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "PARITY", "ROLES", "ObsTerm",
+           "JointSpec", "TensorSpec", "ChunkSpec", "GraphSpec", "CommandSpec", "ActionSpec", "ControlSpec",
+           "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom", "RobotModelSpec",
+           "BundleManifest", "PolicySpec", "ManifestV1", "PolicyV1", "TermV1", "sha256_file", "read_manifest",
+           "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle"]
 
 BUNDLE_FORMAT = "robolearn-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # what export writes
+SUPPORTED_VERSIONS = (1, 2)  # what load_bundle reads
 MANIFEST = "deploy.yaml"
 PARITY = "parity.npz"
 PARITY_TOLERANCE = 1e-4  # onnxruntime on the robot vs the exporter's torch (the exporter itself checks 1e-5)
+ROLES = ("policy", "high_level", "low_level", "safety_critic")
+ACTING_ROLES = ("policy", "low_level")  # graphs whose output is the joint action the runtime applies
+
+Range = tuple[float, float]
 
 
+# -- the contract ----------------------------------------------------------------------------------------------
 @dataclass(kw_only=True)
 class ObsTerm:
+    """One term of an observation frame: `clip(value * scale, -clip, clip)` (no clip when `clip` is None).
+    Version 2 requires `units`, `frame`, `reference`, `sign` and `noise`; version 1 had name, dim and scale."""
+
     name: str
     dim: int
     scale: list[float]
+    clip: float | None = None
+    units: str | None = None
+    frame: str | None = None
+    reference: str | None = None  # what the value is measured against (e.g. q - default_pos)
+    sign: str | None = None  # which direction is positive
+    noise: list[float] | None = None  # training noise: uniform half-width per dim, in `units` (before `scale`)
 
 
 @dataclass(kw_only=True)
@@ -46,58 +76,386 @@ class JointSpec:
     pos_limits: list[tuple[float, float]]
     vel_limits: list[float]
     torque_limits: list[float]
+    armature: list[float] | None = None  # kg m^2 (rotor inertia reflected at the joint), v2
+    friction_loss: list[float] | None = None  # N m, dry friction, v2
+    damping: list[float] | None = None  # N m s/rad, passive viscous damping besides the PD's kd, v2
+
+    _PER_JOINT = ("default_pos", "kp", "kd", "pos_limits", "vel_limits", "torque_limits", "armature",
+                  "friction_loss", "damping")
 
 
 @dataclass(kw_only=True)
-class PolicySpec:
+class TensorSpec:
+    """A named input or output of a graph. `shape`: -1 for a free size (the batch)."""
+
+    name: str
+    shape: list[int]
+    dtype: str = "float32"
+    meaning: str  # observation | action | action_chunk | value | cost_value | subgoal | latent | command | ...
+
+
+@dataclass(kw_only=True)
+class ChunkSpec:
+    """Action chunks: the graph outputs [batch, horizon, action_dim]; the runtime executes the first `execute`
+    actions, one per 1 / rate_hz, then runs the graph again; `interpolation`: the targets between two
+    consecutive actions of a chunk are held or moved linearly (instead of `control.between_steps`)."""
+
+    horizon: int
+    execute: int
+    interpolation: Literal["hold", "linear"] = "hold"
+
+
+@dataclass(kw_only=True)
+class GraphSpec:
+    name: str
+    role: Literal["policy", "high_level", "low_level", "safety_critic"]
+    file: str
+    sha256: str
+    rate_hz: float  # actions (or values) per second; a chunked graph runs every chunk.execute actions
+    history: int = 1  # frames of the observation layout in its `observation` input, oldest first
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    chunk: ChunkSpec | None = None
+
+    # The single-input, single-output view that the runtime and version 1 use.
+    @property
+    def input(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0].name
+
+    @property
+    def obs_dim(self) -> int:
+        return self.inputs[0].shape[-1]
+
+    @obs_dim.setter
+    def obs_dim(self, value: int) -> None:
+        self.inputs[0].shape[-1] = value
+
+    @property
+    def action_dim(self) -> int:
+        return self.outputs[0].shape[-1]
+
+
+PolicySpec = GraphSpec  # version 1's name for the (only) policy graph
+
+
+@dataclass(kw_only=True)
+class CommandSpec:
+    """One entry of the command vector, in order (the `velocity_command` or `target_pos` term reads them)."""
+
+    name: str
+    units: str | None = None
+    frame: str | None = None
+    range: Range  # trained range
+
+
+@dataclass(kw_only=True)
+class ActionSpec:
+    """joint target = default_pos + scale * clip(action, -clip, clip) (`joint_position_offset`), then, with
+    `target_clip: joint_range`, clamped into joints.pos_limits and moved at most `max_target_rate` rad/s."""
+
+    type: Literal["joint_position_offset"] = "joint_position_offset"
+    dim: int
+    scale: float
+    clip: float
+    target_clip: Literal["none", "joint_range"] = "none"
+    max_target_rate: float | None = None  # rad/s; None: no rate limit in training
+    target_fault_margin: float | None = None  # rad: with joint_range, a new target beyond the range by more than
+    # this ended the training episode as a failure (the deploy runtime damps on it); None: no such rule
+
+
+@dataclass(kw_only=True)
+class ControlSpec:
+    """tau = clip(kp * (target - q) - kd * dq, -torque_limit, torque_limit), recomputed at `rate_hz`."""
+
+    law: Literal["pd"] = "pd"
+    rate_hz: float  # how often the PD torque was recomputed in training (the physics rate)
+    between_steps: Literal["hold", "linear"]  # the target between two policy steps
+    latency_s: Range = (0.0, 0.0)  # a new target took effect this long after the observation, per episode
+    velocity_target: float = 0.0  # the PD's dq target
+    torque_clip: bool = True
+
+
+@dataclass(kw_only=True)
+class InitialStateSpec:
+    base_pos: list[float] | None = None  # m, world; None for a fixed base
+    base_yaw_range: Range | None = None  # rad, uniform; roll and pitch 0
+    base_velocity: float = 0.0
+    joint_pos: list[float]  # rad, policy order (the default pose)
+    joint_pos_noise: float = 0.0  # rad, uniform half-width added per joint
+    joint_vel: float = 0.0
+
+
+@dataclass(kw_only=True)
+class SimulatorSpec:
+    engine: str  # e.g. mujoco
+    version: str
+    timestep_s: float
+    integrator: str
+    gravity: list[float]
+    contact: dict[str, Any] = field(default_factory=dict)  # the engine's contact model settings
+
+
+@dataclass(kw_only=True)
+class DomainSpec:
+    """What the policy saw in training: each range is sampled uniformly per episode."""
+
+    simulator: SimulatorSpec
+    episode_length_s: float
+    terrain: dict[str, Any] = field(default_factory=lambda: {"type": "flat"})
+    friction: Range | None = None  # contact friction coefficient (robot-floor pair)
+    added_base_mass_kg: Range | None = None
+    motor_strength: Range | None = None  # scales kp, kd and the torque limits together
+    push_interval_s: float | None = None  # None: no pushes
+    push_velocity_m_s: float | None = None  # each push adds U(-v, v) to the base's world x and y velocity
+    observation_noise: Literal["uniform"] = "uniform"  # per-term half-widths: observation[].noise
+    randomization: dict[str, Any] = field(default_factory=dict)  # the task's randomization section, verbatim
+
+
+@dataclass(kw_only=True)
+class UrdfRef:
+    package: str | None = None  # a pip distribution that ships the file (e.g. example-robot-data), or None
+    path: str  # inside the package's robots folder, or as exported when no package
+    version: str | None = None  # of the package
+    sha256: str  # of the URDF file as trained
+
+
+@dataclass(kw_only=True)
+class CollisionGeom:
+    """A collision shape used in training, in its link's frame. `size`: sphere [radius]; capsule [radius, half
+    length of the cylinder part, along the shape's z axis]; box [half x, half y, half z]; cylinder [radius,
+    half length]; ellipsoid [semi-axes x, y, z]."""
+
+    link: str
+    shape: Literal["sphere", "capsule", "box", "cylinder", "ellipsoid", "mesh"]
+    size: list[float]
+    pos: list[float]
+    quat: list[float]  # (w, x, y, z)
+    mesh: str | None = None  # the URDF collision mesh it replaces (file stem)
+
+
+@dataclass(kw_only=True)
+class RobotModelSpec:
+    urdf: UrdfRef
+    floating_base: bool
+    base_link: str
+    imu_link: str | None = None
+    feet: list[str] = field(default_factory=list)  # links
+    end_effector: str | None = None
+    armature: float = 0.0
+    friction_loss: float = 0.0
+    joint_damping: float = 0.0
+    collide_with: Literal["floor", "none"] = "floor"  # robot shapes never collide with each other
+    collision: list[CollisionGeom] = field(default_factory=list)
+
+
+# -- the manifest ----------------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class BundleManifest:
+    """deploy.yaml, version 2 (a version 1 file is read into this with the contract sections None)."""
+
+    format: str
+    version: int
+    task: str
+    robot: str
+    kind: str  # legged | arm
+    graphs: list[GraphSpec]
+    observation: list[ObsTerm]
+    commands: list[CommandSpec] = field(default_factory=list)
+    action: ActionSpec
+    control: ControlSpec
+    joints: JointSpec
+    initial_state: InitialStateSpec | None = None
+    domain: DomainSpec | None = None
+    robot_model: RobotModelSpec | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format != BUNDLE_FORMAT:
+            raise ConfigError(f"format is {self.format!r}, expected {BUNDLE_FORMAT!r}")
+        if self.version not in SUPPORTED_VERSIONS:
+            raise ConfigError(f"version {self.version} is not supported (this robolearn reads "
+                              f"{', '.join(map(str, SUPPORTED_VERSIONS))})")
+        if self.kind not in ("legged", "arm"):
+            raise ConfigError(f"kind: expected legged or arm, got {self.kind!r}")
+        self._check_joints()
+        self._check_graphs()
+        for i, t in enumerate(self.observation):
+            if len(t.scale) != t.dim:
+                raise ConfigError(f"observation[{i}] ({t.name}).scale: {len(t.scale)} scales for dim {t.dim}")
+            if t.clip is not None and t.clip <= 0:
+                raise ConfigError(f"observation[{i}] ({t.name}).clip: must be > 0 or null, got {t.clip}")
+        if self.action.dim != len(self.joints.names):
+            raise ConfigError(f"action.dim is {self.action.dim}, but there are {len(self.joints.names)} joints")
+        if self.version >= 2:
+            self._check_contract()
+
+    def _check_joints(self) -> None:
+        n = len(self.joints.names)
+        if len(set(self.joints.names)) != n:
+            raise ConfigError("joints.names has duplicates")
+        for key in JointSpec._PER_JOINT:
+            value = getattr(self.joints, key)
+            if value is not None and len(value) != n:
+                raise ConfigError(f"joints.{key} has {len(value)} entries, joints.names has {n}")
+
+    def _check_graphs(self) -> None:
+        if not self.graphs:
+            raise ConfigError("graphs: at least one graph is required")
+        names = [g.name for g in self.graphs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"graphs: names must be unique, got {names}")
+        acting = [i for i, g in enumerate(self.graphs) if g.role in ACTING_ROLES]
+        if len(acting) != 1:
+            raise ConfigError(f"graphs: exactly one graph must have role policy or low_level (the one whose "
+                              f"output is the joint action), found {len(acting)}")
+        frame = self.frame_dim
+        for i, g in enumerate(self.graphs):
+            where = f"graphs[{i}]"
+            if not g.rate_hz > 0:
+                raise ConfigError(f"{where}.rate_hz: must be > 0, got {g.rate_hz}")
+            if g.history < 1:
+                raise ConfigError(f"{where}.history: must be >= 1, got {g.history}")
+            if not g.inputs or not g.outputs:
+                raise ConfigError(f"{where}: needs at least one input and one output")
+            for kind, specs in (("inputs", g.inputs), ("outputs", g.outputs)):
+                seen = [s.name for s in specs]
+                if len(set(seen)) != len(seen):
+                    raise ConfigError(f"{where}.{kind}: names must be unique, got {seen}")
+                for j, s in enumerate(specs):
+                    if not s.shape or any(d == 0 or d < -1 for d in s.shape):
+                        raise ConfigError(f"{where}.{kind}[{j}].shape: dims must be > 0 or -1, got {s.shape}")
+            if g.chunk is not None:
+                c = g.chunk
+                if c.horizon < 1 or not 1 <= c.execute <= c.horizon:
+                    raise ConfigError(f"{where}.chunk.execute: must be in 1..horizon ({c.horizon}), got {c.execute}")
+                shape = g.outputs[0].shape
+                if len(shape) != 3 or shape[1] != c.horizon:
+                    raise ConfigError(f"{where}.outputs[0].shape: a chunked graph outputs [batch, horizon "
+                                      f"{c.horizon}, action_dim], got {shape}")
+            if g.role in ACTING_ROLES:
+                if g.action_dim != len(self.joints.names):
+                    raise ConfigError(f"{where}.outputs[0].shape: action size {g.action_dim}, but there are "
+                                      f"{len(self.joints.names)} joints")
+                if frame * g.history != g.obs_dim:
+                    raise ConfigError(f"{where}.inputs[0].shape: observation terms sum to {frame} x history "
+                                      f"{g.history}, but the input has {g.obs_dim}")
+
+    def _check_contract(self) -> None:
+        for i, t in enumerate(self.observation):
+            for key in ("units", "frame", "reference", "sign", "noise"):
+                if getattr(t, key) is None:
+                    raise ConfigError(f"observation[{i}] ({t.name}).{key}: required in version 2")
+            if len(t.noise) != t.dim:
+                raise ConfigError(f"observation[{i}] ({t.name}).noise: {len(t.noise)} values for dim {t.dim}")
+        for i, c in enumerate(self.commands):
+            if c.units is None or c.frame is None:
+                raise ConfigError(f"commands[{i}] ({c.name}): units and frame are required in version 2")
+        for key in ("initial_state", "domain", "robot_model"):
+            if getattr(self, key) is None:
+                raise ConfigError(f"{key}: required in version 2")
+        for key in ("armature", "friction_loss", "damping"):
+            if getattr(self.joints, key) is None:
+                raise ConfigError(f"joints.{key}: required in version 2")
+        lo, hi = self.control.latency_s
+        if not 0 <= lo <= hi:
+            raise ConfigError(f"control.latency_s: expected 0 <= low <= high, got {[lo, hi]}")
+        if not self.control.rate_hz > 0:
+            raise ConfigError(f"control.rate_hz: must be > 0, got {self.control.rate_hz}")
+        if len(self.initial_state.joint_pos) != len(self.joints.names):
+            raise ConfigError(f"initial_state.joint_pos has {len(self.initial_state.joint_pos)} entries, "
+                              f"joints.names has {len(self.joints.names)}")
+
+    # -- views the runtime reads ---------------------------------------------------------------------------
+    @property
+    def policy(self) -> GraphSpec:
+        """The graph whose output is the joint action (role policy, or low_level under a high-level graph)."""
+        return next(g for g in self.graphs if g.role in ACTING_ROLES)
+
+    def graph(self, role: str) -> GraphSpec | None:
+        return next((g for g in self.graphs if g.role == role), None)
+
+    @property
+    def frame_dim(self) -> int:
+        return sum(t.dim for t in self.observation)
+
+    @property
+    def policy_hz(self) -> float:
+        return self.policy.rate_hz
+
+    @property
+    def sim_hz(self) -> float:
+        return self.control.rate_hz
+
+    @property
+    def action_scale(self) -> float:
+        return self.action.scale
+
+    @property
+    def clip_actions(self) -> float:
+        return self.action.clip
+
+    @property
+    def interpolation(self) -> str:
+        """How joint targets move between two actions: a chunked policy's own setting, else control's."""
+        chunk = self.policy.chunk
+        return chunk.interpolation if chunk is not None else self.control.between_steps
+
+
+@dataclass(kw_only=True)
+class PolicyV1:
     file: str = "policy.onnx"
     sha256: str
     input: str = "obs"
     output: str = "actions"
     obs_dim: int
     action_dim: int
-    history: int = 1  # frames of the observation layout, oldest first
+    history: int = 1
 
 
 @dataclass(kw_only=True)
-class BundleManifest:
+class TermV1:
+    name: str
+    dim: int
+    scale: list[float]
+
+
+@dataclass(kw_only=True)
+class ManifestV1:
+    """deploy.yaml version 1, as written before version 2; `to_v2()` gives the manifest the runtime reads."""
+
     format: str
     version: int
     task: str
     robot: str
-    kind: str  # legged | arm
-    policy: PolicySpec
-    observation: list[ObsTerm]
+    kind: str
+    policy: PolicyV1
+    observation: list[TermV1]
     joints: JointSpec
     action_scale: float
     clip_actions: float
     policy_hz: float
     sim_hz: float
-    commands: dict[str, tuple[float, float]] = field(default_factory=dict)
+    commands: dict[str, Range] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.format != BUNDLE_FORMAT:
-            raise ConfigError(f"format is {self.format!r}, expected {BUNDLE_FORMAT!r}")
-        if self.version != BUNDLE_VERSION:
-            raise ConfigError(f"version {self.version} is not supported (this robolearn reads {BUNDLE_VERSION})")
-        n = len(self.joints.names)
-        for key in ("default_pos", "kp", "kd", "pos_limits", "vel_limits", "torque_limits"):
-            if len(getattr(self.joints, key)) != n:
-                raise ConfigError(f"joints.{key} has {len(getattr(self.joints, key))} entries, joints.names has {n}")
-        if self.policy.action_dim != n:
-            raise ConfigError(f"policy.action_dim is {self.policy.action_dim}, but there are {n} joints")
-        frame = sum(t.dim for t in self.observation)
-        if frame * self.policy.history != self.policy.obs_dim:
-            raise ConfigError(f"observation terms sum to {frame} x history {self.policy.history}, "
-                              f"but policy.obs_dim is {self.policy.obs_dim}")
-        for t in self.observation:
-            if len(t.scale) != t.dim:
-                raise ConfigError(f"observation term {t.name!r}: {len(t.scale)} scales for dim {t.dim}")
-
-    @property
-    def frame_dim(self) -> int:
-        return sum(t.dim for t in self.observation)
+    def to_v2(self) -> BundleManifest:
+        p = self.policy
+        graph = GraphSpec(name="policy", role="policy", file=p.file, sha256=p.sha256, rate_hz=self.policy_hz,
+                          history=p.history,
+                          inputs=[TensorSpec(name=p.input, shape=[-1, p.obs_dim], meaning="observation")],
+                          outputs=[TensorSpec(name=p.output, shape=[-1, p.action_dim], meaning="action")])
+        # Version 1 does not say what happens between policy steps; the runtime keeps its version 1 behaviour.
+        return BundleManifest(
+            format=self.format, version=1, task=self.task, robot=self.robot, kind=self.kind, graphs=[graph],
+            observation=[ObsTerm(name=t.name, dim=t.dim, scale=t.scale) for t in self.observation],
+            commands=[CommandSpec(name=k, range=v) for k, v in self.commands.items()],
+            action=ActionSpec(dim=len(self.joints.names), scale=self.action_scale, clip=self.clip_actions),
+            control=ControlSpec(rate_hz=self.sim_hz, between_steps="linear"),
+            joints=self.joints, source=self.source)
 
 
 def sha256_file(path: Path) -> str:
@@ -105,12 +463,30 @@ def sha256_file(path: Path) -> str:
 
 
 def write_manifest(manifest: BundleManifest, folder: Path) -> Path:
+    """Write deploy.yaml (version 2 only: a version 1 manifest read from disk lacks the contract)."""
+    if manifest.version != BUNDLE_VERSION:
+        raise BundleError(f"write_manifest writes version {BUNDLE_VERSION}; this manifest is version "
+                          f"{manifest.version} (re-export the bundle)")
     path = Path(folder) / MANIFEST
     path.write_text(yaml.safe_dump(to_dict(manifest), sort_keys=False, default_flow_style=None, width=120))
     return path
 
 
+_MISSING = re.compile(r"^(.*): \S*__init__\(\) missing \d+ required keyword-only arguments?: (.*)$")
+
+
+def _one_line(exc: ConfigError) -> str:
+    """The config loader's message, with a missing-field TypeError said plainly."""
+    msg = str(exc)
+    m = _MISSING.match(msg)
+    if m:
+        fields = m.group(2).replace("'", "").replace(" and ", ", ")
+        msg = f"{m.group(1)}: missing field {fields}"
+    return msg
+
+
 def read_manifest(folder: Path) -> BundleManifest:
+    """deploy.yaml of `folder`, version 1 or 2; errors are one line naming the file and the field."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not folder.is_dir():
@@ -120,16 +496,25 @@ def read_manifest(folder: Path) -> BundleManifest:
     if not path.is_file():
         raise BundleError(f"{folder}: not a policy bundle, {MANIFEST} is missing")
     try:
-        return from_dict(BundleManifest, load_yaml(path), where=str(path))
+        data = load_yaml(path)
+        version = data.get("version")
+        if version == 1:
+            return from_dict(ManifestV1, data, where=str(path)).to_v2()
+        if version != 2:
+            raise ConfigError(f"version: {version!r} is not supported (this robolearn reads "
+                              f"{', '.join(map(str, SUPPORTED_VERSIONS))})")
+        return from_dict(BundleManifest, data, where=str(path))
     except ConfigError as exc:
-        msg = str(exc)
+        msg = _one_line(exc)
         raise BundleError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
-class OnnxPolicy:
-    """policy.onnx in onnxruntime, one thread: `policy(obs [obs_dim]) -> actions [action_dim]` (float32)."""
+# -- running graphs --------------------------------------------------------------------------------------------
+class OnnxGraph:
+    """One graph of a bundle in onnxruntime (one thread), its declared inputs and outputs checked against the
+    model's. `run({input: array}) -> {output: array}` (float32)."""
 
-    def __init__(self, path: Path, spec: PolicySpec) -> None:
+    def __init__(self, path: Path, spec: GraphSpec) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -139,13 +524,29 @@ class OnnxPolicy:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for malformed models
             raise BundleError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+        self.spec = spec
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        if spec.input not in inputs or inputs[spec.input][-1] != spec.obs_dim:
-            raise BundleError(f"{path}: expected input {spec.input!r} of size {spec.obs_dim}, the model has {inputs}")
-        if spec.output not in outputs or outputs[spec.output][-1] != spec.action_dim:
-            raise BundleError(f"{path}: expected output {spec.output!r} of size {spec.action_dim}, "
-                              f"the model has {outputs}")
+        for kind, declared, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
+            for t in declared:
+                shape = actual.get(t.name)
+                if shape is None or len(shape) != len(t.shape) or any(
+                        d > 0 and isinstance(a, int) and a != d for d, a in zip(t.shape, shape, strict=True)):
+                    raise BundleError(f"{path}: expected {kind} {t.name!r} of shape {t.shape}, the model has "
+                                      f"{actual}")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in feeds.items()}
+        names = [o.name for o in self.spec.outputs]
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+
+class OnnxPolicy(OnnxGraph):
+    """The acting graph as a function of its first input: `policy(obs [obs_dim]) -> action [action_dim]` (or a
+    chunk [horizon, action_dim]); `batch(obs [B, obs_dim])`."""
+
+    def __init__(self, path: Path, spec: GraphSpec) -> None:
+        super().__init__(path, spec)
         self.input, self.output = spec.input, spec.output
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
@@ -155,12 +556,33 @@ class OnnxPolicy:
         return self.batch(np.asarray(obs, dtype=np.float32)[None])[0]
 
 
+class ChunkedPolicy:
+    """A chunked graph as a one-action-per-call policy: `policy(obs) -> action [action_dim]`. The graph runs when
+    the queue is empty, and the first `execute` actions of its chunk are queued; `reset()` empties the queue."""
+
+    def __init__(self, graph: OnnxPolicy, chunk: ChunkSpec) -> None:
+        self.graph, self.execute = graph, chunk.execute
+        self.queue: deque[np.ndarray] = deque()
+        self.calls = 0  # graph evaluations
+
+    def reset(self) -> None:
+        self.queue.clear()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if not self.queue:
+            chunk = self.graph(obs)
+            self.calls += 1
+            self.queue.extend(chunk[: self.execute])
+        return self.queue.popleft()
+
+
 @dataclass
 class Bundle:
     folder: Path
     manifest: BundleManifest
-    policy: OnnxPolicy
+    policy: Any  # callable obs -> action: OnnxPolicy, or ChunkedPolicy for a chunked graph
     parity_error: float | None  # max |onnxruntime - exporter torch| on the recorded observations
+    graphs: dict[str, OnnxGraph] = field(default_factory=dict)  # every graph by name (the acting one included)
 
 
 def shipped_bundles() -> list[str]:
@@ -169,26 +591,36 @@ def shipped_bundles() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
 
 
+def _graph_file(folder: Path, spec: GraphSpec) -> Path:
+    path = folder / spec.file
+    if not path.is_file():
+        raise BundleError(f"{folder}: {spec.file} is missing")
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        raise BundleError(f"{path}: checksum mismatch, sha256 {digest[:16]}... but {MANIFEST} says "
+                          f"{spec.sha256[:16]}...; the file was changed or corrupted, re-export the bundle")
+    return path
+
+
 def load_bundle(folder: str | Path) -> Bundle:
-    """Read and verify a bundle (a folder, or the name of a shipped one): manifest fields, ONNX checksum,
-    model input/output sizes, parity."""
+    """Read and verify a bundle (a folder, or the name of a shipped one): manifest fields, ONNX checksums,
+    model input/output shapes, parity of the acting graph."""
     folder = Path(folder)
     if not folder.exists() and len(folder.parts) == 1 and folder.name in shipped_bundles():
         folder = declarations_root() / "policies" / "bundles" / folder.name
     manifest = read_manifest(folder)
-    onnx_path = folder / manifest.policy.file
-    if not onnx_path.is_file():
-        raise BundleError(f"{folder}: {manifest.policy.file} is missing")
-    digest = sha256_file(onnx_path)
-    if digest != manifest.policy.sha256:
-        raise BundleError(f"{onnx_path}: checksum mismatch, sha256 {digest[:16]}... but {MANIFEST} says "
-                          f"{manifest.policy.sha256[:16]}...; the file was changed or corrupted, re-export the bundle")
-    policy = OnnxPolicy(onnx_path, manifest.policy)
+    acting = manifest.policy
+    graphs: dict[str, OnnxGraph] = {}
+    for spec in manifest.graphs:
+        path = _graph_file(folder, spec)
+        graphs[spec.name] = OnnxPolicy(path, spec) if spec is acting else OnnxGraph(path, spec)
+    onnx_policy = graphs[acting.name]
     parity_error = None
     if (folder / PARITY).is_file():
         data = np.load(folder / PARITY)
-        parity_error = float(np.abs(policy.batch(data["obs"]) - data["actions"]).max())
+        parity_error = float(np.abs(onnx_policy.batch(data["obs"]) - data["actions"]).max())
         if not parity_error <= PARITY_TOLERANCE:
             raise BundleError(f"{folder / PARITY}: onnxruntime here differs from the exporter by {parity_error:.2e} "
                               f"(tolerance {PARITY_TOLERANCE:.0e})")
-    return Bundle(folder=folder, manifest=manifest, policy=policy, parity_error=parity_error)
+    policy = onnx_policy if acting.chunk is None else ChunkedPolicy(onnx_policy, acting.chunk)
+    return Bundle(folder=folder, manifest=manifest, policy=policy, parity_error=parity_error, graphs=graphs)

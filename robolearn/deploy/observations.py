@@ -1,7 +1,9 @@
 """Rebuild a policy's observation vector from what the robot measures, as the bundle's layout declares.
 
-Each term name has one definition here, matching the training task's term of the same name
-(`Task.policy_terms`); the export test checks the two agree on the same simulator state.
+A frame is the bundle's terms in order, each `clip(value * scale, -clip, clip)`; `history` frames are stacked
+oldest first. Each term name has one definition here (and its stated meaning in `TERM_CONTRACT`), matching the
+training task's term of the same name (`Task.policy_terms`); the export test checks the two agree on the same
+simulator state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 from robolearn.deploy.bundle import BundleManifest
 from robolearn.errors import BundleError
 
-__all__ = ["Measurement", "ObservationBuilder", "TERMS", "projected_gravity"]
+__all__ = ["Measurement", "ObservationBuilder", "TERMS", "TermContract", "TERM_CONTRACT", "COMMAND_CONTRACT",
+           "projected_gravity"]
 
 
 @dataclass
@@ -56,6 +59,59 @@ TERMS: dict[str, Callable[[Measurement, np.ndarray], np.ndarray]] = {
 }
 
 
+@dataclass(frozen=True)
+class TermContract:
+    """What a term's value means, as the bundle (version 2) states it for each observation term."""
+
+    units: str
+    frame: str
+    reference: str
+    sign: str
+
+
+_JOINT_FRAME = "joint space, policy joint order (joints.names)"
+_URDF_AXIS = "positive about each joint's URDF <axis>"
+_ARM_BASE = "robot base frame (the arm's base link; fixed at the world origin in training)"
+
+# The meaning of each term name: the training task's `_obs_<name>` and `TERMS[name]` above compute exactly this
+# (tests/test_export.py checks the two agree on the same simulator state); export writes it into deploy.yaml.
+TERM_CONTRACT: dict[str, TermContract] = {
+    "base_ang_vel": TermContract(
+        units="rad/s", frame="base link frame (x forward, y left, z up; the IMU link has the same orientation)",
+        reference="angular velocity of the base relative to the world, expressed in the base frame (the gyro)",
+        sign="right-handed about the base axes: +z turns left (counter-clockwise seen from above)"),
+    "projected_gravity": TermContract(
+        units="unit vector (dimensionless)", frame="base link frame",
+        reference="the world's down direction (0, 0, -1) expressed in the base frame: R_world_base^T (0, 0, -1)",
+        sign="(0, 0, -1) when level; x > 0 when the nose pitches down, y > 0 when the left side is lower"),
+    "velocity_command": TermContract(
+        units="m/s, m/s, rad/s", frame="base frame: vx forward, vy left (tracked against the base-frame "
+        "velocity); wz about the base z axis", reference="the commanded (vx, vy, wz), in that order (commands)",
+        sign="+vx forward, +vy left, +wz turning left (counter-clockwise)"),
+    "joint_pos": TermContract(units="rad", frame=_JOINT_FRAME, reference="q - joints.default_pos", sign=_URDF_AXIS),
+    "joint_vel": TermContract(units="rad/s", frame=_JOINT_FRAME, reference="dq (absolute joint velocity)",
+                              sign=_URDF_AXIS),
+    "last_action": TermContract(
+        units="action units (1 = action.scale rad of joint target offset)", frame=_JOINT_FRAME,
+        reference="the previous policy step's action as applied: clipped to +-action.clip, before action.scale; "
+        "zeros at the first step of an episode", sign="that of the action (target = default + scale * action)"),
+    "ee_pos": TermContract(units="m", frame=_ARM_BASE, reference="end-effector point (robot_model.end_effector "
+                           "link origin) relative to the base origin", sign="right-handed base axes"),
+    "target_pos": TermContract(units="m", frame=_ARM_BASE, reference="the commanded target position (commands)",
+                               sign="right-handed base axes"),
+    "target_error": TermContract(units="m", frame=_ARM_BASE, reference="target_pos - ee_pos",
+                                 sign="points from the end effector to the target"),
+}
+
+# Command names (Task.command_ranges) -> (units, frame): the order of the command vector is the bundle's `commands`.
+COMMAND_CONTRACT: dict[str, tuple[str, str]] = {
+    "lin_vel_x": ("m/s", "base frame, +x forward"),
+    "lin_vel_y": ("m/s", "base frame, +y left"),
+    "ang_vel_yaw": ("rad/s", "about the base z axis, + counter-clockwise (turning left)"),
+    **{f"target_{a}": ("m", f"robot base frame, {a} axis") for a in "xyz"},
+}
+
+
 class ObservationBuilder:
     """`build(measurement) -> obs [obs_dim]` (float32), stacking `history` frames oldest first."""
 
@@ -64,7 +120,7 @@ class ObservationBuilder:
         if unknown:
             raise BundleError(f"observation terms {unknown} in the bundle cannot be measured on a robot; "
                               f"known terms: {', '.join(TERMS)}")
-        self.terms = [(TERMS[t.name], np.asarray(t.scale), t.dim, t.name) for t in manifest.observation]
+        self.terms = [(TERMS[t.name], np.asarray(t.scale), t.dim, t.name, t.clip) for t in manifest.observation]
         self.default_pos = np.asarray(manifest.joints.default_pos)
         self.history = manifest.policy.history
         self.frames: deque[np.ndarray] = deque(maxlen=self.history)
@@ -72,11 +128,12 @@ class ObservationBuilder:
 
     def frame(self, m: Measurement) -> np.ndarray:
         parts = []
-        for fn, scale, dim, name in self.terms:
+        for fn, scale, dim, name, clip in self.terms:
             value = np.asarray(fn(m, self.default_pos), dtype=np.float64)
             if value.shape != (dim,):
                 raise BundleError(f"observation term {name!r}: measured {value.shape}, the bundle expects ({dim},)")
-            parts.append(value * scale)
+            value = value * scale
+            parts.append(value if clip is None else np.clip(value, -clip, clip))
         return np.concatenate(parts).astype(np.float32)
 
     def build(self, m: Measurement) -> np.ndarray:
