@@ -62,8 +62,8 @@ def main() -> None:
     ranges = bundle.manifest.commands
     if not ranges:
         raise SystemExit(f"{args.bundle}: the bundle has no command ranges (not a reach policy?)")
-    lo = np.array([r[0] for r in ranges.values()])
-    hi = np.array([r[1] for r in ranges.values()])
+    lo = np.array([c.range[0] for c in ranges])  # deploy.yaml commands: a list of {name, range, ...}
+    hi = np.array([c.range[1] for c in ranges])
     rng = np.random.default_rng(args.seed)
     results = []
     with Progress() as bar:

@@ -73,8 +73,11 @@ def test_leader_targets_are_rate_limited_and_far_out_of_range_damps(arm):
     q0 = teleop.target_q.copy()
     goal = q0 + 0.5
     teleop.tick(command(joint_pos=goal))
-    step = np.abs(teleop.target_q - q0).max()
-    assert step <= teleop.safety.max_step + 1e-9, "one tick moves a target by at most max_target_rate * dt"
+    # One tick moves every target by max_target_rate / control_hz toward the goal (1 rad/s at 500 Hz: 2 mrad), the
+    # expectation from the profile's numbers, not from the layer under test.
+    expected = teleop.profile.safety.max_target_rate / teleop.profile.control_hz
+    assert expected == pytest.approx(0.002)
+    assert np.allclose(teleop.target_q - q0, expected, rtol=0, atol=1e-12), teleop.target_q - q0
     far = q0.copy()
     far[0] = teleop.safety.hi[0] + 1.0
     assert np.all(teleop.tick(command(joint_pos=far)).kp == 0)

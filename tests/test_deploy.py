@@ -8,6 +8,7 @@ real components (the simulated robot's state, the policy's output or timing), ne
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -170,15 +171,37 @@ def test_target_beyond_joint_limit(bundle, caplog):
         return actions + 10.0 if broken["on"] else actions
 
     rt, robot = running(bundle, policy=policy)
+    names = bundle.manifest.joints.names
     lo, hi = np.asarray(bundle.manifest.joints.pos_limits).T
-    sent = []
+    margin = GO2.safety.target_limit_margin
+    sent = {}  # the runtime's tick number -> (targets, kp) written in that tick, policy order
     broken["on"] = True
-    rt.spin(0.2, on_tick=lambda r: sent.append(robot._cmd.q[r.index].copy()))
-    trip_of(rt, caplog, "beyond its range")
+    first = rt.ticks + 1
+
+    def record(r: DeployRuntime) -> None:
+        sent[r.ticks] = (robot._cmd.q[r.index].copy(), robot._cmd.kp[r.index].copy())
+
+    rt.spin(0.2, on_tick=record)
+    trip = trip_of(rt, caplog, "beyond its range")
+    # The target check tripped (not the measured-joint check, whose message also says "beyond its range"), on a
+    # target really beyond the range by more than the margin, and it says which joint.
+    match = re.fullmatch(r"target (-?\d+\.\d{3}) rad for joint (\w+) is beyond its range "
+                         r"\[(-?\d+\.\d{3}), (-?\d+\.\d{3})\] by more than (\S+) rad", trip.reason)
+    assert match, trip.reason
+    value, joint = float(match[1]), match[2]
+    j = names.index(joint)
+    assert (float(match[3]), float(match[4]), float(match[5])) == (round(lo[j], 3), round(hi[j], 3), margin)
+    assert value > hi[j] + margin or value < lo[j] - margin
+    assert trip.mode == "run" and first < trip.tick <= max(sent)
     assert is_damping(robot, GO2.damping_kd)
-    # No command beyond the joint range ever reached the robot.
-    stiff = [q for q in sent[: rt.trips[0].tick]]
-    assert all(np.all((q >= lo - 1e-9) & (q <= hi + 1e-9)) for q in stiff)
+    # Every stiff command before the trip tick was clamped into the joint range; from the trip tick on: damping.
+    before = [sent[t] for t in range(first, trip.tick)]
+    assert len(before) == trip.tick - first and all(np.all(kp > 0) for _, kp in before)
+    assert all(np.all((q >= lo - 1e-9) & (q <= hi + 1e-9)) for q, _ in before)
+    # ... and moved at most max_target_rate / control_hz per tick toward the far target (rate limit, 0.04 rad).
+    step = np.abs(np.diff([q for q, _ in before], axis=0)).max(axis=1)
+    assert np.all(step <= GO2.safety.max_target_rate / GO2.control_hz + 1e-9) and step.max() > 0.02, step
+    assert all(np.all(sent[t][1] == 0) for t in sent if t >= trip.tick)
     rt.close()
 
 

@@ -202,7 +202,8 @@ def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
         assert cfg.deploy_targets and cfg.max_target_rate == profile.safety.max_target_rate
         assert cfg.target_limit_margin == profile.safety.target_limit_margin
         lo, hi = task.robot.joint_range.T
-        safety = SafetyLayer(profile.safety, joint_names=list(task.robot.joint_names), pos_limits=task.robot.joint_range,
+        safety = SafetyLayer(profile.safety, joint_names=list(task.robot.joint_names),
+                             pos_limits=task.robot.joint_range,
                              vel_limits=np.full(7, 1e9), torque_limits=np.full(7, 1e9), control_dt=cfg.sim_dt,
                              legged=False)
         actions = torch.tensor([[0.4, -1.5, 0.0, 0.01, 0.0, 4.5, -0.2], [0.0] * 7])  # joint6 -> 3.82: clamped

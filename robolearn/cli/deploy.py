@@ -1,36 +1,75 @@
-"""`robolearn deploy`: a policy bundle on a robot (or its twin) through the deploy runtime and safety layer."""
+"""`robolearn deploy`: a policy bundle on a robot (or its twin) through the deploy runtime and safety layer.
+
+Everything the user gives (duration, command, interface, IMU topic) is checked before the robot is built, so
+bad input never moves anything. Exit codes (`EXIT_*`): 0 a session without a fault, 2 bad input, 3 a session that
+ended in a fault, 4 no robot state. Log lines and warnings go to stderr through the same rich console as the
+live status line, so each starts on a line of its own; the report (JSON) goes to stdout.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from robolearn.cli.app import app, console, parse_sets
-from robolearn.errors import RobolearnError
+from robolearn.errors import ConfigError
 
-__all__ = ["deploy"]
+__all__ = ["deploy", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_NO_ROBOT"]
+
+EXIT_OK = 0  # the session ended without a fault
+EXIT_BAD_INPUT = 2  # bad flag, profile or bundle (robolearn.cli.app.main): nothing moved
+EXIT_FAULT = 3  # the session ended in a fault: a safety trip, or in --auto a request the runtime refused
+EXIT_NO_ROBOT = 4  # no robot state within safety.first_state_timeout_s
 
 
-@app.command()
+class _ConsoleLogHandler(logging.Handler):
+    """Log records printed through a rich console: while a live status line is shown, rich clears it, prints
+    the record on a line of its own and redraws the status below (a plain stream would write onto it)."""
+
+    def __init__(self, out: Console) -> None:
+        super().__init__()
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise into the control loop
+            self.handleError(record)
+
+
+@app.command(epilog="Exit codes: 0 the session ended without a fault | 2 bad input, nothing moved | 3 the session "
+                    "ended in a fault (a safety trip, or in --auto a stand/run the runtime refused; the report's "
+                    "timeline says when and why) | 4 no robot state within safety.first_state_timeout_s "
+                    "(default 3 s)")
 def deploy(
     robot: Annotated[str, typer.Option(help="hardware profile name (hardware/<robot>.yaml) or YAML path")],
     policy: Annotated[Path, typer.Option(help="policy bundle folder (robolearn export) or shipped bundle name")],
     transport: Annotated[str, typer.Option(help="sim | dds | ros2")] = "sim",
-    duration: Annotated[float, typer.Option(help="seconds to run (0: until Ctrl-C)")] = 0.0,
+    duration: Annotated[float, typer.Option(help="seconds to run, >= 0 (0: until Ctrl-C)")] = 0.0,
     auto: Annotated[bool, typer.Option(help="stand, run and stop on a timer instead of keys")] = False,
-    cmd: Annotated[Optional[str], typer.Option(help="command while running: 'vx,vy,wz' (or a target x,y,z)")] = None,
+    cmd: Annotated[Optional[str], typer.Option(
+        help="command while running: 'vx,vy,wz' (or an arm's target x,y,z), clipped into the ranges the policy "
+             "was trained on")] = None,
+    interface: Annotated[Optional[str], typer.Option(
+        help="--transport dds: the network interface to the robot (e.g. eth0; lo for a local twin); default: the "
+             "profile's dds.network_interface")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a profile field: key.sub=value")] = [],  # noqa: B006
-    report: Annotated[Optional[Path], typer.Option(help="write the session report (timing, trips) as JSON")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        help="write the session report (timeline of mode changes and trips, timing, Damp) as JSON")] = None,
 ) -> None:
     """Run a policy bundle on a robot through the deploy runtime (Passive -> Stand -> Run -> Damp).
 
     On a terminal, single keys drive it (listed at start); `--auto` stands, runs and stops on a timer.
-    Ctrl-C damps and exits."""
+    Ctrl-C damps and exits. Every flag is checked before anything moves."""
+    import contextlib
     import json
-    import logging
     import threading
 
     from rich.live import Live
@@ -40,25 +79,57 @@ def deploy(
     from robolearn.deploy.keys import KeyControl
     from robolearn.deploy.profile import HardwareProfile, load_profile
     from robolearn.deploy.runtime import DeployRuntime
-    from robolearn.deploy.session import make_robot, run_session
+    from robolearn.deploy.session import (
+        NoRobotState,
+        check_imu,
+        check_network_interface,
+        clip_command,
+        make_robot,
+        parse_command,
+        run_session,
+        session_report,
+    )
+    from robolearn.deploy.transports import transport_names
 
-    if transport == "ros2":  # the rclpy node owns the loop; same profile, bundle and runtime
-        from robolearn.ros.node import run_node
-
-        run_node(["--ros-args", "-p", f"robot:={robot}", "-p", f"policy:={policy}"])
-        return
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("robolearn").setLevel(logging.INFO)
+    err = Console(stderr=True)
+    if not (math.isfinite(duration) and duration >= 0):
+        raise ConfigError(f"--duration: expected seconds >= 0 (0: until Ctrl-C), got {duration:g}")
+    if transport not in transport_names():
+        raise ConfigError(f"--transport: unknown transport {transport!r}; valid transports: "
+                          f"{', '.join(transport_names())}")
+    if interface is not None and transport != "dds":
+        raise ConfigError(f"--interface: only used with --transport dds (this is --transport {transport})")
     prof = load_profile(robot)
     if set_:
         prof = from_dict(HardwareProfile, merge(to_dict(prof), parse_sets(set_)), where=f"{prof.source} (--set)")
+    if transport == "ros2":  # the rclpy node owns the loop; same profile, bundle and runtime
+        from robolearn.ros.node import run_node
+
+        check_imu(prof, None, transport)
+        run_node(["--ros-args", "-p", f"robot:={robot}", "-p", f"policy:={policy}"])
+        return
     bundle = load_bundle(policy)
+    manifest = bundle.manifest
     command = None
     if cmd is not None:
-        try:
-            command = [float(x) for x in cmd.split(",")]
-        except ValueError:
-            raise RobolearnError(f"--cmd expects three numbers 'vx,vy,wz', got {cmd!r}") from None
+        command, outside = clip_command(parse_command(cmd, manifest), manifest)
+        if outside:
+            used = ",".join(f"{x:g}" for x in command)
+            err.print(f"[yellow]warning:[/] --cmd {escape(cmd)}: {outside} (the ranges the policy was trained on); "
+                      f"using {used}", highlight=False, soft_wrap=True)
+        command = command.tolist()
+    if transport == "dds":
+        if interface is not None:
+            check_network_interface(interface, "--interface")
+            prof.dds.network_interface = interface
+        elif prof.dds.network_interface:
+            check_network_interface(prof.dds.network_interface, f"{prof.source}: dds.network_interface")
+    check_imu(prof, manifest, transport)
+
+    handler = _ConsoleLogHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("robolearn").setLevel(logging.INFO)
     rt = DeployRuntime(bundle, prof, make_robot(prof, transport))
     if command is not None and not auto:
         rt.set_command(command)
@@ -71,16 +142,32 @@ def deploy(
     stop = threading.Event()
     keys = None if auto or not sys.stdin.isatty() else KeyControl(rt, stop)
     console.print(f"[bold]deploy[/] {bundle.folder} on {prof.name} via {transport}: control {prof.control_hz:g} Hz, "
-                  f"policy {bundle.manifest.policy_hz:g} Hz" + ("" if keys is None else f"  keys: {KeyControl.HELP}"))
+                  f"policy {manifest.policy_hz:g} Hz" + ("" if keys is None else f"  keys: {KeyControl.HELP}"))
+    no_robot = None
+    # On a terminal the status line is live (rich redraws it below each log line); elsewhere (a pipe, a file) it
+    # is printed once at the end, on a line of its own.
+    live = Live(console=err, refresh_per_second=4, transient=False) if err.is_terminal else None
+    last_status = [""]
+
+    def on_status(line: str) -> None:
+        last_status[0] = line
+        if live is not None:
+            live.update(line)
+
     try:
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
+        with live if live is not None else contextlib.nullcontext():
             result = run_session(rt, duration=duration or float("inf"), auto=auto, command=command,
-                                 on_status=lambda line: live.update(line), stop=stop,
+                                 on_status=on_status, stop=stop,
                                  command_source=twist.read if twist is not None else None)
     except KeyboardInterrupt:
         rt.stop()
         rt.spin(0.5)
-        result = {"final_mode": rt.mode.value, "trips": [t.reason for t in rt.trips], "interrupted": True}
+        result = {**session_report(rt), "interrupted": True}
+    except NoRobotState as exc:
+        no_robot = str(exc)
+        if transport == "dds":
+            no_robot += (f"; is the robot on and publishing on DDS domain {prof.dds.domain_id} via interface "
+                         f"{prof.dds.network_interface or '(cyclonedds default)'}?")
     finally:
         if keys is not None:
             keys.close()
@@ -88,7 +175,20 @@ def deploy(
         rt.robot.close()
         if twist is not None:
             twist.close()
+    if no_robot is not None:
+        err.print(f"[red]error:[/] {escape(no_robot)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_NO_ROBOT)
+    if live is None and last_status[0]:
+        err.print(last_status[0], markup=False, highlight=False, soft_wrap=True)
+    code = EXIT_FAULT if result["ended_in_fault"] else EXIT_OK
+    result["exit_code"] = code
     console.print_json(data=result)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result, indent=2))
+    if code != EXIT_OK:
+        trips = result["trips"]
+        why = trips[-1]["reason"] if trips else result["refused"][-1]["answer"]
+        err.print(f"[red]ended in a fault:[/] {escape(why)} (exit {code}; the report's timeline has every change)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(code)

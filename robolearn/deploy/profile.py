@@ -30,6 +30,11 @@ class SafetyCfg:
     velocity_limit_scale: float = 1.0  # measured |dq| above this times the URDF velocity limit -> Damp
     torque_limit_scale: float = 1.0  # PD targets are clipped so kp, kd torque stays within this times the limit
     max_target_rate: float = 20.0  # rad/s: how fast a joint target may move (rate limit)
+    first_state_timeout_s: float = 3.0  # no robot state at all this long after start -> the session ends (exit 4)
+
+    def __post_init__(self) -> None:
+        if not self.first_state_timeout_s > 0:
+            raise ConfigError(f"safety.first_state_timeout_s: expected seconds > 0, got {self.first_state_timeout_s}")
 
 
 @dataclass(kw_only=True)
@@ -55,7 +60,7 @@ class DdsCfg:
     network_interface: str = "lo"  # the robot's NIC on hardware (e.g. eth0); lo for rehearsals
     state_topic: str = ""  # default per protocol: rt/lowstate or rt/joint_states
     command_topic: str = ""  # default per protocol: rt/lowcmd or rt/<controller>/commands
-    imu_topic: str = ""
+    imu_topic: str = ""  # protocol ros2 (sensor_msgs/Imu); default: ros2.imu_topic. unitree: inside rt/lowstate
     cmd_vel_topic: str = "rt/cmd_vel"
 
 
@@ -75,6 +80,10 @@ class HardwareProfile:
     joint_names: list[str]  # the robot's own joint (motor) order
     control_hz: float = 500.0
     damping_kd: float = 1.0  # Damp: kp = 0, this kd on every joint
+    # Damp on a position-only interface (ros2_control forward/trajectory controllers, servos) cannot be kp 0: the
+    # runtime sends the measured position (a hold) for this long, then stops publishing (the controller keeps
+    # its last target; torque-off is the driver's e-stop).
+    damp_hold_s: float = 5.0
     stand: StandCfg = field(default_factory=StandCfg)
     safety: SafetyCfg = field(default_factory=SafetyCfg)
     sim: SimTransportCfg = field(default_factory=SimTransportCfg)
@@ -88,6 +97,8 @@ class HardwareProfile:
             raise ConfigError(f"{self.source}: control_hz must be positive, got {self.control_hz}")
         if len(set(self.joint_names)) != len(self.joint_names):
             raise ConfigError(f"{self.source}: joint_names has duplicates")
+        if not self.damp_hold_s >= 0:
+            raise ConfigError(f"{self.source}: damp_hold_s: expected seconds >= 0, got {self.damp_hold_s}")
 
 
 def _profiles_dir() -> Path:

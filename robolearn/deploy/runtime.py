@@ -1,8 +1,13 @@
 """The deploy runtime: a state machine over a robot, a low-level joint controller, the policy and the safety layer.
 
     PASSIVE (zero torque) --stand()--> STAND (ramp from the measured pose to the default pose)
-        --run()--> RUN (policy at its rate, joint PD at the robot's rate, interpolating between policy targets)
+        --run()--> RUN (policy at its rate, joint PD at the robot's rate; between policy steps the target is held or
+        interpolated, as the bundle's `control.between_steps` says: version 1 bundles interpolate)
     any --stop() / e-stop / safety trip--> DAMP (kp = 0, kd from the profile), latched until reset()
+
+On a position-only interface (`robot.position_only`: ros2_control forward/trajectory controllers, servos) kp = 0
+cannot be sent: Passive and Damp are a hold of the measured position, and Damp's hold stops after the profile's
+`damp_hold_s`, after which the runtime publishes nothing until reset(). Every mode change is in `timeline`.
 
 One control tick (`tick()`) reads the robot, runs the safety checks, computes the joint command and writes it.
 `spin()` runs ticks at the profile's control rate in real time (sleep, then spin for the last half
@@ -31,7 +36,7 @@ from robolearn.deploy.profile import HardwareProfile
 from robolearn.deploy.safety import SafetyLayer
 from robolearn.errors import BundleError, ConfigError
 
-__all__ = ["Mode", "Trip", "LoopStats", "PolicyWorker", "DeployRuntime"]
+__all__ = ["Mode", "Trip", "Transition", "LoopStats", "PolicyWorker", "DeployRuntime", "IMU_TERMS"]
 
 log = logging.getLogger("robolearn.deploy")
 SPIN_S = 0.0005  # the last part of each period is busy-waited: time.sleep overshoots by ~0.1 ms
@@ -50,6 +55,20 @@ class Trip:
     tick: int
     mode: str
     reason: str
+
+
+@dataclass
+class Transition:
+    """One change of mode (the session's timeline): when, in which tick, from and to, and why."""
+
+    time: float  # s since the runtime was made
+    tick: int
+    from_mode: str
+    to_mode: str
+    reason: str
+
+
+IMU_TERMS = ("base_ang_vel", "projected_gravity")  # observation terms measured by an IMU
 
 
 @dataclass
@@ -84,8 +103,9 @@ class PolicyWorker:
     def __init__(self, policy: Callable[[np.ndarray], np.ndarray]) -> None:
         self.policy = policy
         self._request: np.ndarray | None = None
-        self._result: tuple[np.ndarray, float] | None = None
+        self._result: tuple[np.ndarray, float, str | None] | None = None
         self._busy = False
+        self._drop = False  # the request in flight was discarded: forget its result
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="robolearn-policy", daemon=True)
@@ -100,11 +120,17 @@ class PolicyWorker:
             self._cv.notify()
             return True
 
-    def poll(self) -> tuple[np.ndarray, float] | None:
-        """(actions, latency s) of a finished request, once."""
+    def poll(self) -> tuple[np.ndarray, float, str | None] | None:
+        """(actions, latency s, error) of a finished request, once; error: what the policy raised, else None."""
         with self._cv:
             result, self._result = self._result, None
             return result
+
+    def discard(self) -> None:
+        """Forget the finished result and the one in flight: a new run never acts on an older observation."""
+        with self._cv:
+            self._result = None
+            self._drop = self._busy
 
     def _loop(self) -> None:
         while True:
@@ -115,13 +141,17 @@ class PolicyWorker:
                     return
                 obs, self._request = self._request, None
             start = time.perf_counter()
+            error = None
             try:
                 actions = np.asarray(self.policy(obs), dtype=np.float64)
-            except Exception as exc:  # a crashing policy must look like a NaN action: the runtime damps
+            except Exception as exc:  # a crashing policy gives no action: the runtime damps, naming the error
                 log.error("policy raised %s: %s", type(exc).__name__, exc)
-                actions = np.full(1, np.nan)
+                actions, error = np.full(1, np.nan), f"{type(exc).__name__}: {exc}"
             with self._cv:
-                self._result = (actions, time.perf_counter() - start)
+                if self._drop:
+                    self._drop = False
+                else:
+                    self._result = (actions, time.perf_counter() - start, error)
                 self._busy = False
 
     def close(self) -> None:
@@ -150,6 +180,7 @@ class DeployRuntime:
                               f"policy rate {m.policy_hz:g} Hz")
         self.bundle, self.profile, self.robot, self.clock = bundle, profile, robot, clock
         self.policy_every = int(round(ratio))
+        self.hold_targets = m.interpolation == "hold"  # between two actions the target is held (else linear)
         self.dt = 1.0 / profile.control_hz
         self.index = np.array([robot.joint_names.index(j) for j in m.joints.names])  # policy -> robot order
         self.n_robot = len(robot.joint_names)
@@ -173,6 +204,14 @@ class DeployRuntime:
         self.stats = LoopStats(target_period=self.dt)
         self.mode = Mode.PASSIVE
         self.trips: list[Trip] = []
+        self.timeline: list[Transition] = []
+        # Position-only interfaces (ros2_control forward controllers, servos) turn kp = 0 into a hold of the measured
+        # position: Damp is then a hold, bounded by the profile's damp_hold_s, after which nothing is published.
+        self.position_only = bool(getattr(robot, "position_only", False))
+        self.damp_since: float | None = None  # runtime clock when Damp began
+        self.hold_ended: float | None = None  # runtime clock when a position-only hold stopped publishing
+        imu_terms = [t.name for t in m.observation if t.name in IMU_TERMS]
+        self.imu_needs = imu_terms + (["the tilt check"] if m.kind == "legged" else [])
         self.ticks = 0
         self.command = np.zeros(3)
         self._command_set = False
@@ -204,10 +243,13 @@ class DeployRuntime:
                                              self.clock() - state.stamp, active=False)
             if reason is not None:
                 return f"stand refused: {reason}"
+            if self.imu_needs and (state.quat is None or state.gyro is None):
+                return (f"stand refused: the robot state has no IMU orientation/angular velocity, needed by "
+                        f"{', '.join(self.imu_needs)}; set the profile's IMU topic (dds.imu_topic, ros2.imu_topic)")
             self._stand_from = self.last_state.q[self.index].copy()
             self._stand_t0 = self.clock()
             self._target = self._stand_from.copy()
-            self.mode = Mode.STAND
+            self._enter(Mode.STAND, "stand requested")
         log.info("stand: ramping to the default pose over %.1f s", self.profile.stand.duration_s)
         return "stand"
 
@@ -223,7 +265,7 @@ class DeployRuntime:
             self._reset_run()
             if self.kinematics is not None and not self._command_set:  # an arm holds where it is until told
                 self.command = self.kinematics.fk(self.last_state.q[self.index])
-            self.mode = Mode.RUN
+            self._enter(Mode.RUN, "run requested")
         log.info("run: policy at %.0f Hz, control at %.0f Hz", self.bundle.manifest.policy_hz, self.profile.control_hz)
         return "run"
 
@@ -231,7 +273,7 @@ class DeployRuntime:
         with self._lock:
             if self.mode != Mode.DAMP:
                 log.info("stop requested in %s: damping", self.mode)
-                self.mode = Mode.DAMP
+                self._enter(Mode.DAMP, "stop requested")
         return "damp"
 
     def estop(self) -> None:
@@ -246,7 +288,7 @@ class DeployRuntime:
             if self.last_state is not None and self.last_state.estop:
                 return "reset refused: the robot's e-stop is still pressed"
             self._estop = False
-            self.mode = Mode.PASSIVE
+            self._enter(Mode.PASSIVE, "reset requested")
         return "passive"
 
     @property
@@ -260,12 +302,24 @@ class DeployRuntime:
         self._k = 0
         self._run_ticks = 0
         self._submitted_at: float | None = None  # the unanswered policy request, if any
+        self.worker.discard()  # a result or a request left from an earlier run is not this run's
         self.observations.reset()
+        if hasattr(self.worker.policy, "reset"):  # a chunked policy's action queue
+            self.worker.policy.reset()
+
+    def _enter(self, mode: Mode, reason: str, now: float | None = None) -> None:
+        """Change mode (caller holds the lock) and record it in the timeline."""
+        now = self.clock() if now is None else now
+        self.timeline.append(Transition(time=now - self._start_time, tick=self.ticks, from_mode=str(self.mode),
+                                        to_mode=str(mode), reason=reason))
+        self.mode = mode
+        if mode == Mode.DAMP:
+            self.damp_since, self.hold_ended = now, None
 
     def _trip(self, reason: str, now: float) -> None:
         self.trips.append(Trip(time=now - self._start_time, tick=self.ticks, mode=str(self.mode), reason=reason))
         log.error("safety trip in %s: %s -> damp", self.mode, reason)
-        self.mode = Mode.DAMP
+        self._enter(Mode.DAMP, f"safety trip: {reason}", now)
 
     def _to_robot(self, q: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> JointCommand:
         n = self.n_robot
@@ -290,16 +344,34 @@ class DeployRuntime:
             try:
                 cmd = self._control(self.robot.read(), now)
             except Exception as exc:
-                self._trip(f"runtime error: {type(exc).__name__}: {exc}", now)
+                if self.mode != Mode.DAMP:  # one trip per fault: a transport that keeps failing is not a new trip
+                    self._trip(f"runtime error: {type(exc).__name__}: {exc}", now)
+                else:
+                    log.error("runtime error in damp: %s: %s", type(exc).__name__, exc)
                 cmd = self._damp()
+            if self._hold_over(now):
+                return self.mode  # a position-only Damp held for damp_hold_s: publish nothing more
         try:
             self.robot.write(cmd)
         except Exception as exc:
             with self._lock:
                 if self.mode != Mode.DAMP:
                     self._trip(f"cannot write to the robot: {type(exc).__name__}: {exc}", now)
-            log.error("write failed in damp: %s", exc)
+                else:
+                    log.error("write failed in damp: %s", exc)
         return self.mode
+
+    def _hold_over(self, now: float) -> bool:
+        """Whether a position-only Damp (a hold of the measured position) has lasted damp_hold_s (logged once)."""
+        if not self.position_only or self.mode != Mode.DAMP or self.damp_since is None:
+            return False
+        if self.hold_ended is None:
+            if now - self.damp_since < self.profile.damp_hold_s:
+                return False
+            self.hold_ended = now
+            log.warning("damp on a position-only interface: held the measured position for %g s (damp_hold_s); "
+                        "no longer publishing commands", self.profile.damp_hold_s)
+        return True
 
     def _control(self, state: RobotState | None, now: float) -> JointCommand:
         if state is not None:
@@ -330,7 +402,8 @@ class DeployRuntime:
                 self._trip(reason, now)
                 return self._damp()
             self._k += 1
-            target = self._from + (self._to - self._from) * min(1.0, self._k / self.policy_every)
+            alpha = 1.0 if self.hold_targets else min(1.0, self._k / self.policy_every)
+            target = self._from + (self._to - self._from) * alpha
             kp, kd = self.kp, self.kd
         safe, reason = self.safety.filter_targets(target, self._target, q, dq, kp, kd)
         if reason is not None:
@@ -343,8 +416,10 @@ class DeployRuntime:
         m = self.bundle.manifest
         result = self.worker.poll()
         if result is not None:
-            actions, latency = result
+            actions, latency, error = result
             self.stats.policy_latency.append(latency)
+            if error is not None:
+                return f"policy raised {error}"
             if actions.shape != (m.policy.action_dim,) or not np.all(np.isfinite(actions)):
                 return SafetyLayer.check_finite("action", actions) or f"policy returned shape {actions.shape}"
             self.last_action = np.clip(actions, -m.clip_actions, m.clip_actions)
@@ -364,6 +439,8 @@ class DeployRuntime:
             if reason is not None:
                 return reason
             if self.worker.submit(obs):
+                self._submitted_at = now
+            elif self._submitted_at is None:  # a discarded request of an earlier run still runs: wait from now
                 self._submitted_at = now
             # else: the previous request is still running; the watchdog above decides when that is a stall
         self._run_ticks += 1

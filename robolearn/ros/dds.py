@@ -39,6 +39,7 @@ from cyclonedds.util import duration
 
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.profile import HardwareProfile
+from robolearn.errors import ConfigError
 from robolearn.ros.dds_types import (
     NUM_MOTORS,
     Float64MultiArray_,
@@ -57,7 +58,7 @@ __all__ = [
     "robot_from_profile",
     "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
     "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
-    "DdsTwistSource",
+    "DdsTwistSource", "DdsDomainError",
 ]
 
 log = logging.getLogger("robolearn.dds")
@@ -112,6 +113,14 @@ def _check_domain(domain_id: int) -> int:
     return domain_id
 
 
+class DdsDomainError(ConfigError, ValueError):
+    """A DDS domain cannot be opened as asked (already open on another interface, or the interface is unusable)."""
+
+
+def _iface(name: str | None) -> str:
+    return "the default interface (cyclonedds defaults / CYCLONEDDS_URI)" if name is None else f"interface {name!r}"
+
+
 _participants: dict[int, tuple[str | None, DomainParticipant, Domain | None]] = {}
 _participants_lock = threading.Lock()
 
@@ -125,16 +134,24 @@ def participant(domain_id: int = 0, network_interface: str | None = None) -> Dom
         if domain_id in _participants:
             iface, dp, _ = _participants[domain_id]
             if iface != network_interface:
-                raise ValueError(f"DDS domain {domain_id} is already open on interface {iface!r} in this process; "
-                                 f"cannot also open it on {network_interface!r}")
+                raise DdsDomainError(f"DDS domain {domain_id} is already open on {_iface(iface)} in this process; "
+                                     f"cannot also open it on {_iface(network_interface)} (one interface per domain "
+                                     f"and process: give every DDS reader and writer the same network_interface)")
             return dp
         domain = None
         if network_interface is not None:
             try:
                 domain = Domain(domain_id, interface_config(network_interface, domain_id))
             except DDSException as e:
-                raise RuntimeError(f"DDS domain {domain_id}: could not apply the {network_interface!r} config "
-                                   f"(is the domain already open with another config?): {e}") from e
+                if e.code == DDSException.DDS_RETCODE_PRECONDITION_NOT_MET:
+                    raise DdsDomainError(
+                        f"DDS domain {domain_id} is already open in this process with another configuration "
+                        f"(created outside robolearn.ros.dds.participant); cannot bind it to interface "
+                        f"{network_interface!r}") from None
+                raise DdsDomainError(
+                    f"DDS domain {domain_id}: cannot use network interface {network_interface!r} "
+                    f"({' '.join(str(e).split())}); is it an interface of this computer (`ip link` lists them)?"
+                ) from None
         dp = DomainParticipant(domain_id)
         _participants[domain_id] = (network_interface, dp, domain)
         return dp
@@ -301,17 +318,28 @@ class UnitreeDdsRobot(RobotInterface):
 
     @property
     def bad_crc(self) -> int:
-        """States dropped for a wrong CRC."""
+        """States dropped: a wrong CRC, or an unusable IMU (not a unit quaternion, a non-finite gyroscope)."""
         return self._state.rejected
+
+    @property
+    def bad_samples(self) -> int:
+        """States dropped (as `bad_crc`; the name `Ros2DdsRobot` uses)."""
+        return self._state.rejected
+
+    def waiting_for(self) -> str:
+        """What `read()` is still waiting for (for a 'no robot state' message)."""
+        dropped = f" ({self.bad_crc} dropped: {self._state.last_error})" if self.bad_crc else ""
+        return f"robot state on {self.state_topic}{dropped}"
 
     def _to_state(self, m: LowState_, stamp: float) -> RobotState:
         if self.check_crc and not crc_ok(m):
             raise ValueError(f"wrong CRC {m.crc:#010x} (expected the CRC-32/MPEG-2 of the LowState_ C struct)")
         ms = m.motor_state[:self.n]
         imu = m.imu_state
+        quat = _unit_quaternion(np.array(imu.quaternion, dtype=float), "LowState_.imu_state.quaternion (w, x, y, z)")
+        gyro = _finite(np.array(imu.gyroscope, dtype=float), "LowState_.imu_state.gyroscope")
         return RobotState(stamp=stamp, q=np.array([s.q for s in ms]), dq=np.array([s.dq for s in ms]),
-                          tau=np.array([s.tau_est for s in ms]), quat=np.array(imu.quaternion, dtype=float),
-                          gyro=np.array(imu.gyroscope, dtype=float))
+                          tau=np.array([s.tau_est for s in ms]), quat=quat, gyro=gyro)
 
     def read(self) -> RobotState | None:
         latest = self._state.latest()
@@ -381,13 +409,25 @@ class Ros2DdsRobot(RobotInterface):
     def bad_samples(self) -> int:
         return self._joints.rejected + (self._imu.rejected if self._imu else 0)
 
+    def waiting_for(self) -> str:
+        """What `read()` is still waiting for (for a 'no robot state' message): joint states, some joints, the IMU."""
+        if self.received == 0:
+            dropped = f" ({self._joints.rejected} dropped: {self._joints.last_error})" if self._joints.rejected else ""
+            return f"robot state on {self.state_topic}{dropped}"
+        if self.missing_joints:
+            return f"state of joints {self.missing_joints} on {self.state_topic}"
+        if self._imu is not None and self._imu.latest() is None:
+            return f"IMU data on {self._imu.topic_name}"
+        return f"robot state on {self.state_topic}"
+
     def read(self) -> RobotState | None:
         state = self.joints.state()
         if state is not None and self._imu is not None:
             imu = self._imu.latest()
             if imu is None:
                 return None
-            (state.quat, state.gyro), _ = imu
+            (state.quat, state.gyro), imu_stamp = imu
+            state.stamp = min(state.stamp, imu_stamp)  # a silent IMU makes the state stale (the watchdog trips)
         return state
 
     def write(self, cmd: JointCommand) -> None:
@@ -416,16 +456,32 @@ def robot_from_profile(profile: HardwareProfile) -> RobotInterface:
                                state_topic=d.state_topic or "rt/lowstate", command_topic=d.command_topic or "rt/lowcmd")
     return Ros2DdsRobot(profile.joint_names, command_topic=d.command_topic or None,
                         joint_states_topic=d.state_topic or profile.ros2.joint_states_topic,
-                        imu_topic=d.imu_topic or None, domain_id=d.domain_id, network_interface=iface)
+                        imu_topic=d.imu_topic or profile.ros2.imu_topic or None, domain_id=d.domain_id,
+                        network_interface=iface)
+
+
+QUAT_NORM_TOLERANCE = 0.1  # |norm - 1| above this: not an orientation (zeros = "unknown", or garbage)
+
+
+def _unit_quaternion(quat: np.ndarray, what: str) -> np.ndarray:
+    """`quat` (w, x, y, z) normalised, or ValueError when its norm is not within QUAT_NORM_TOLERANCE of 1."""
+    norm = float(np.linalg.norm(quat))
+    if not abs(norm - 1.0) <= QUAT_NORM_TOLERANCE:  # also NaN
+        raise ValueError(f"{what} = {quat.tolist()} is not a unit quaternion (norm {norm:.3g}, expected 1 "
+                         f"+- {QUAT_NORM_TOLERANCE:g})")
+    return quat / norm
+
+
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} = {values.tolist()} is not finite")
+    return values
 
 
 def _imu_to_arrays(m: Imu_, stamp: float) -> tuple[np.ndarray, np.ndarray]:
     o, w = m.orientation, m.angular_velocity
-    quat = np.array([o.w, o.x, o.y, o.z])
-    norm = float(np.linalg.norm(quat))
-    if not 0.5 < norm < 1.5:
-        raise ValueError(f"Imu_.orientation (x={o.x}, y={o.y}, z={o.z}, w={o.w}) is not a unit quaternion")
-    return quat / norm, np.array([w.x, w.y, w.z])
+    quat = _unit_quaternion(np.array([o.w, o.x, o.y, o.z]), "Imu_.orientation (w, x, y, z)")
+    return quat, _finite(np.array([w.x, w.y, w.z]), "Imu_.angular_velocity")
 
 
 # ------------------------------------------------------------------------------------------------- cmd_vel
@@ -437,6 +493,16 @@ class DdsTwistSource:
     def __init__(self, topic: str = "/cmd_vel", *, domain_id: int = 0, network_interface: str | None = None) -> None:
         self.topic = dds_topic(topic)
         self._reader = LatestReader(participant(domain_id, network_interface), self.topic, Twist_, _twist_to_array)
+
+    @property
+    def received(self) -> int:
+        """Commands accepted so far."""
+        return self._reader.received
+
+    @property
+    def rejected(self) -> int:
+        """Commands dropped (non-finite vx, vy or wz): the previous command stays, and ages."""
+        return self._reader.rejected
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """((vx, vy, wz), age in seconds) of the latest command, or None if none arrived."""

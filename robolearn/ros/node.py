@@ -48,7 +48,9 @@ def import_rclpy():
 
 
 class RclpyRobot(RobotInterface):
-    """RobotInterface over rclpy subscriptions/publishers created on `node`."""
+    """RobotInterface over rclpy subscriptions/publishers created on `node`. Position-only (ros2_control targets)."""
+
+    position_only = True
 
     def __init__(self, node, profile: HardwareProfile) -> None:
         from rclpy.qos import qos_profile_sensor_data
