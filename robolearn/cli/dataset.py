@@ -25,6 +25,7 @@ def dataset_info(path: Annotated[Path, typer.Argument(help="dataset folder")]) -
     import numpy as np
 
     from robolearn.data import DatasetReader
+    from robolearn.data.sidecar import session_for
 
     reader = DatasetReader(path)
     info = reader.info
@@ -40,16 +41,33 @@ def dataset_info(path: Annotated[Path, typer.Argument(help="dataset folder")]) -
                       escape(str(names if not isinstance(names, list) or len(names) <= 6 else names[:6] + ["..."])))
     console.print(table)
     console.print("tasks: " + "; ".join(reader.tasks), highlight=False, markup=False)
+    sessions = _sessions(path)
     episodes = Table(title="episodes")
-    for col in ("episode", "frames", "seconds", "success", "intervention frames"):
+    for col in ("episode", "frames", "seconds", "success", "intervention frames") + (("robolearn task",)
+                                                                                       if sessions else ()):
         episodes.add_column(col)
     for i in range(reader.num_episodes):
         data = reader.episode(i)
         n = len(data["frame_index"])
         success = "yes" if "next.success" in data and bool(np.asarray(data["next.success"]).any()) else "no"
         human = str(int(np.asarray(data["intervention"]).sum())) if "intervention" in data else "-"
-        episodes.add_row(str(i), str(n), f"{n / reader.fps:.1f}", success, human)
+        session = session_for(sessions, i) if sessions else None
+        extra = (escape(session["task"]) if session else "-",) if sessions else ()
+        episodes.add_row(str(i), str(n), f"{n / reader.fps:.1f}", success, human, *extra)
     console.print(episodes)
+
+
+def _sessions(path: Path) -> list[dict]:
+    """The recording sessions of meta/robolearn.json, [] when it is absent or unreadable (validate reports why)."""
+    from robolearn.data.sidecar import SIDECAR, read_sidecar, sidecar_sessions
+    from robolearn.errors import DatasetError
+
+    if not (path / SIDECAR).is_file():
+        return []
+    try:
+        return sidecar_sessions(read_sidecar(path), path / SIDECAR)
+    except DatasetError:
+        return []
 
 
 @dataset_app.command("validate")
@@ -73,13 +91,14 @@ def dataset_replay(
                      ] = None,
     no_video: Annotated[bool, typer.Option("--no-video", help="do not render")] = False,
 ) -> None:
-    """Replay an episode's recorded actions in simulation from its first frame; report how closely the replay
-    follows the recording and render it with the task's camera."""
+    """Replay an episode's recorded actions in simulation from its first frame, in the task that recorded it; report
+    how closely the replay follows the recording and render it with the task's camera."""
     from robolearn.teleop.replay import replay_episode
 
     out = None if no_video else (video or path / "replay" / f"episode_{episode:06d}.mp4")
     result = replay_episode(path, episode, video=out)
-    console.print(f"episode {result.episode_index}: {result.frames} frames replayed; max joint deviation "
-                  f"{result.max_state_error:.2e} rad, final block deviation {result.final_object_error:.2e} m; "
-                  f"success recorded {result.recorded_success}, replayed {result.replayed_success}"
+    console.print(f"episode {result.episode_index} ({result.task}): {result.frames} frames replayed; max joint "
+                  f"deviation {result.max_state_error:.2e} rad, final block deviation "
+                  f"{result.final_object_error:.2e} m; success recorded {result.recorded_success}, replayed "
+                  f"{result.replayed_success}"
                   + (f"; video {result.video}" if result.video else ""), highlight=False)

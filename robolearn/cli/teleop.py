@@ -58,6 +58,10 @@ def _record(task: str, dataset: Path, episodes: int, driver_factory: Any, *, see
                   f"({recorder.writer.num_episodes} episodes there already)"
                   + (f"\n{help_line or recorder.driver.help}" if (help_line or recorder.driver.help) else ""),
                   highlight=False)
+    others = sorted({s["task"] for s in recorder.sessions[:-1]} - {task})
+    if others:  # a dataset may mix tasks: each episode keeps its own (LeRobot task, meta/robolearn.json)
+        console.print(f"note: {dataset} also holds episodes of {', '.join(others)}; each episode keeps its own task "
+                      f"(LeRobot task {recorder.language!r} for these)", highlight=False, markup=False)
     live_line = console.is_terminal
 
     def on_episode(record: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Checking a folder against the LeRobot v3.0 layout: metadata, every data file, every video, the stats.
+"""Checking a folder against the LeRobot v3.0 layout: metadata, every data file, every video, the stats; and, in a
+dataset recorded by robolearn, that meta/robolearn.json agrees with the episodes' tasks.
 
 validate_dataset never raises on a bad dataset: each problem is one message naming the file and the field.
 """
@@ -31,6 +32,7 @@ from robolearn.data.features import (
     video_keys,
 )
 from robolearn.data.lerobot_reader import column_to_numpy, describe_folder, read_tasks, version_message
+from robolearn.data.sidecar import sidecar_problems
 from robolearn.data.stats import REQUIRED_STAT_KEYS
 from robolearn.data.video import decode_video, probe_video
 from robolearn.errors import DatasetError
@@ -80,6 +82,9 @@ class _Check:
             self.data_files(info, features, rows, tasks)
             self.videos(info, features, rows)
         self.stats(features, rows)
+        if rows is not None:  # robolearn's meta/robolearn.json (if any) must agree with the episodes' tasks
+            for problem in sidecar_problems(self.root, rows):
+                self.bad(problem)
         return self.problems
 
     # -- meta/info.json ----------------------------------------------------------------------------------------

@@ -128,11 +128,12 @@ class VideoEncoder:
                 container.mux(packet)
         except BaseException as exc:  # reported to the caller by put()/finish()
             self._error = exc
-            while True:  # drain so that a blocked producer never waits
+            while True:  # drop the queued frames (memory) up to the caller's finish/abort
                 try:
-                    if self._queue.get_nowait() in (_STOP, _ABORT):
-                        break
+                    item = self._queue.get_nowait()
                 except queue.Empty:
+                    break
+                if item is _STOP or item is _ABORT:  # identity: `in` would compare frames (arrays) with ==
                     break
         finally:
             if container is not None:

@@ -10,14 +10,14 @@ Episodes end on success (after `hold_after_success_s`), on the task's time limit
 (save, discard, re-record: discard and start over from the same scene). With `realtime` the loop is paced to the
 fps; the live line shows the achieved rate and warns when it falls below 95% of the target.
 
-`meta/robolearn.json` records which robolearn task and settings made the dataset, so that `robolearn dataset
-replay` can rebuild the scene; LeRobot ignores it.
+Each episode's LeRobot task is the robolearn task's short `instruction` ("push the block to the goal");
+`meta/robolearn.json` records which robolearn task, overrides and long description recorded which episodes (one
+session per recording setup, see robolearn.data.sidecar), so that `robolearn dataset replay` rebuilds each
+episode's own scene, also in a dataset that mixes tasks; LeRobot ignores it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from robolearn.errors import ConfigError, DatasetError
+from robolearn.data.sidecar import SIDECAR, add_session, read_sidecar
+from robolearn.errors import ConfigError
 from robolearn.sim.tasks import make_task
 from robolearn.sim.tasks.manipulation import ManipulationTask
 
 __all__ = ["PolicyFn", "Driver", "ExpertDriver", "TeleopDriver", "leader_options", "InterventionDriver",
-           "RecordReport", "Recorder", "SIDECAR", "read_sidecar"]
+           "RecordReport", "Recorder", "SIDECAR", "read_sidecar", "task_language"]
 
-SIDECAR = "meta/robolearn.json"
 PolicyFn = Callable[[ManipulationTask, dict[str, torch.Tensor]], torch.Tensor]  # (task, obs) -> actions [1, A]
 RATE_WARN = 0.95  # warn when the achieved rate over the last second is below this fraction of the target
 
@@ -168,25 +168,6 @@ class RecordReport:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def read_sidecar(root: str | Path) -> dict[str, Any]:
-    path = Path(root) / SIDECAR
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing; this dataset was not recorded by robolearn, so its scene cannot be "
-                           f"rebuilt for replay")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def _write_sidecar(root: Path, data: dict[str, Any]) -> None:
-    path = root / SIDECAR
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 class Recorder:
     """Records `episodes` episodes of `task_name` into the LeRobot v3 dataset at `root` (new, or appended to).
 
@@ -228,8 +209,18 @@ class Recorder:
         self.writer = DatasetWriter(self.root, fps=self.fps, features=features, robot_type=self.task.robot_cfg.name,
                                     rosbag=rosbag)
         self.language = language or task_language(task_name)
-        _write_sidecar(self.root, {"task": task_name, "task_overrides": overrides or {}, "fps": self.fps,
-                                   "cameras": list(self.rig.cameras), "robot": self.task.robot_cfg.name})
+        try:
+            from robolearn.data.lerobot_reader import read_episodes_meta
+            from robolearn.sim.tasks import task_description
+
+            session = {"task": task_name, "task_overrides": overrides or {}, "instruction": self.language,
+                       "description": task_description(task_name)}
+            self.sessions = add_session(self.root, read_episodes_meta(self.root), session,
+                                        {"fps": self.fps, "cameras": list(self.rig.cameras),
+                                         "robot": self.task.robot_cfg.name})
+        except BaseException:
+            self.close()
+            raise
         self.report = RecordReport(target_fps=float(self.fps))
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -343,7 +334,8 @@ class Recorder:
 
 
 def task_language(task_name: str) -> str:
-    """The episode's language instruction (LeRobot's `task`): the task's description."""
-    from robolearn.sim.tasks import task_description
+    """The episodes' language instruction (LeRobot's `task`): the task's short `instruction` (its YAML), else its
+    description, else its name."""
+    from robolearn.sim.tasks import task_description, task_instruction
 
-    return task_description(task_name) or task_name
+    return task_instruction(task_name) or task_description(task_name) or task_name

@@ -1,6 +1,7 @@
-"""Replay a recorded episode in simulation: rebuild the scene from its first frame, apply the recorded actions, and
-compare the replayed states with the recorded ones (MuJoCo is deterministic: a faithful recording replays to
-float32 rounding). Optionally renders the replay to an mp4 with the task's camera."""
+"""Replay a recorded episode in simulation: rebuild the scene from its first frame in the robolearn task (and
+overrides) that recorded that very episode (meta/robolearn.json: a dataset may mix tasks), apply the recorded
+actions, and compare the replayed states with the recorded ones (MuJoCo is deterministic: a faithful recording
+replays to float32 rounding). Optionally renders the replay to an mp4 with the task's camera."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ __all__ = ["ReplayResult", "replay_episode"]
 @dataclass
 class ReplayResult:
     episode_index: int
+    task: str  # the robolearn task that recorded the episode (and replays it)
     frames: int
     max_state_error: float  # rad, recorded vs replayed observation.state over the episode
     final_object_error: float  # m, recorded vs replayed block position at the last frame
@@ -30,21 +32,24 @@ class ReplayResult:
 
 def replay_episode(root: str | Path, episode: int, *, video: str | Path | None = None) -> ReplayResult:
     from robolearn.data import DatasetReader
-    from robolearn.teleop.recorder import read_sidecar
+    from robolearn.data.sidecar import SIDECAR, episode_session
 
     reader = DatasetReader(root)
     if not 0 <= episode < reader.num_episodes:
         raise DatasetError(f"{root}: episode {episode} does not exist; the dataset has episodes 0.."
                            f"{reader.num_episodes - 1}")
-    meta = read_sidecar(root)
+    rows = [reader.episode_meta(i) for i in range(reader.num_episodes)]
+    session = episode_session(root, rows, episode)  # the task that recorded this episode
     data = reader.episode(episode)
-    task = make_task(meta["task"], 1, overrides=meta.get("task_overrides") or {})
-    if not isinstance(task, ManipulationTask):
-        raise DatasetError(f"{root}: task {meta['task']!r} in meta/robolearn.json is not a manipulation task")
-    frames = len(data["action"])
+    frames = len(data["action"]) if "action" in data else 0
     missing = [k for k in ("observation.state", "observation.environment_state", "action") if k not in data]
     if missing:
         raise DatasetError(f"{root}: episode {episode} lacks {', '.join(missing)}; cannot replay it")
+    task = make_task(session["task"], 1, overrides=session.get("task_overrides") or {})
+    if not isinstance(task, ManipulationTask):
+        task.close()
+        raise DatasetError(f"{Path(root) / SIDECAR}: task {session['task']!r} of episode {episode} is not a "
+                           f"manipulation task")
     writer = None
     try:
         first = {k: v[0] for k, v in data.items()}
@@ -78,6 +83,6 @@ def replay_episode(root: str | Path, episode: int, *, video: str | Path | None =
             writer.close()
             rig.close()
         task.close()
-    return ReplayResult(episode_index=episode, frames=frames, max_state_error=max_err,
+    return ReplayResult(episode_index=episode, task=session["task"], frames=frames, max_state_error=max_err,
                         final_object_error=final_obj, recorded_success=recorded_success, replayed_success=success,
                         video=str(video) if video is not None else None)

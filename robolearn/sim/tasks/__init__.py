@@ -32,6 +32,11 @@ def task_description(name: str) -> str:
     return str(load_yaml(_tasks_dir() / f"{name}.yaml").get("description", ""))
 
 
+def task_instruction(name: str) -> str:
+    """The task's short language instruction (`instruction:` in its YAML; recorded as LeRobot's task), '' if none."""
+    return str(load_yaml(_tasks_dir() / f"{name}.yaml").get("instruction", ""))
+
+
 def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[type[Any], Any]:
     """The task type and its typed config for task `name`, with `overrides` merged over the YAML (or, for
     `gym:<EnvId>`, over the Gymnasium adapter's defaults)."""
@@ -44,6 +49,7 @@ def load_task_cfg(name: str, overrides: dict[str, Any] | None = None) -> tuple[t
                           "(any Gymnasium environment)")
     data = merge(load_yaml(path), overrides or {})
     data.pop("description", None)
+    data.pop("instruction", None)
     kind = data.pop("type", None)
     if kind not in TASK_TYPES:
         raise ConfigError(f"{path}: field 'type' must be one of {', '.join(TASK_TYPES)}, got {kind!r}")
