@@ -76,7 +76,8 @@ def eval_(
     run: Annotated[Path, typer.Argument(help="run folder (runs/<name>) or checkpoint file")],
     backend: Annotated[str, typer.Option(help="physics backend (see `robolearn list`); pybullet: sim2sim")] = "mujoco",
     episodes: Annotated[Optional[int], typer.Option(help="episodes (default: the config's eval.num_envs)")] = None,
-    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes)")] = None,
+    num_envs: Annotated[Optional[int], typer.Option(help="envs stepped together (default: all episodes; pybullet: "
+                                                         "at most 25, its memory grows with the envs)")] = None,
     randomization: Annotated[str, typer.Option(help="train (the training ranges) or a held-out set named in the "
                                                     "config's eval.randomization, e.g. wide")] = "train",
     video: Annotated[Optional[Path], typer.Option(help="render the first episode to this mp4")] = None,
@@ -138,13 +139,22 @@ def compare(
 ) -> None:
     """Evaluate several runs under the same episodes and randomization sets; table (with retention vs the
     first run, 95% intervals, and the paired difference to --baseline) and plot in --output."""
-    from robolearn.learn.compare import check_baseline, comparison_rows, summary_table, write_comparison
-    from robolearn.learn.eval_run import evaluate_run
+    from robolearn.cli.export import output_folder
+    from robolearn.learn.compare import check_baseline
 
     labels = label or [Path(r).name for r in runs]
     if len(labels) != len(runs):
         raise RobolearnError(f"--label given {len(labels)} times for {len(runs)} runs")
     check_baseline(baseline, labels)  # before minutes of evaluation
+    with output_folder(output, "--output"):  # checked before minutes of evaluation
+        _compare(runs, randomization, labels, episodes, num_envs, baseline, output)
+
+
+def _compare(runs: list[Path], randomization: list[str], labels: list[str], episodes: Optional[int],
+             num_envs: Optional[int], baseline: Optional[str], output: Path) -> None:
+    from robolearn.learn.compare import comparison_rows, fitted_tables, summary_table, write_comparison
+    from robolearn.learn.eval_run import evaluate_run
+
     reports = []
     for name in randomization:
         for run, lab in zip(runs, labels, strict=True):
@@ -156,17 +166,15 @@ def compare(
     if len(tasks) > 1:
         raise RobolearnError(f"runs are for different tasks: {', '.join(sorted(tasks))}")
     rows = comparison_rows(reports, [lab for _ in randomization for lab in labels], baseline)
-    text_rows = summary_table(rows)
-    table = Table(title=f"{reports[0]['task']}: policies side by side (95% intervals)")
-    for col in text_rows[0]:
-        table.add_column(col)
-    for row in text_rows:
-        table.add_row(*row.values())
-    console.print(table)
     meta = {"task": reports[0]["task"], "runs": [str(r) for r in runs], "labels": labels,
             "randomization": randomization, "episodes": reports[0]["episodes"], "baseline": baseline,
             "task_overrides": {r["randomization"]: r["task_overrides"] for r in reports}}
     paths = write_comparison(rows, reports[0]["task"], output, meta)
+    # The terminal gets the table fitted to its width (split into parts, no cell cut); the markdown file holds it
+    # whole, the JSON every number.
+    for table in fitted_tables(summary_table(rows), f"{reports[0]['task']}: policies side by side (95% intervals)",
+                               console.width):
+        console.print(table)
     console.print(f"wrote {', '.join(map(str, paths))}", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -114,15 +114,30 @@ def train(
     log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
     nproc: Annotated[int, typer.Option(help="processes (ranks) on this machine, started with torchrun; "
                                             "--num-envs is per process")] = 1,
+    logger: Annotated[str, typer.Option(help="tensorboard, or wandb: TensorBoard and Weights & Biases (pip install "
+                                             "\"robolearn\\[wandb]\"; project $WANDB_PROJECT, default robolearn; "
+                                             "WANDB_MODE=offline: no account)")] = "tensorboard",
+    video: Annotated[bool, typer.Option("--video", help="record an mp4 of the current policy (one env, "
+                                                        "deterministic actions, eval settings) every "
+                                                        "--video-interval iterations into RUN/videos/iter_<N>.mp4, "
+                                                        "also logged to TensorBoard")] = False,
+    video_interval: Annotated[int, typer.Option(help="iterations between videos (with --video)")] = 100,
+    video_length: Annotated[int, typer.Option(help="policy steps per video (with --video)")] = 200,
 ) -> None:
-    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json).
+    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json; videos/ with
+    --video).
 
     Ctrl-C saves and exits 130; `--resume runs/<name>` continues that run in its folder (iterations, env steps and
     TensorBoard go on) with a fresh budget. Multi-process: `--nproc N`, or `torchrun --nproc_per_node=N -m
     robolearn.cli train TASK ...`."""
     from robolearn.learn.checkpoint import checkpoint_file, run_folder
+    from robolearn.learn.loggers import TrainingVideo, check_logger
     from robolearn.learn.train import make_ppo_runner
 
+    check_logger(logger)  # an unknown logger, or wandb not installed: one line, before any env is built
+    if video and (video_interval < 1 or video_length < 1):
+        raise RobolearnError(f"--video-interval and --video-length must be >= 1, got {video_interval} and "
+                             f"{video_length}")
     overrides = parse_sets(set_)
     for key, value in (("backend", backend), ("device", device), ("num_envs", num_envs),
                        ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed)):
@@ -138,6 +153,10 @@ def train(
         return  # the workers have trained; rank 0 printed the summary
     runner = make_ppo_runner(cfg, run_dir, console=console, log_interval=log_interval)
     try:
+        runner.logger = logger
+        if video and runner.is_main:  # its own 1-env task, built as the closing evaluation builds its own
+            runner.video = TrainingVideo(cfg, device=runner.task.device, interval=video_interval,
+                                         length=video_length)
         if resume is not None:
             file = runner.resume(source)
             if runner.is_main:

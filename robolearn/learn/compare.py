@@ -20,7 +20,7 @@ from typing import Any
 from robolearn.errors import RobolearnError
 from robolearn.learn.eval_run import ci95
 
-__all__ = ["check_baseline", "comparison_rows", "summary_table", "write_comparison"]
+__all__ = ["check_baseline", "comparison_rows", "summary_table", "fitted_tables", "write_comparison"]
 
 METRICS = ("mean_return", "mean_return_ci95", "survival", "survival_ci95", "lin_vel_x_error", "terrain_level")
 
@@ -94,6 +94,46 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
             cells["lin_vel_x_error"] = f"{r['lin_vel_x_error']:.3f}"
         out.append(cells)
     return out
+
+
+KEY_COLUMNS = ("policy", "randomization")  # repeated in every part of a table split to fit the terminal
+
+
+def fitted_tables(rows: list[dict[str, str]], title: str, width: int) -> list[Any]:
+    """The text rows (summary_table) as rich tables that fit `width` terminal columns with every cell whole: no
+    cell is cut or wrapped (headers wrap at spaces); when the columns do not fit side by side they are split into
+    several tables, each repeating the policy and randomization columns. The file (markdown) keeps one table."""
+    import io
+    import textwrap
+
+    from rich import box
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [c for c in columns if c in KEY_COLUMNS]
+    rest = [c for c in columns if c not in keys]
+
+    def build(cols: list[str], title_: str) -> Table:
+        table = Table(title=title_, box=box.SIMPLE_HEAD, pad_edge=False)
+        for c in cols:  # as wide as its widest cell; the header wraps at spaces to that width
+            w = max(cell_len(x) for x in [*(r.get(c, "") for r in rows), *c.split()])
+            header = "\n".join(textwrap.wrap(c, w, break_long_words=False)) or c
+            table.add_column(header, width=w, overflow="fold", justify="left" if c in KEY_COLUMNS else "right")
+        for r in rows:
+            table.add_row(*(r.get(c, "") for c in cols))
+        return table
+
+    measure = Console(width=100_000, file=io.StringIO())  # wide: a measurement is clamped to the console width
+    groups: list[list[str]] = [[]]
+    for c in rest:
+        if groups[-1] and measure.measure(build(keys + groups[-1] + [c], title)).minimum > width:
+            groups.append([])
+        groups[-1].append(c)
+    if len(groups) == 1:
+        return [build(keys + groups[0], title)]
+    return [build(keys + g, f"{title} ({i + 1}/{len(groups)})") for i, g in enumerate(groups)]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -5,6 +5,8 @@ runs/<name>/
   config.yaml      the resolved config of the run (written at the start, rewritten by a resume)
   checkpoints/     model_<iteration>.pt every `save_interval` iterations, and model.pt: always the latest
   tb/              TensorBoard scalars (a resumed run appends to the same folder, x = env steps)
+  videos/          iter_<N>.mp4: with `video` set (robolearn train --video), a clip every video.interval iterations
+  wandb/           with logger "wandb" (robolearn train --logger wandb; see loggers.py), and wandb_run_id
   summary.json     env steps, wall time, steps/s, the algorithm's own fields, and the closing evaluation
 
 Budgets (`max_iterations`, `max_time_s`) count from the start of `learn`: a resumed run gets a fresh budget and
@@ -13,7 +15,8 @@ saves (model_<it>.pt, model.pt, summary.json marked `interrupted`) and raises `T
 exits 130 and prints how to resume); a second Ctrl-C stops at once.
 
 Under torchrun (WORLD_SIZE > 1) every rank runs this loop on its own env batch (see distributed.py); only rank 0
-writes the run folder, TensorBoard, checkpoints, progress and the evaluation; all ranks stop at the same iteration.
+writes the run folder, TensorBoard, checkpoints, progress, videos and the evaluation; all ranks stop at the same
+iteration.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import CHECKPOINT_VERSION, load_checkpoint
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.episode_log import EpisodeLog
+from robolearn.learn.loggers import Logger, TrainingVideo, make_loggers
 from robolearn.sim.tasks import Task
 
 __all__ = ["RunnerCfg", "Runner", "TrainingInterrupted"]
@@ -65,7 +69,10 @@ class Runner:
 
     `meta` goes into every checkpoint beside the algorithm's state: task (name), obs_dims, num_actions,
     joint_names; `config` is the run's resolved config (config.yaml, and the checkpoint's `config`);
-    `evaluate(policy)` is the closing evaluation written into summary.json."""
+    `evaluate(policy)` is the closing evaluation written into summary.json.
+
+    Set before `learn`: `logger` ("tensorboard", the default, or "wandb": TensorBoard and W&B) and `video` (a
+    `TrainingVideo` built on rank 0: a clip every video.interval iterations; None: no videos)."""
 
     def __init__(self, algorithm: Algorithm, task: Task | None, cfg: RunnerCfg, run_dir: str | Path, *,
                  config: dict[str, Any], meta: dict[str, Any], console: Console | None = None,
@@ -79,6 +86,8 @@ class Runner:
         self.console = console or Console()
         self.dist = dist
         self.evaluate_fn = evaluate
+        self.logger = "tensorboard"
+        self.video: TrainingVideo | None = None
         self.world_size = dist.world_size if dist is not None else 1
         self.rank = dist.rank if dist is not None else 0
         self.iteration = 0
@@ -97,6 +106,9 @@ class Runner:
         if self.task is not None:
             self.task.close()
             self.task = None
+        if self.video is not None:
+            self.video.close()
+            self.video = None
         if self.dist is not None:
             self.dist.close(wait_for_peers=wait_for_peers)
             self.dist = None
@@ -185,14 +197,20 @@ class Runner:
 
     def learn(self, *, progress: bool = True) -> dict[str, Any]:
         """Train until a budget ends (or a signal); save, evaluate and write summary.json. Returns the summary."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        cfg, algo, main, ranks = self.cfg, self.algorithm, self.is_main, self.dist
-        writer = None
-        if main:
+        loggers = None
+        if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-            writer = SummaryWriter(str(self.run_dir / "tb"))
+            loggers = make_loggers(self.logger, self.run_dir, self.config)
+        try:
+            return self._learn(loggers, progress)
+        except BaseException as exc:
+            if loggers is not None:  # a crash (or a second Ctrl-C): what was logged so far is kept
+                loggers.close(failed=not isinstance(exc, TrainingInterrupted))
+            raise
+
+    def _learn(self, loggers: Logger | None, progress: bool) -> dict[str, Any]:
+        cfg, algo, main, ranks = self.cfg, self.algorithm, self.is_main, self.dist
         collects = algo.collects
         num_envs = self.task.num_envs if collects else 0
         steps_per_iteration = num_envs * cfg.steps_per_env * self.world_size  # all ranks' env steps
@@ -228,9 +246,8 @@ class Runner:
                 if collects:
                     stats.update({"perf/steps_per_s": steps_per_iteration / iter_s, "perf/collect_s": collect_s,
                                   "perf/update_s": iter_s - collect_s})
-                if writer is not None:
-                    for k, v in stats.items():
-                        writer.add_scalar(k, v, self.env_steps if collects else self.iteration)
+                if loggers is not None:
+                    loggers.log_scalars(stats, self.env_steps if collects else self.iteration)
                 elapsed = time.perf_counter() - start
                 done_it = self.iteration - start_iteration
                 # The bar follows whichever budget is closer to its end.
@@ -254,6 +271,8 @@ class Runner:
                     self.console.file.flush()  # a log file or a pipe sees the line now, not a buffer later
                 if main and self.iteration % cfg.save_interval == 0:
                     self._save_checkpoints()
+                if main and self.video is not None and self.video.due(self.iteration):
+                    self._record_video(loggers, self.env_steps if collects else self.iteration, progress)
                 out_of_time, interrupted = time.perf_counter() - start >= budget_s, self._stop_requested
                 if ranks is not None:  # all ranks stop at the same iteration
                     out_of_time, interrupted = ranks.any(out_of_time), ranks.any(interrupted)
@@ -261,10 +280,29 @@ class Runner:
                     stopped_by = "signal" if interrupted else "time"
                     bar.update(job, description=f"train {name} ({'interrupted' if interrupted else 'time budget'})")
                     break
-        return self._finish(stats, log, start_iteration, time.perf_counter() - start, stopped_by, writer)
+        return self._finish(stats, log, start_iteration, time.perf_counter() - start, stopped_by, loggers)
+
+    def _record_video(self, loggers: Logger | None, step: int, progress: bool) -> None:
+        """videos/iter_<N>.mp4 of the current policy, logged; a failure is reported and ends the videos, not the
+        training."""
+        path = self.run_dir / "videos" / f"iter_{self.iteration}.mp4"
+        try:
+            clip = self.video.record(self.algorithm.deployable(), path)
+        except Exception as exc:
+            self.console.print(f"[yellow]video at iteration {self.iteration} failed ({type(exc).__name__}: {exc}); "
+                               "no more videos this run[/]", highlight=False, soft_wrap=True)
+            self.video.close()
+            self.video = None
+            return
+        if loggers is not None:
+            loggers.log_video("video/rollout", clip, step)
+            loggers.log_scalars({"perf/video_s": clip.seconds}, step)
+        if progress:
+            self.console.print(f"video: {clip.path} ({len(clip.frames)} frames, {clip.seconds:.1f} s)",
+                               highlight=False, soft_wrap=True)
 
     def _finish(self, stats: dict[str, float], log: EpisodeLog | None, start_iteration: int, wall_s: float,
-                stopped_by: str, writer: Any) -> dict[str, Any]:
+                stopped_by: str, loggers: Logger | None) -> dict[str, Any]:
         """Checkpoints, evaluation and summary.json; raises TrainingInterrupted after saving on a signal."""
         wall_s = max(wall_s, 1e-9)
         iterations = self.iteration - start_iteration
@@ -286,12 +324,15 @@ class Runner:
             summary["distributed"] = {"world_size": self.world_size, "backend": self.dist.backend,
                                       "num_envs_per_rank": per_rank, "num_envs_total": per_rank * self.world_size,
                                       "max_param_divergence": self.dist.max_divergence(self.algorithm.deployable())}
+        if self.video is not None:  # the clips are written; free its env before the evaluation
+            self.video.close()
+            self.video = None
         if not self.is_main:
             return summary
         if self.iteration % self.cfg.save_interval or iterations == 0:  # else the loop has just written them
             self._save_checkpoints()
-        if writer is not None:
-            writer.flush()
+        if loggers is not None:
+            loggers.flush()
         interrupted = stopped_by == "signal"
         if interrupted:
             summary["interrupted"] = True  # no closing evaluation: the run is not finished
@@ -300,8 +341,8 @@ class Runner:
                 self.task.close()  # free the training envs before the evaluation builds its own
                 self.task = None
             summary["eval"] = self.evaluate_fn(self.algorithm.deployable())
-        if writer is not None:
-            writer.close()
+        if loggers is not None:
+            loggers.close()
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if interrupted:
             raise TrainingInterrupted(
