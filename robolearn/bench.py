@@ -264,6 +264,8 @@ def run_sweep(task: str, backends: Sequence[str], num_envs: Sequence[int], *, st
         raise ConfigError(f"--num-envs must be >= 1, got {', '.join(map(str, num_envs)) or 'nothing'}")
     if steps < 1 or max_seconds <= 0:
         raise ConfigError(f"--steps must be >= 1 and --max-seconds > 0, got {steps} and {max_seconds:g}")
+    if device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     console = console or Console()
     sweep = Sweep(task, {"steps": steps, "rounds": ROUNDS, "warmup": WARMUP, "max_seconds": max_seconds, "seed": seed,
                          "device": device, "backends": names, "num_envs": counts}, machine_info())

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "MUJOCO_GL": "egl", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "robolearn.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=timeout)
+                          cwd=cwd or ROOT, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def test_help_lists_the_commands():
@@ -53,6 +53,38 @@ def test_list_shows_tasks_robots_backends_one_line_each():
          "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
         (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
         (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+        # The bad-input tour (benchmarks/bad_inputs.py). Before: click's usage errors were a 5-line box
+        (("trian", "panda-reach"), "error: No such command 'trian'. Did you mean 'train'? (see '"),
+        (("train",), "error: Missing argument 'task'."),
+        (("train", "panda-reach", "--num-envs", "many"), "error: Invalid value for '--num-envs': "),
+        (("deploy", "--policy", "go2-flat"), "error: Missing option '--robot'."),
+        (("dataset", "inspect", "runs"), "error: No such command 'inspect'."),
+        # before: out-of-range values trained for minutes (gamma, eval.num_envs) or were a ZeroDivisionError
+        (("train", "panda-reach", "--set", "ppo.gamma=1.5"), "error: ppo.gamma must be in [0, 1], got 1.5"),
+        (("train", "panda-reach", "--set", "ppo.minibatches=0"), "error: ppo.minibatches must be >= 1, got 0"),
+        (("train", "panda-reach", "--set", "eval.num_envs=-2"), "error: eval.num_envs must be >= 1, got -2"),
+        (("train", "panda-reach", "--num-envs", "0"), "error: num_envs must be >= 1, got 0"),
+        # before: an unwritable output path was a traceback (exit 1), some only after the work was done
+        (("train", "panda-reach", "--runs-dir", "/proc/robolearn-runs"),
+         "error: --runs-dir /proc/robolearn-runs: cannot write there (/proc/robolearn-runs: No such file"),
+        (("record", "--expert", "--dataset", "/proc/robolearn-ds"), "error: --dataset /proc/robolearn-ds: cannot "
+                                                                    "write there"),
+        (("record", "--expert", "--report", "/proc/robolearn/r.json"), "error: --report folder /proc/robolearn: "
+                                                                       "cannot write there"),
+        (("dataset", "replay", "runs/does-not-exist", "--video", "/proc/robolearn/r.mp4"),
+         "error: --video folder /proc/robolearn: cannot write there"),
+        (("bench", "--output", "/proc/robolearn-bench"), "error: --output /proc/robolearn-bench: cannot write there"),
+        # before: play --episodes 0 was an IndexError traceback; bench --device tpu ran (exit 0)
+        (("play", "runs/does-not-exist", "--episodes", "0"), "error: --episodes must be >= 1, got 0"),
+        (("bench", "--device", "tpu", "--num-envs", "4"), "error: --device must be auto, cpu, cuda or cuda:N, got "
+                                                          "'tpu'"),
+        # before: `validate` printed `invalid:` lines, unlike every other command
+        (("dataset", "validate", "runs/does-not-exist"), "error: runs/does-not-exist: no such folder"),
+        # before: both opened the keyboard first (not a tty here: an error about the keyboard, not the input)
+        (("teleop", "--robot", "go2"), f"error: {ROOT / 'hardware' / 'go2.yaml'}: teleop drives arms; go2 is a "
+                                       "legged robot"),
+        (("teleop", "--robot", "panda", "--max-speed", "-1"), "error: --max-speed: expected an end-effector speed "
+                                                              "in m/s > 0, got -1"),
     ],
 )
 def test_bad_input_gives_one_line_errors(args, message):

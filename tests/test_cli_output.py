@@ -112,3 +112,20 @@ def test_unwritable_output_is_a_one_line_error_naming_the_path(runs, tmp_path):
     line = one_line_error(cli("compare", str(runs[0]), str(tmp_path / "no-such-run"), "--output",
                               str(tmp_path / "new" / "results")))
     assert "no-such-run" in line and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # before: a FileNotFoundError traceback (exit 1) once the episodes had run
+    (("eval", "{run}", "--video", "/proc/robolearn/eval.mp4"), "error: --video folder /proc/robolearn: cannot write "
+                                                               "there (/proc/robolearn: No such file or directory)"),
+    (("play", "{run}", "--output", "/proc/robolearn/play.mp4"), "error: --output folder /proc/robolearn: cannot "
+                                                                "write there"),
+    # before: a CUDA device on a CPU engine or an unknown device was a torch traceback (exit 1)
+    (("eval", "{run}", "--device", "cuda:7"), "error: backend 'mujoco' runs on the CPU; on device 'cuda:7' use a GPU "
+                                              "backend"),
+    (("play", "{run}", "--device", "tpu", "--no-video"), "error: device must be cpu, cuda or cuda:N, got 'tpu'"),
+])
+def test_eval_and_play_refuse_bad_outputs_and_devices_in_one_line(runs, args, message):
+    """From the bad-input tour (benchmarks/bad_inputs.py): checked before any episode runs."""
+    line = one_line_error(cli(*(a.format(run=runs[0]) for a in args)))
+    assert line.startswith(message), line

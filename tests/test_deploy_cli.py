@@ -138,6 +138,9 @@ def test_help_documents_the_exit_codes():
     (("--duration", "-5"), "error: --duration: expected seconds >= 0 (0: until Ctrl-C), got -5"),
     (("--transport", "dds", "--interface", "eth9"),
      "error: --interface 'eth9': no such network interface on this computer; its interfaces: "),
+    # before: the session ran, then writing the report was a FileNotFoundError traceback (exit 1)
+    (("--report", "/proc/robolearn/report.json"),
+     "error: --report folder /proc/robolearn: cannot write there (/proc/robolearn: No such file or directory)"),
 ])
 def test_bad_flags_are_refused_in_one_line_before_anything_moves(args, message):
     """Before: a wrong-arity --cmd failed only once the robot had stood up and started to run, --duration -5
@@ -218,8 +221,8 @@ def ros2_server():
     """The Go2 twin speaking ros2_control topics (JointState, Imu on the profile's /imu/data, position commands)."""
     domain = random.randint(1, 200)
     server = subprocess.Popen([sys.executable, "-m", "robolearn.ros.dds_sim_server", "--robot", "go2", "--protocol",
-                               "ros2", "--rate", "500", "--domain-id", str(domain), "--start", "standing",
-                               "--imu-topic", "/imu/data"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "ros2", "--rate", "500", "--domain-id", str(domain), "--start", "standing"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # IMU topic: the profile's
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 60:

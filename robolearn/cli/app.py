@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from robolearn.errors import RobolearnError
+from robolearn.errors import RobolearnError, missing_extra
 
 __all__ = ["app", "console", "main", "parse_sets", "set_path", "new_run_dir"]
 
@@ -67,12 +67,42 @@ def new_run_dir(run_dir: Path, resume: Path | None = None) -> Path:
     if ckpts.is_dir() and any(ckpts.glob("*.pt")) and not resuming_it:
         raise RobolearnError(f"run folder {run_dir} already holds a run ({ckpts}); pick another --name, or continue "
                              f"that run with --resume {run_dir}")
+    from robolearn.cli.export import output_folder
+
+    with output_folder(run_dir.parent, "--runs-dir"):  # checked before any env is built
+        pass
     return run_dir
 
 
 def main() -> None:
     try:
-        app()
+        from typer._click.exceptions import ClickException  # typer >= 0.24 carries its own copy of click
+    except ImportError:
+        from click import ClickException
+
+    try:
+        code = app(standalone_mode=False)  # click's usage errors come here, to be printed as one line
+    except ClickException as exc:  # an unknown command or option, a missing or malformed value
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `robolearn`, `robolearn dataset`: the help was printed
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+        Console(stderr=True).print(f"[red]error:[/] {escape(exc.format_message() + hint)}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        Console(stderr=True).print("Aborted!", highlight=False)
+        sys.exit(1)
     except RobolearnError as exc:
         Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except ImportError as exc:  # an optional dependency this install lacks (robolearn[deploy] has no torch, MuJoCo)
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        Console(stderr=True).print(f"[red]error:[/] {escape(f'robolearn {command}: {hint}')}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(2)
+    if isinstance(code, int) and code:  # typer.Exit(code) of a command, 130 on Ctrl-C
+        sys.exit(code)

@@ -72,13 +72,14 @@ def _sessions(path: Path) -> list[dict]:
 
 @dataset_app.command("validate")
 def dataset_validate(path: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
-    """Check the LeRobot v3 layout, metadata, every data file and every video; exit 2 on any problem."""
+    """Check the LeRobot v3 layout, metadata, every data file and every video; one `error:` line per problem and
+    exit 2 on any."""
     from robolearn.data import validate_dataset
 
     problems = validate_dataset(path)
     if problems:
         for problem in problems:
-            Console(stderr=True).print(f"[red]invalid:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(f"[red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     console.print(f"{path}: valid LeRobot v3.0 dataset", highlight=False)
 
@@ -93,9 +94,13 @@ def dataset_replay(
 ) -> None:
     """Replay an episode's recorded actions in simulation from its first frame, in the task that recorded it; report
     how closely the replay follows the recording and render it with the task's camera."""
+    from robolearn.cli.export import output_folder
     from robolearn.teleop.replay import replay_episode
 
     out = None if no_video else (video or path / "replay" / f"episode_{episode:06d}.mp4")
+    if video is not None and not no_video:
+        with output_folder(video.parent, "--video folder"):  # checked before the replay
+            pass
     result = replay_episode(path, episode, video=out)
     console.print(f"episode {result.episode_index} ({result.task}): {result.frames} frames replayed; max joint "
                   f"deviation {result.max_state_error:.2e} rad, final block deviation "

@@ -99,6 +99,11 @@ def deploy(
                           f"{', '.join(transport_names())}")
     if interface is not None and transport != "dds":
         raise ConfigError(f"--interface: only used with --transport dds (this is --transport {transport})")
+    if report is not None:
+        from robolearn.cli.export import output_folder
+
+        with output_folder(report.parent, "--report folder"):  # written after the session: checked before it
+            pass
     prof = load_profile(robot)
     if set_:
         prof = from_dict(HardwareProfile, merge(to_dict(prof), parse_sets(set_)), where=f"{prof.source} (--set)")

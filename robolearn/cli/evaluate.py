@@ -30,11 +30,18 @@ def play(
                           ] = None,
 ) -> None:
     """Run a trained policy, print per-episode metrics and render an mp4 offscreen."""
+    from robolearn.cli.export import output_folder
     from robolearn.learn.checkpoint import checkpoint_file, load_policy, run_folder
     from robolearn.learn.evaluate import evaluate
     from robolearn.sim.tasks import make_task
 
+    if episodes < 1:
+        raise RobolearnError(f"--episodes must be >= 1, got {episodes}")
     console.print(f"policy: {checkpoint_file(run, checkpoint)}", highlight=False)
+    mp4 = (output or run_folder(run) / "videos" / "play.mp4") if video else None
+    if mp4 is not None:
+        with output_folder(mp4.parent, "--output folder"):  # checked before the episodes are run
+            pass
     cfg, policy, _ = load_policy(run, task=task, checkpoint=checkpoint)
     overrides = cfg.eval_task_overrides() if eval_settings else cfg.task_overrides
     if backend is None and device is None and cfg.device.startswith("cuda"):
@@ -50,7 +57,7 @@ def play(
     if video:
         from robolearn.sim.render import VideoRecorder
 
-        recorder = VideoRecorder(env, output or run_folder(run) / "videos" / "play.mp4")
+        recorder = VideoRecorder(env, mp4)
     summary, results = evaluate(policy, env, on_step=recorder)
     env.close()
     _print_episodes(f"{cfg.task}: {len(results)} episodes", summary, results)
@@ -93,6 +100,7 @@ def eval_(
     RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization)."""
     import json
 
+    from robolearn.cli.export import output_folder
     from robolearn.learn.checkpoint import checkpoint_file, run_folder
     from robolearn.learn.eval_run import evaluate_run
 
@@ -109,6 +117,9 @@ def eval_(
         return recorder
 
     console.print(f"policy: {checkpoint_file(run, checkpoint)}", highlight=False)
+    if video is not None:
+        with output_folder(video.parent, "--video folder"):  # checked before the episodes are run
+            pass
     report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
                                    randomization=randomization, task=task, on_first_batch=first_batch,
                                    device=device, checkpoint=checkpoint)

@@ -56,11 +56,13 @@ def bench(
     import math
 
     from robolearn.bench import print_table, run_sweep, write_report
+    from robolearn.cli.export import output_folder
 
-    sweep = run_sweep(task, backend or ["mujoco"], num_envs, steps=steps, max_seconds=max_seconds, device=device,
-                      console=console, progress=progress,
-                      max_total_seconds=max_total_seconds if max_total_seconds > 0 else math.inf,
-                      on_point=lambda partial: write_report(partial, output, tag))
+    with output_folder(output, "--output"):  # checked before minutes of measuring
+        sweep = run_sweep(task, backend or ["mujoco"], num_envs, steps=steps, max_seconds=max_seconds, device=device,
+                          console=console, progress=progress,
+                          max_total_seconds=max_total_seconds if max_total_seconds > 0 else math.inf,
+                          on_point=lambda partial: write_report(partial, output, tag))
     print_table(sweep, console)
     paths, note = write_report(sweep, output, tag)
     console.print(f"wrote {', '.join(map(str, paths))}" + (f" ({note})" if note else ""), markup=False,

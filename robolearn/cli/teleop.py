@@ -50,10 +50,15 @@ def _record(task: str, dataset: Path, episodes: int, driver_factory: Any, *, see
 
     from rich.live import Live
 
+    from robolearn.cli.export import output_folder
     from robolearn.teleop.recorder import Recorder
 
-    recorder = Recorder(task, dataset, driver_factory, seed=seed, overrides=overrides, rosbag=rosbag,
-                        realtime=realtime)
+    if report is not None:
+        with output_folder(report.parent, "--report folder"):  # checked before anything is recorded
+            pass
+    with output_folder(dataset, "--dataset"):
+        recorder = Recorder(task, dataset, driver_factory, seed=seed, overrides=overrides, rosbag=rosbag,
+                            realtime=realtime)
     console.print(f"[bold]recording[/] {task} at {recorder.fps} fps into {dataset} "
                   f"({recorder.writer.num_episodes} episodes there already)"
                   + (f"\n{help_line or recorder.driver.help}" if (help_line or recorder.driver.help) else ""),
@@ -189,9 +194,11 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
                      episodes: int, duration: float, max_speed: float, report: Optional[Path]) -> None:
     """Teleop of an arm through the deploy runtime's robot interfaces (ArmTeleop + safety layer)."""
     import json
+    import math
 
     from rich.live import Live
 
+    from robolearn.cli.export import output_folder
     from robolearn.deploy.profile import load_profile
     from robolearn.deploy.session import make_robot
     from robolearn.teleop.arm_teleop import ArmTeleop, record_arm_teleop
@@ -200,13 +207,25 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
     if transport not in ("sim", "dds"):
         raise RobolearnError(f"--transport must be sim or dds for teleop, got {transport!r} (ROS 2: ros2 launch "
                              f"robolearn teleop.launch.py)")
+    if not (math.isfinite(max_speed) and max_speed > 0):
+        raise RobolearnError(f"--max-speed: expected an end-effector speed in m/s > 0, got {max_speed:g}")
+    if not (math.isfinite(duration) and duration >= 0):
+        raise RobolearnError(f"--duration: expected seconds >= 0 (0: until quit), got {duration:g}")
+    for folder, option in ((dataset, "--dataset"), (report.parent if report else None, "--report folder")):
+        if folder is not None:
+            with output_folder(folder, option):  # checked before the arm is built
+                pass
     prof = load_profile(robot)
     arm = make_robot(prof, transport)
-    if device == "leader":
-        options["joint_names"] = list(prof.joint_names)
-    dev = make_device(device, **options)
-    try:
+    try:  # the arm's teleop first (a legged profile is refused), then the device
         teleop = ArmTeleop(prof, arm, max_speed=max_speed)
+        if device == "leader":
+            options["joint_names"] = list(prof.joint_names)
+        dev = make_device(device, **options)
+    except BaseException:
+        arm.close()
+        raise
+    try:
         console.print(f"[bold]teleop[/] {prof.name} via {transport} with {device} at {prof.control_hz:g} Hz"
                       + (f", recording into {dataset}" if dataset else "") + f"\n{getattr(dev, 'HELP', '')}",
                       highlight=False)

@@ -6,12 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.learn.ppo import PPOCfg
-from robolearn.sim.backends import CPU_BACKENDS
+from robolearn.sim.backends import check_device
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
 __all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
@@ -41,6 +39,10 @@ class EvalCfg:
     task_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. forward-only commands
     # Named held-out randomization ranges (task `randomization` fields), for `robolearn eval --randomization`.
     randomization: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ConfigError(f"eval.num_envs must be >= 1, got {self.num_envs}")
 
 
 @dataclass(kw_only=True)
@@ -73,17 +75,12 @@ class TrainCfg:
         return merge(out, {"randomization": self.eval.randomization[randomization]})
 
     def __post_init__(self) -> None:
-        if self.num_envs < 1 or self.steps_per_env < 1 or self.max_iterations < 1:
-            raise ConfigError("num_envs, steps_per_env and max_iterations must be positive")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}") from None
-        if device.type not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if device.type == "cuda" and self.backend in CPU_BACKENDS:
-            raise ConfigError(f"backend {self.backend!r} runs on the CPU; on device {self.device!r} use a GPU backend "
-                              f"(--backend mjwarp or --backend mjx)")
+        for name in ("num_envs", "steps_per_env", "max_iterations", "save_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_time_s >= 0:
+            raise ConfigError(f"max_time_s must be >= 0 (0: no time budget), got {self.max_time_s}")
+        check_device(self.backend, self.device)
         if self.dist_backend not in ("auto", "gloo", "nccl"):
             raise ConfigError(f"dist_backend must be auto, gloo or nccl, got {self.dist_backend!r}")
         if (self.num_envs * self.steps_per_env) % self.ppo.minibatches:

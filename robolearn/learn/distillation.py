@@ -65,8 +65,9 @@ class DistillCfg:
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"loss must be mse or huber, got {self.loss!r}")
-        if min(self.num_envs, self.steps_per_env, self.max_iterations, self.epochs, self.minibatches) < 1:
-            raise ConfigError("num_envs, steps_per_env, max_iterations, epochs and minibatches must be >= 1")
+        for name in ("num_envs", "steps_per_env", "max_iterations", "epochs", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if (self.num_envs * self.steps_per_env) % self.minibatches:
             raise ConfigError(f"num_envs * steps_per_env ({self.num_envs * self.steps_per_env}) must be divisible "
                               f"by minibatches ({self.minibatches})")

@@ -37,6 +37,15 @@ class PPOCfg:
     def __post_init__(self) -> None:
         if self.schedule not in ("adaptive", "linear", "fixed"):
             raise ConfigError(f"ppo.schedule must be adaptive, linear or fixed, got {self.schedule!r}")
+        for name in ("epochs", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ppo.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_rate", "clip"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"ppo.{name} must be > 0, got {getattr(self, name)}")
 
 
 class PPO(Algorithm):

@@ -7,6 +7,7 @@ from typing import Any
 
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
+from robolearn.sim.backends import check_device
 from robolearn.sim.tasks.base import Task, TaskCfg
 from robolearn.sim.tasks.gym_env import GYM_PREFIX, GymTask, GymTaskCfg
 from robolearn.sim.tasks.locomotion import LocomotionTask
@@ -62,4 +63,6 @@ def make_task(name: str, num_envs: int, *, backend: str = "mujoco", device: str 
               overrides: dict[str, Any] | None = None) -> Task:
     """A task by name: one declared in sim/tasks/<name>.yaml, or `gym:<EnvId>` (any Gymnasium env, GymTask)."""
     cls, cfg = load_task_cfg(name, overrides)
+    host_only = cls is GymTask or cls.cpu_only  # these refuse a GPU themselves, naming the task
+    check_device(None if host_only else backend, device)  # before the task puts anything on it
     return cls(cfg, num_envs, backend=backend, device=device, seed=seed, name=name)
