@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 __all__ = ["RobolearnError", "ConfigError", "RobotImportError", "CheckpointError", "BundleError", "DatasetError",
-           "DeviceError"]
+           "DeviceError", "EXTRA_OF_MODULE", "missing_extra"]
+
+# Top-level modules of the optional dependencies -> the extra of pyproject.toml that installs them. The base install
+# (numpy, pyyaml, rich, typer) runs the CLI shell; `robolearn[deploy]` adds the deploy runtime (no torch, no MuJoCo).
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "mujoco", "example_robot_data", "pybullet", "pybullet_data", "tensorboard", "imageio",
+                     "imageio_ffmpeg", "matplotlib", "PIL", "onnx", "onnxscript", "pyarrow", "av", "rosbags"), "train"),
+    **dict.fromkeys(("onnxruntime", "cyclonedds"), "deploy"),
+    **dict.fromkeys(("mujoco_warp", "warp"), "mjwarp"),
+    **dict.fromkeys(("jax", "jaxlib", "mujoco.mjx"), "mjx"),
+    "gymnasium": "gym",
+    "wandb": "wandb",
+}
 
 
 class RobolearnError(Exception):
@@ -32,3 +44,17 @@ class DatasetError(RobolearnError):
 
 class DeviceError(RobolearnError):
     """A teleoperation device is missing, unreadable, or sends data that cannot be parsed."""
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """For an ImportError of an optional dependency: one line saying which extra installs it (else None)."""
+    name = getattr(exc, "name", None) or ""
+    if name not in EXTRA_OF_MODULE:
+        name = name.split(".")[0]
+    extra = EXTRA_OF_MODULE.get(name)
+    if extra is None:
+        return None
+    # Every extra but deploy pulls torch, and a bare torch requirement resolves to a multi-GB CUDA build.
+    torch = "pip install torch==2.13.0 && " if extra != "deploy" else ""
+    return (f"{name} is not installed (it comes with the {extra} extra): {torch}pip install 'robolearn[{extra}]' "
+            f"(from a checkout: pip install -e '.[{extra}]')")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from robolearn.deploy.profile import load_profile
-from robolearn.deploy.sim_robot import SimRobot
 from robolearn.teleop.arm_teleop import ArmTeleop
 from robolearn.teleop.devices import TeleopCommand
+from robolearn.twin.sim_robot import SimRobot
 
 
 @pytest.fixture

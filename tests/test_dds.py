@@ -398,7 +398,7 @@ def test_sim_server_publishes_applies_and_stops_on_sigterm(domain: int, protocol
         if protocol == "unitree":
             robot = UnitreeDdsRobot(GO2_JOINT_NAMES, domain_id=domain, network_interface="lo")
         else:
-            robot = Ros2DdsRobot(GO2_JOINT_NAMES, imu_topic="/imu", domain_id=domain, network_interface="lo")
+            robot = Ros2DdsRobot(GO2_JOINT_NAMES, imu_topic="/imu/data", domain_id=domain, network_interface="lo")
         t0 = time.monotonic()
         assert _until(lambda: robot.read() is not None, timeout=5)
         assert time.monotonic() - t0 < 2.0

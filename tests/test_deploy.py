@@ -19,12 +19,12 @@ import pytest
 from robolearn.config import from_dict, merge, to_dict
 from robolearn.deploy.bundle import load_bundle
 from robolearn.deploy.controllers import CartesianImpedance
-from robolearn.deploy.kinematics import ArmKinematics
 from robolearn.deploy.profile import HardwareProfile, ImpedanceCfg, load_profile
 from robolearn.deploy.runtime import DeployRuntime, Mode
 from robolearn.deploy.session import make_robot, run_session
-from robolearn.deploy.sim_robot import SimRobot
 from robolearn.errors import BundleError, ConfigError
+from robolearn.twin.kinematics import ArmKinematics
+from robolearn.twin.sim_robot import SimRobot
 
 GO2 = load_profile("go2")
 
@@ -306,3 +306,54 @@ def test_cartesian_impedance_tracks_and_has_the_set_stiffness():
         assert d == pytest.approx(10.0 / k, rel=0.3), deflections
     with pytest.raises(ConfigError, match="6 non-negative numbers"):
         ctrl.set_stiffness([1, 2, 3])
+
+
+@pytest.mark.parametrize("robot", ["panda", "so100"])
+def test_end_effector_from_the_bundles_kinematic_chain_is_mujocos(robot):
+    """The deploy runtime computes ee_pos with numpy from the chain export writes into deploy.yaml (no simulator
+    on the robot computer): MuJoCo's site pose, over the joint ranges, to 1e-9."""
+    import yaml
+
+    from robolearn.deploy.bundle import KinematicLink
+    from robolearn.deploy.kinematics import ChainKinematics
+    from robolearn.export import kinematic_chain
+
+    kin = ArmKinematics(robot)
+    names = list(reversed(kin.joint_names))  # any order: joints are found by name
+    kin = ArmKinematics(robot, names)
+    chain = kinematic_chain(kin.model, kin.model.site(kin.site).name, names, "tcp")
+    assert chain[-1].link == "tcp" and chain[-1].joint is None
+    # through YAML, as deploy.yaml carries it
+    chain = [from_dict(KinematicLink, d, where="chain") for d in yaml.safe_load(yaml.safe_dump([to_dict(c) for c in
+                                                                                               chain]))]
+    fk = ChainKinematics(chain, names)
+    lo, hi = np.array([kin.model.joint(j).range for j in names]).T
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        q = rng.uniform(lo, hi)
+        kin.update(q)
+        pos, rot = kin.ee_pose()
+        got_pos, got_rot = fk.ee_pose(q)
+        assert np.abs(got_pos - pos).max() < 1e-9 and np.abs(got_rot - rot).max() < 1e-9
+        assert np.array_equal(fk.fk(q), got_pos)
+    with pytest.raises(BundleError, match=r"carries no kinematic chain \(robot_model.chain\): export it again"):
+        ChainKinematics.from_manifest(load_bundle("go2-flat").manifest)
+
+
+def test_orientation_error_is_mujocos_rotation_vector():
+    from robolearn.deploy.controllers import orientation_error
+
+    rng = np.random.default_rng(1)
+
+    def unit() -> np.ndarray:
+        q = rng.normal(size=4)
+        return q / np.linalg.norm(q)
+
+    for k in range(200):
+        a, b, quat, vel = np.zeros(9), np.zeros(9), np.zeros(4), np.zeros(3)
+        mujoco.mju_quat2Mat(a, unit())
+        mujoco.mju_quat2Mat(b, unit() if k % 4 else np.array([1.0, 0.0, 0.0, 0.0]))
+        rot, target = a.reshape(3, 3), (b.reshape(3, 3) @ a.reshape(3, 3) if k % 4 == 0 else b.reshape(3, 3))
+        mujoco.mju_mat2Quat(quat, (target @ rot.T).ravel())
+        mujoco.mju_quat2Vel(vel, quat, 1.0)
+        assert np.abs(orientation_error(rot, target) - vel).max() < 1e-9

@@ -82,7 +82,7 @@ def test_runtime_stands_up_and_walks_the_go2_over_dds_and_damps_when_the_robot_g
         # gains must be the controller's: with the profile's kp 50 the clip allows a kp-20 controller 40 % of the
         # torque and the Go2 never gets up from lying.
         "stand": {"duration_s": 1.0, **({"kp": 20.0, "kd": 0.5} if protocol == "ros2" else {})},
-        "dds": {"protocol": protocol, "domain_id": domain, "network_interface": "lo", "imu_topic": "/imu"},
+        "dds": {"protocol": protocol, "domain_id": domain, "network_interface": "lo"},  # IMU: the profile's
         # Robot process, runtime and DDS threads share 2 cores here: a state can be 100 ms late without the
         # robot being gone. The watchdog's exact timing is tested on the in-process robot (test_deploy.py).
         # Same for the policy thread's answers.

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from robolearn.deploy.profile import load_profile
-from robolearn.deploy.sim_robot import SimRobot
 from robolearn.deploy.transports import make_robot, transport_names
 from robolearn.errors import ConfigError
+from robolearn.twin.sim_robot import SimRobot
 
 PLUGIN = '''
-from robolearn.deploy.sim_robot import SimRobot
+from robolearn.twin.sim_robot import SimRobot
 
 def robot_from_profile(profile):
     robot = SimRobot(profile.model, 1.0 / profile.control_hz, joint_names=profile.joint_names)

@@ -222,9 +222,9 @@ def test_intervention_flags_the_frames_a_person_drove(tmp_path):
 
 
 def test_leader_arm_drives_the_follower_joint_by_joint(tmp_path):
-    from robolearn.deploy.sim_robot import SimRobot
     from robolearn.teleop.devices import make_device
     from robolearn.teleop.recorder import Recorder, TeleopDriver, leader_options
+    from robolearn.twin.sim_robot import SimRobot
 
     pose = {"panda_joint1": 0.3, "panda_joint2": -0.1, "panda_joint3": 0.1, "panda_joint4": -2.0,
             "panda_joint5": 0.1, "panda_joint6": 1.9, "panda_joint7": 0.6, "panda_finger_joint[12]": 0.0}

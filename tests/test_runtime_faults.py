@@ -21,7 +21,7 @@ from robolearn.deploy.bundle import load_bundle
 from robolearn.deploy.interface import JointCommand, RobotState
 from robolearn.deploy.profile import HardwareProfile, load_profile
 from robolearn.deploy.runtime import DeployRuntime, Mode
-from robolearn.deploy.sim_robot import SimRobot
+from robolearn.twin.sim_robot import SimRobot
 
 GO2 = load_profile("go2")
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from robolearn.deploy.bundle import load_bundle
-from robolearn.deploy.kinematics import ArmKinematics
 from robolearn.deploy.profile import HardwareProfile, SafetyCfg, load_profile
 from robolearn.deploy.safety import SafetyLayer
 from robolearn.sim.robots.robot_cfg import load_robot_cfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.scene import robot_info
+from robolearn.twin.kinematics import ArmKinematics
 
 
 @dataclass

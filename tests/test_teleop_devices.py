@@ -346,7 +346,7 @@ def test_spacemouse_permission_denied_hints_udev(tmp_path):
 # -- leader arm ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def panda():
-    from robolearn.deploy.sim_robot import SimRobot
+    from robolearn.twin.sim_robot import SimRobot
 
     return SimRobot("panda", lockstep=False)
 

@@ -9,7 +9,8 @@ Version 2 (written by `robolearn export`; the format is documented for users in 
   mapping (`action`), the PD law and what happens to targets between policy steps, the trained action latency
   (`control`), joint gains and limits with armature and friction loss (`joints`), the initial state
   (`initial_state`), the training domain: simulator, randomization ranges, pushes, terrain (`domain`), and the
-  robot model: URDF package, path, version and hash, base and IMU links, collision geometry (`robot_model`).
+  robot model: URDF package, path, version and hash, base and IMU links, collision geometry, and for arms the
+  kinematic chain to the end effector (`robot_model`).
 
 Version 1 (one `policy.onnx`, observation names with scales, joints, action scale and clip, rates, command
 ranges) still loads: it is read into the same `BundleManifest` with the contract sections left empty (None).
@@ -34,7 +35,8 @@ from robolearn.errors import BundleError, ConfigError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "PARITY", "ROLES", "ObsTerm",
            "JointSpec", "TensorSpec", "ChunkSpec", "GraphSpec", "CommandSpec", "ActionSpec", "ControlSpec",
-           "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom", "RobotModelSpec",
+           "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom", "KinematicLink",
+           "RobotModelSpec",
            "BundleManifest", "PolicySpec", "ManifestV1", "PolicyV1", "TermV1", "sha256_file", "read_manifest",
            "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle"]
 
@@ -165,6 +167,8 @@ class ActionSpec:
     max_target_rate: float | None = None  # rad/s; None: no rate limit in training
     target_fault_margin: float | None = None  # rad: with joint_range, a new target beyond the range by more than
     # this ended the training episode as a failure (the deploy runtime damps on it); None: no such rule
+    bounds: list[tuple[float, float]] | None = None  # per action (low, high), applied after `clip`: the actions
+    # whose targets lie inside the joint range (trained with `action_bounds: joint_range`); None: only `clip`
 
 
 @dataclass(kw_only=True)
@@ -238,6 +242,19 @@ class CollisionGeom:
 
 
 @dataclass(kw_only=True)
+class KinematicLink:
+    """One frame on an arm's chain from the base to the end effector, in its parent's frame as trained: the
+    parent's frame times (pos, quat), then the joint's motion along `axis` (this frame's axes) by its position."""
+
+    link: str  # the URDF link (links joined by fixed joints were merged into their parent in training)
+    pos: list[float]  # m
+    quat: list[float]  # (w, x, y, z)
+    joint: str | None = None  # the joint that moves this frame (one of joints.names), or None: fixed
+    joint_type: Literal["revolute", "prismatic"] = "revolute"
+    axis: list[float] | None = None  # unit vector
+
+
+@dataclass(kw_only=True)
 class RobotModelSpec:
     urdf: UrdfRef
     floating_base: bool
@@ -250,6 +267,9 @@ class RobotModelSpec:
     joint_damping: float = 0.0
     collide_with: Literal["floor", "none"] = "floor"  # robot shapes never collide with each other
     collision: list[CollisionGeom] = field(default_factory=list)
+    # Arms: the frames from the base (the training world's origin) to the end-effector point, which is the last
+    # entry (no joint); the deploy runtime's forward kinematics (ee_pos observations) read only this.
+    chain: list[KinematicLink] = field(default_factory=list)
 
 
 # -- the manifest ----------------------------------------------------------------------------------------------
@@ -290,6 +310,11 @@ class BundleManifest:
                 raise ConfigError(f"observation[{i}] ({t.name}).clip: must be > 0 or null, got {t.clip}")
         if self.action.dim != len(self.joints.names):
             raise ConfigError(f"action.dim is {self.action.dim}, but there are {len(self.joints.names)} joints")
+        bounds = self.action.bounds
+        if bounds is not None and (len(bounds) != self.action.dim or any(len(b) != 2 or not b[0] <= b[1]
+                                                                         for b in bounds)):
+            raise ConfigError(f"action.bounds: expected {self.action.dim} pairs [low, high] with low <= high, "
+                              f"got {bounds}")
         if self.version >= 2:
             self._check_contract()
 
@@ -397,6 +422,15 @@ class BundleManifest:
     @property
     def clip_actions(self) -> float:
         return self.action.clip
+
+    def apply_action_clip(self, action: np.ndarray) -> np.ndarray:
+        """The action as training applied it (and `last_action` reports it): clipped to +-clip, then into the
+        per-action bounds where the bundle has them."""
+        action = np.clip(action, -self.action.clip, self.action.clip)
+        if self.action.bounds is not None:
+            low, high = np.asarray(self.action.bounds, dtype=action.dtype).T
+            action = np.clip(action, low, high)
+        return action
 
     @property
     def interpolation(self) -> str:

@@ -10,11 +10,9 @@ ratio, D = 2 zeta sqrt(K) per axis, as in the Franka examples). The command is p
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 
 from robolearn.deploy.interface import JointCommand
-from robolearn.deploy.kinematics import ArmKinematics
 from robolearn.deploy.profile import ImpedanceCfg
 from robolearn.errors import ConfigError
 
@@ -22,16 +20,34 @@ __all__ = ["CartesianImpedance", "orientation_error"]
 
 
 def orientation_error(rot: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rotation vector [3] (world frame) that turns `rot` into `target` (both 3x3)."""
-    quat = np.zeros(4)
-    mujoco.mju_mat2Quat(quat, (target @ rot.T).ravel())
-    vel = np.zeros(3)
-    mujoco.mju_quat2Vel(vel, quat, 1.0)
-    return vel
+    """Rotation vector [3] (world frame, angle in [0, pi]) that turns `rot` into `target` (both 3x3)."""
+    m = target @ rot.T
+    trace = float(np.trace(m))
+    # The quaternion of m, from its largest component (stable for any angle).
+    if trace > max(m[0, 0], m[1, 1], m[2, 2]):
+        w = 0.5 * np.sqrt(1.0 + trace)
+        xyz = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]]) / (4.0 * w)
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        xyz = np.zeros(3)
+        xyz[i] = 0.5 * np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 0.0))
+        xyz[j] = (m[j, i] + m[i, j]) / (4.0 * xyz[i])
+        xyz[k] = (m[k, i] + m[i, k]) / (4.0 * xyz[i])
+        w = (m[k, j] - m[j, k]) / (4.0 * xyz[i])
+    if w < 0:  # the shorter way round
+        w, xyz = -w, -xyz
+    sin_half = float(np.linalg.norm(xyz))
+    if sin_half < 1e-15:
+        return np.zeros(3)
+    return xyz / sin_half * (2.0 * np.arctan2(sin_half, w))
 
 
 class CartesianImpedance:
-    def __init__(self, kinematics: ArmKinematics, cfg: ImpedanceCfg | None = None,
+    """`kinematics`: the arm's model with `joint_names`, `update(q, dq)`, `ee_pose()`, `jacobian()` and
+    `bias_torque()` (gravity + Coriolis), e.g. `robolearn.twin.kinematics.ArmKinematics` (MuJoCo)."""
+
+    def __init__(self, kinematics, cfg: ImpedanceCfg | None = None,
                  q_nominal: np.ndarray | None = None) -> None:
         cfg = cfg or ImpedanceCfg()
         self.kin = kinematics

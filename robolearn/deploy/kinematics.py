@@ -1,65 +1,87 @@
-"""Arm kinematics and dynamics from the robot's model (MuJoCo, from the same URDF the policy trained on):
-end-effector pose, its Jacobian, and the gravity + Coriolis torques for impedance control."""
+"""Forward kinematics of an arm with numpy, from the kinematic chain a bundle carries (`robot_model.chain` in
+deploy.yaml): the end-effector observations (`ee_pos`, `target_error`) of a policy, computed on the robot's
+computer without the simulator or the URDF.
+
+The chain lists the frames from the world frame the arm was trained in (its base link at the origin) to the end
+effector, each in its parent's frame, as the training model (MuJoCo) placed them: a frame is its parent times
+(pos, quat), then a rotation (revolute) or a translation (prismatic) along `axis` by the joint's position. The
+last entry is the end-effector point on its link (no joint). The MuJoCo model behind the twin
+(`robolearn.twin.kinematics.ArmKinematics`) computes the same positions; a test checks they agree to 1e-9.
+"""
 
 from __future__ import annotations
 
-import mujoco
+from collections.abc import Sequence
+
 import numpy as np
 
-from robolearn.errors import ConfigError
-from robolearn.sim.robots.robot_cfg import load_robot_cfg
-from robolearn.sim.scene import build_robot_scene, robot_info
+from robolearn.deploy.bundle import BundleManifest, KinematicLink
+from robolearn.errors import BundleError
 
-__all__ = ["ArmKinematics"]
+__all__ = ["ChainKinematics", "quat_to_mat", "axis_angle_mat"]
 
 
-class ArmKinematics:
-    """Fixed-base arm; joint arrays in `joint_names` order (default: the model's actuated joints)."""
+def quat_to_mat(quat: Sequence[float]) -> np.ndarray:
+    """Rotation matrix [3, 3] of a unit quaternion (w, x, y, z)."""
+    w, x, y, z = np.asarray(quat, dtype=float) / np.linalg.norm(quat)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
-    def __init__(self, robot: str, joint_names: list[str] | None = None, site: str | None = None) -> None:
-        cfg = load_robot_cfg(robot)
-        if cfg.floating_base:
-            raise ConfigError(f"robot {robot}: arm kinematics needs a fixed-base robot")
-        site = site or cfg.end_effector
-        if site is None:
-            raise ConfigError(f"robot {robot}: no end_effector site declared")
-        self.model = build_robot_scene(cfg, timestep=0.002).compile()
-        self.data = mujoco.MjData(self.model)
-        info = robot_info(self.model, cfg)
-        names = list(info.joint_names)
-        self.joint_names = list(joint_names) if joint_names is not None else names
-        unknown = [j for j in self.joint_names if j not in names]
-        if unknown:
-            raise ConfigError(f"robot {robot}: joints {unknown} are not in the model; it has {names}")
-        order = [names.index(j) for j in self.joint_names]
-        self.qpos_adr = info.qpos_adr[order]
-        self.dof_adr = info.qvel_adr[order]
-        self.site = self.model.site(site).id
 
-    def update(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
-        d = self.data
-        d.qpos[self.qpos_adr] = q
-        d.qvel[:] = 0.0
-        if dq is not None:
-            d.qvel[self.dof_adr] = dq
-        mujoco.mj_forward(self.model, d)
+def axis_angle_mat(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix [3, 3] by `angle` rad about the unit vector `axis` (Rodrigues)."""
+    x, y, z = axis
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
 
-    def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """(position [3], rotation matrix [3, 3]) of the end-effector site in the base frame, after `update`."""
-        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
-    def jacobian(self) -> np.ndarray:
-        """[6, n]: linear rows then angular rows, columns in `joint_names` order, after `update`."""
-        jp = np.zeros((3, self.model.nv))
-        jr = np.zeros((3, self.model.nv))
-        mujoco.mj_jacSite(self.model, self.data, jp, jr, self.site)
-        return np.vstack([jp, jr])[:, self.dof_adr]
+class ChainKinematics:
+    """End-effector pose from joint positions given in `joint_names` order (the policy's, by default)."""
 
-    def bias_torque(self) -> np.ndarray:
-        """Gravity + Coriolis/centrifugal joint torques at the last `update` state, less the gravity the robot's
-        drives already cancel (`gravity_compensation` in the robot declaration, e.g. Franka)."""
-        return (self.data.qfrc_bias - self.data.qfrc_gravcomp)[self.dof_adr].copy()
+    def __init__(self, chain: Sequence[KinematicLink], joint_names: Sequence[str]) -> None:
+        if not chain:
+            raise BundleError("the kinematic chain is empty")
+        names = list(joint_names)
+        self.joint_names = names
+        self._links = []
+        for i, link in enumerate(chain):
+            if link.joint is not None and link.joint not in names:
+                raise BundleError(f"robot_model.chain[{i}] ({link.link}): joint {link.joint!r} is not one of the "
+                                  f"policy's joints ({', '.join(names)})")
+            axis = None
+            if link.joint is not None:
+                axis = np.asarray(link.axis, dtype=float)
+                if axis.shape != (3,) or not np.linalg.norm(axis) > 0:
+                    raise BundleError(f"robot_model.chain[{i}] ({link.link}).axis: expected a non-zero 3-vector, "
+                                      f"got {link.axis}")
+                axis = axis / np.linalg.norm(axis)
+            self._links.append((np.asarray(link.pos, dtype=float), quat_to_mat(link.quat),
+                                None if link.joint is None else names.index(link.joint), link.joint_type, axis))
+
+    @classmethod
+    def from_manifest(cls, manifest: BundleManifest) -> ChainKinematics:
+        """The chain of a bundle, joints in the policy's order; a BundleError naming the field when it has none."""
+        model = manifest.robot_model
+        if model is None or not model.chain:
+            raise BundleError(f"the policy ({manifest.task}) observes the end effector, but its bundle carries no "
+                              f"kinematic chain (robot_model.chain): export it again with this robolearn")
+        return cls(model.chain, manifest.joints.names)
+
+    def ee_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position [3], rotation matrix [3, 3]) of the end effector in the base frame at joint positions `q`."""
+        q = np.asarray(q, dtype=float)
+        pos, rot = np.zeros(3), np.eye(3)
+        for offset, local, joint, kind, axis in self._links:
+            pos = pos + rot @ offset
+            rot = rot @ local
+            if joint is not None:
+                if kind == "prismatic":
+                    pos = pos + rot @ (axis * q[joint])
+                else:
+                    rot = rot @ axis_angle_mat(axis, q[joint])
+        return pos, rot
 
     def fk(self, q: np.ndarray) -> np.ndarray:
-        self.update(q)
-        return self.ee_pose()[0]
+        """End-effector position [3] in the base frame, m."""
+        return self.ee_pose(q)[0]

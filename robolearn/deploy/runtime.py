@@ -168,7 +168,7 @@ class DeployRuntime:
                  clock: Callable[[], float] = time.monotonic) -> None:
         m = bundle.manifest
         if m.kind != profile.kind:
-            raise BundleError(f"{bundle.folder}: a {m.kind} policy cannot run on the {profile.kind} robot "
+            raise BundleError(f"{bundle.folder}: this {m.kind} policy cannot run on the {profile.kind} robot "
                               f"{profile.name}")
         missing = [j for j in m.joints.names if j not in robot.joint_names]
         if missing:
@@ -196,9 +196,9 @@ class DeployRuntime:
                                   legged=m.kind == "legged")
         self.observations = ObservationBuilder(m)
         if self.observations.needs_kinematics and kinematics is None:  # the policy observes the end effector
-            from robolearn.deploy.kinematics import ArmKinematics
+            from robolearn.deploy.kinematics import ChainKinematics
 
-            kinematics = ArmKinematics(profile.model, m.joints.names)
+            kinematics = ChainKinematics.from_manifest(m)  # numpy, from the bundle's robot_model.chain
         self.kinematics = kinematics
         self.worker = PolicyWorker(policy or bundle.policy)
         self.stats = LoopStats(target_period=self.dt)
@@ -422,7 +422,7 @@ class DeployRuntime:
                 return f"policy raised {error}"
             if actions.shape != (m.policy.action_dim,) or not np.all(np.isfinite(actions)):
                 return SafetyLayer.check_finite("action", actions) or f"policy returned shape {actions.shape}"
-            self.last_action = np.clip(actions, -m.clip_actions, m.clip_actions)
+            self.last_action = m.apply_action_clip(actions)
             self._from, self._to, self._k = self._target.copy(), self.default + m.action_scale * self.last_action, 0
             self._submitted_at = None
         elif self._submitted_at is not None:

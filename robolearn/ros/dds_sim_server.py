@@ -28,7 +28,6 @@ import numpy as np
 
 from robolearn.deploy.interface import JointCommand
 from robolearn.deploy.profile import load_profile
-from robolearn.deploy.sim_robot import SimRobot
 from robolearn.errors import RobolearnError
 from robolearn.ros.dds import LatestReader, dds_topic, make_writer, participant
 from robolearn.ros.dds_types import (
@@ -44,6 +43,7 @@ from robolearn.ros.dds_types import (
     Vector3_,
 )
 from robolearn.ros.unitree_crc import crc_ok, with_crc
+from robolearn.twin.sim_robot import SimRobot
 
 __all__ = ["DdsSimServer", "main"]
 
@@ -60,13 +60,16 @@ class DdsSimServer:
 
     def __init__(self, robot: str = "go2", protocol: str = "unitree", rate: float = 500.0, *, domain_id: int = 0,
                  network_interface: str | None = "lo", start: str | None = None,
-                 controller: str = "forward_position_controller", imu_topic: str = "/imu") -> None:
+                 controller: str = "forward_position_controller", imu_topic: str | None = None) -> None:
         if protocol not in ("unitree", "ros2"):
             raise ValueError(f"protocol: expected 'unitree' or 'ros2', got {protocol!r}")
         if not 1.0 <= rate <= 5000.0:
             raise ValueError(f"rate: expected 1 to 5000 Hz, got {rate}")
         self.protocol, self.rate, self.dt = protocol, rate, 1.0 / rate
         profile = load_profile(robot)  # the robot's joint order (motor order for Unitree) and start pose
+        # ros2: the IMU where the robot's profile says the runtime will read it (dds.imu_topic, else ros2.imu_topic)
+        imu_topic = imu_topic or profile.dds.imu_topic or profile.ros2.imu_topic or "/imu"
+        self.imu_topic = imu_topic
         self.sim = SimRobot(profile.model, self.dt, joint_names=profile.joint_names, start=start or profile.sim.start,
                             start_pose=profile.sim.start_pose, lockstep=False)
         self.n = len(self.sim.joint_names)
@@ -186,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="interface to bind (lo = loopback only, the default); 'default' = cyclonedds defaults")
     p.add_argument("--start", choices=("lying", "standing"), default=None, help="default: the profile's sim.start")
     p.add_argument("--controller", default="forward_position_controller", help="ros2: commands topic namespace")
-    p.add_argument("--imu-topic", default="/imu", help="ros2: sensor_msgs/Imu topic")
+    p.add_argument("--imu-topic", default=None,
+                   help="ros2: sensor_msgs/Imu topic (default: the profile's dds.imu_topic or ros2.imu_topic)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGTERM)")
     args = p.parse_args(argv)
 

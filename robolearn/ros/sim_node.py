@@ -31,7 +31,7 @@ def _run(args: list[str] | None) -> None:
     from std_msgs.msg import Float64MultiArray
 
     from robolearn.deploy.profile import load_profile
-    from robolearn.deploy.sim_robot import SimRobot
+    from robolearn.twin.sim_robot import SimRobot
 
     rclpy.init(args=args)
     node = Node("robolearn_sim")

@@ -21,7 +21,6 @@ import mujoco
 import numpy as np
 
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
-from robolearn.deploy.kinematics import ArmKinematics
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.deploy.safety import SafetyLayer
 from robolearn.errors import ConfigError
@@ -29,6 +28,7 @@ from robolearn.sim.ik import dls_ik
 from robolearn.sim.robots.robot_cfg import load_robot_cfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.scene import robot_info
+from robolearn.twin.kinematics import ArmKinematics
 
 __all__ = ["ArmTeleop"]
 
