@@ -44,6 +44,7 @@ from robolearn.deploy.bundle import (
     GraphSpec,
     InitialStateSpec,
     JointSpec,
+    KinematicLink,
     ObsTerm,
     OnnxGraph,
     OnnxPolicy,
@@ -64,7 +65,7 @@ from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_li
 from robolearn.sim.tasks import Task, make_task
 
 __all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "upgrade_bundle", "bundle_contract",
-           "EXPORT_TOLERANCE"]
+           "kinematic_chain", "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
@@ -195,6 +196,38 @@ def _collision(model: mujoco.MjModel) -> list[CollisionGeom]:
     return geoms
 
 
+def kinematic_chain(model: mujoco.MjModel, site: str, joint_names: list[str], link: str | None = None
+                    ) -> list[KinematicLink]:
+    """The frames from the world to `site` (an arm's end effector) as `model` places them, for the deploy
+    runtime's numpy forward kinematics (`robolearn.deploy.kinematics`): bodies with at most one hinge or slide
+    joint each (one of `joint_names`), then the site on its body, named `link` (the URDF link it marks)."""
+    site_id = model.site(site).id
+    body = int(model.site_bodyid[site_id])
+    chain = [KinematicLink(link=link or site, pos=[float(x) for x in model.site_pos[site_id]],
+                           quat=[float(x) for x in model.site_quat[site_id]])]
+    kinds = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic"}
+    while body != 0:
+        name = model.body(body).name
+        joints = range(model.body_jntadr[body], model.body_jntadr[body] + model.body_jntnum[body])
+        if len(joints) > 1 or any(int(model.jnt_type[j]) not in kinds for j in joints):
+            raise BundleError(f"body {name!r} on the chain to {site!r}: the bundle's kinematic chain takes one "
+                              f"hinge or slide joint per link")
+        entry = KinematicLink(link=name, pos=[float(x) for x in model.body_pos[body]],
+                              quat=[float(x) for x in model.body_quat[body]])
+        for j in joints:
+            joint = model.joint(j).name
+            if joint not in joint_names:
+                raise BundleError(f"joint {joint!r} on the chain to {site!r} is not one of the policy's joints")
+            if np.any(model.jnt_pos[j] != 0) or model.qpos0[model.jnt_qposadr[j]] != 0:
+                raise BundleError(f"joint {joint!r}: the bundle's kinematic chain needs the joint at its link's "
+                                  f"origin with reference position 0")
+            entry.joint, entry.joint_type = joint, kinds[int(model.jnt_type[j])]
+            entry.axis = [float(x) for x in model.jnt_axis[j]]
+        chain.append(entry)
+        body = int(model.body_parentid[body])
+    return chain[::-1]
+
+
 def _simulator(task: Task, backend: str) -> SimulatorSpec:
     m = task.model
     robot_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] != 0 and (m.geom_contype[g] or m.geom_conaffinity[g])]
@@ -209,6 +242,13 @@ def _simulator(task: Task, backend: str) -> SimulatorSpec:
                  "friction_combination": "max of the two geoms' coefficients",
                  "nominal_friction": [float(x) for x in m.geom_friction[g0]],
                  "self_collision": False})
+
+
+def _action_bounds(task: Task) -> list[tuple[float, float]] | None:
+    """The task's per-action clamp (`action_bounds: joint_range`), or None where it is only +-clip_actions."""
+    if getattr(task.cfg, "action_bounds", "none") == "none":
+        return None
+    return [(float(lo), float(hi)) for lo, hi in zip(task.action_low.tolist(), task.action_high.tolist(), strict=True)]
 
 
 def _range(value: Any) -> tuple[float, float] | None:
@@ -242,7 +282,8 @@ def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
         "action": ActionSpec(dim=task.num_actions, scale=float(cfg.action_scale), clip=float(cfg.clip_actions),
                              target_clip="joint_range" if deploy_targets else "none",
                              max_target_rate=rate if deploy_targets and rate > 0 else None,
-                             target_fault_margin=float(cfg.target_limit_margin) if deploy_targets else None),
+                             target_fault_margin=float(cfg.target_limit_margin) if deploy_targets else None,
+                             bounds=_action_bounds(task)),
         "control": ControlSpec(rate_hz=1.0 / cfg.sim_dt, between_steps="linear" if deploy_targets else "hold",
                                latency_s=(float(latency[0]), float(latency[1]))),
         "joints": JointSpec(
@@ -275,7 +316,9 @@ def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
             urdf=_urdf_ref(task), floating_base=rcfg.floating_base, base_link=base, imu_link=sites.get("imu"),
             feet=[sites[f] for f in rcfg.feet], end_effector=sites.get(rcfg.end_effector or ""),
             armature=float(rcfg.armature), friction_loss=float(rcfg.frictionloss),
-            joint_damping=float(rcfg.joint_damping), collide_with=rcfg.collide_with, collision=_collision(model)),
+            joint_damping=float(rcfg.joint_damping), collide_with=rcfg.collide_with, collision=_collision(model),
+            chain=kinematic_chain(model, rcfg.end_effector, list(robot.joint_names), sites.get(rcfg.end_effector))
+            if rcfg.end_effector and not rcfg.floating_base else []),
     }
 
 

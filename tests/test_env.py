@@ -178,15 +178,57 @@ def test_sliding_feet_are_penalized_standing_feet_are_not():
     task.close()
 
 
-def test_targets_beyond_the_joint_range_are_penalized(reach_task):
-    """The deploy safety layer damps on targets beyond the joint range: the task penalizes them in training."""
-    reach_task.step(torch.zeros(8, 7))
-    assert torch.all(reach_task._reward_target_limits() == 0)
-    actions = torch.zeros(8, 7)
-    actions[0, 5] = 8.0  # panda_joint6 target 1.571 + 0.5 * 8 = 5.57 rad, its range ends at 3.752
-    reach_task.step(actions)
-    excess = reach_task._reward_target_limits()
-    assert excess[0] == pytest.approx(1.571 + 4.0 - 3.7525, abs=1e-3) and torch.all(excess[1:] == 0)
+def test_targets_beyond_the_joint_range_are_penalized():
+    """The deploy safety layer damps on targets beyond the joint range: without action bounds, the task penalizes
+    them in training."""
+    task = make_task("panda-reach", 8, seed=3, overrides={"action_bounds": "none"})
+    try:
+        task.step(torch.zeros(8, 7))
+        assert torch.all(task._reward_target_limits() == 0)
+        actions = torch.zeros(8, 7)
+        actions[0, 5] = 8.0  # panda_joint6 target 1.571 + 0.5 * 8 = 5.57 rad, its range ends at 3.752
+        task.step(actions)
+        excess = task._reward_target_limits()
+        assert excess[0] == pytest.approx(1.571 + 4.0 - 3.7525, abs=1e-3) and torch.all(excess[1:] == 0)
+    finally:
+        task.close()
+
+
+def test_action_bounds_keep_targets_in_the_range_as_the_bundle_and_runtime_apply_them(tmp_path):
+    """`action_bounds: joint_range` (panda-reach): an action pushing far beyond a joint's range saturates at the
+    range end, in training (no fault, no target_limits penalty, last_action the bounded action) and in the deploy
+    runtime's clip from the exported bundle, the same numbers."""
+    from robolearn.deploy.bundle import load_bundle
+    from robolearn.export import export_policy
+    from robolearn.learn.config import load_train_cfg
+    from robolearn.learn.policy import ActorPolicy
+    from robolearn.learn.train import make_ppo_runner
+
+    task = make_task("panda-reach", 2, seed=0)
+    try:
+        assert task.cfg.action_bounds == "joint_range" and task.cfg.deploy_targets
+        lo, hi = task.robot.joint_range.T
+        actions = torch.zeros(2, 7)
+        actions[0] = torch.tensor([-40.0, 9.0, 0.1, 30.0, -7.0, -9.0, 40.0])  # several far beyond, both sides
+        _, _, _, terminated, _, _ = task.step(actions)
+        applied = task.actions[0].double().numpy()
+        targets = task.default_joint_pos.double().numpy() + task.cfg.action_scale * applied
+        assert not terminated.any() and torch.all(task._reward_target_limits() <= 1e-6)  # float rounding
+        assert np.all(targets >= lo - 1e-5) and np.all(targets <= hi + 1e-5)
+        np.testing.assert_allclose(targets[[1, 3, 5]], [hi[1], hi[3], lo[5]], atol=1e-5)  # saturated at the ends
+        assert applied[2] == pytest.approx(0.1)  # within bounds: untouched
+        assert torch.equal(task.observations()["policy"][0, -7:], task.actions[0])  # last_action: as applied
+    finally:
+        task.close()
+    cfg = load_train_cfg("panda-reach", overrides={"num_envs": 2, "steps_per_env": 2})
+    runner = make_ppo_runner(cfg, tmp_path / "run")
+    try:
+        export_policy(ActorPolicy(runner.algorithm.policy), "panda-reach", tmp_path / "bundle", record_envs=2,
+                      record_steps=10)
+    finally:
+        runner.close()
+    bundle = load_bundle(tmp_path / "bundle")
+    np.testing.assert_allclose(bundle.manifest.apply_action_clip(actions[0].numpy()), applied, atol=1e-5)
 
 
 def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
@@ -195,7 +237,7 @@ def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
     from robolearn.deploy.profile import load_profile
     from robolearn.deploy.safety import SafetyLayer
 
-    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True})
+    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True, "action_bounds": "none"})
     try:
         cfg = task.cfg
         profile = load_profile("panda")
@@ -226,7 +268,7 @@ def test_deploy_targets_follow_the_deploy_safety_layer_tick_by_tick():
 
 
 def test_a_target_the_deploy_runtime_would_trip_on_ends_the_episode():
-    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True})
+    task = make_task("panda-reach", 2, seed=0, overrides={"deploy_targets": True, "action_bounds": "none"})
     try:
         actions = torch.zeros(2, 7)
         # panda_joint6: default 1.571 + 0.5 x 5 = 4.07 rad, beyond the range end 3.752 by more than the 0.3 margin

@@ -12,7 +12,7 @@ import yaml
 from test_cli import run
 
 from robolearn.deploy.bundle import load_bundle, read_manifest
-from robolearn.deploy.kinematics import ArmKinematics
+from robolearn.deploy.kinematics import ChainKinematics
 from robolearn.deploy.observations import Measurement, ObservationBuilder
 from robolearn.errors import BundleError
 from robolearn.export import export_run
@@ -141,13 +141,14 @@ def test_deploy_observations_equal_training_observations_go2():
 
 
 def test_deploy_observations_equal_training_observations_panda(reach_run, tmp_path):
-    """Arm terms come from forward kinematics of the measured joints. In training, ee_pos is a MuJoCo sensor,
+    """Arm terms come from forward kinematics of the measured joints (numpy, from the kinematic chain in the
+    bundle, as the deploy runtime computes them). In training, ee_pos is a MuJoCo sensor,
     which mj_step evaluates before integrating: it lags the joints by one physics step (5 ms), a few mm at
     reaching speed. Every other term must match exactly."""
     folder = export_run(reach_run, tmp_path / "bundle", record_envs=2, record_steps=2).folder
     manifest = read_manifest(folder)
     builder = ObservationBuilder(manifest)
-    kin = ArmKinematics("panda", manifest.joints.names)
+    kin = ChainKinematics.from_manifest(manifest)
     task = make_task("panda-reach", 3, seed=2)
     for _ in range(10):
         obs = task.step(torch.rand(3, 7) - 0.5)[0]["policy"]
@@ -200,7 +201,7 @@ def test_cli_train_export_deploy_on_the_simulated_robot(tmp_path):
     assert result["final_mode"] == "damp" and result["timing"]["ticks"] > 2000
     assert "stand: ramping" in out.stderr and "run: policy at 50 Hz" in out.stderr
     out = run("deploy", "--robot", "panda", "--policy", str(tmp_path / "g" / "export"), "--auto", "--duration", "1")
-    assert out.returncode == 2 and "a legged policy cannot run on the arm robot panda" in out.stderr
+    assert out.returncode == 2 and "this legged policy cannot run on the arm robot panda" in out.stderr
 
 
 def test_arm_bundle_runs_on_the_panda_twin_and_holds_its_pose_by_default(reach_run, tmp_path):

@@ -25,7 +25,9 @@ def _runner(tmp_path, name: str, iterations: int, task: str = "panda-reach", **e
 
 
 def test_ppo_improves_panda_reach(tmp_path):
-    runner = _runner(tmp_path, "learn", 40)
+    # Without the deploy runtime's 1 rad/s target rate limit, which slows the first iterations (what is tested here
+    # is that PPO learns; the deploy-grade task is measured by benchmarks/arm_targets.py)
+    runner = _runner(tmp_path, "learn", 40, task_overrides={"deploy_targets": False, "action_bounds": "none"})
     before = runner.evaluate_fn(runner.algorithm.deployable())
     summary = runner.learn(progress=False)
     after = summary["eval"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import mujoco
 import torch
@@ -63,6 +63,10 @@ class TaskCfg:
     # one, is clamped into the joint range and moves at most `max_target_rate` rad/s; a new target beyond the
     # range by more than `target_limit_margin` rad ends the episode as a failure (the runtime damps on it).
     deploy_targets: bool = False
+    # `joint_range`: each action is also clamped so that its target (default + scale x action) lies inside the joint
+    # range (Isaac Lab's per-joint action clip); exported with the bundle (`action.bounds`), so a policy that pushes
+    # hard toward a target saturates at the range instead of asking the runtime for targets it trips on.
+    action_bounds: Literal["none", "joint_range"] = "none"
     max_target_rate: float = 0.0  # rad/s, with deploy_targets (0: no rate limit)
     target_limit_margin: float = 0.5  # rad, with deploy_targets
     # Observation groups, each an ordered list of terms; a group given here replaces the task type's default of
@@ -132,6 +136,7 @@ class Task(ABC):
         self._substep = torch.arange(cfg.decimation, device=dev).view(1, -1, 1)
         self.target_fault = torch.zeros(num_envs, dtype=torch.bool, device=dev)  # deploy_targets: would trip
         self.commanded_targets = self.targets  # default + scale x action, before any clamp or rate limit
+        self.action_low, self.action_high = self._action_bounds()  # [A] each: how step() clamps an action
         self._reward_fns = self._terms("reward", cfg.rewards)
         self._cost_fns = self._terms("cost", cfg.costs)
         self._cost_weights = torch.tensor([[w] for w in cfg.costs.values()], device=dev).view(-1, 1)
@@ -346,6 +351,22 @@ class Task(ABC):
         self._reset_envs(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self.observations()
 
+    def _action_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-action (low, high): +-clip_actions, narrowed with `action_bounds: joint_range` to the actions whose
+        targets lie inside the joint range."""
+        cfg, dev = self.cfg, self.device
+        low = torch.full((self.num_actions,), -float(cfg.clip_actions), device=dev)
+        high = -low
+        if cfg.action_bounds == "joint_range":
+            joints = len(self.default_joint_pos)
+            if self.num_actions != joints:
+                raise ConfigError(f"action_bounds: joint_range needs one action per joint ({joints}), but task "
+                                  f"{type(self).__name__} has {self.num_actions} actions")
+            lo, hi = self._target_range[:, 0], self._target_range[:, 1]
+            low = torch.maximum(low, (lo - self.default_joint_pos) / cfg.action_scale)
+            high = torch.minimum(high, (hi - self.default_joint_pos) / cfg.action_scale)
+        return low, high
+
     def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency (or, with
         `deploy_targets`, the deploy runtime's interpolated, clamped and rate-limited targets)."""
@@ -384,13 +405,14 @@ class Task(ABC):
         actions = actions.detach().to(self.device, torch.float32)
         finite = torch.isfinite(actions)
         self._nonfinite |= ~finite.all()
-        self.actions = torch.where(finite, actions, 0.0).clamp(-self.cfg.clip_actions, self.cfg.clip_actions)
+        self.actions = torch.where(finite, actions, 0.0).clamp(self.action_low, self.action_high)
         self.sensors = self.sim.step(self.action_to_ctrl(self.actions))
         self.episode_step += 1
         self.update_state()
         terminated = self.terminated()
         if self.cfg.deploy_targets:  # a target the deploy runtime would trip on ends the episode as a failure
             terminated = terminated | self.target_fault
+        self.terminated_now = terminated  # for the `termination` reward and `fall` cost terms
         truncated = self.episode_step >= self.max_episode_steps
         reward = self.compute_reward()
         cost, costs = self.compute_cost(terminated)
@@ -483,6 +505,11 @@ class Task(ABC):
 
     def _cost_fall(self) -> torch.Tensor:
         """1 on the step an episode fails (the task's termination: a fall, a block off the table)."""
+        return self.terminated_now.float()
+
+    def _reward_termination(self) -> torch.Tensor:
+        """1 on the step an episode fails (any task; with a negative weight, ending an episode early never pays
+        where the other terms are mostly penalties)."""
         return self.terminated_now.float()
 
     def _reward_action_rate(self) -> torch.Tensor:

@@ -338,9 +338,6 @@ class LocomotionTask(Task):
         still = self.commands[:, :2].norm(dim=1) < self.cfg.commands.min_norm
         return (self.joint_pos - self.default_joint_pos).abs().sum(dim=1) * still
 
-    def _reward_termination(self) -> torch.Tensor:
-        return self.terminated().float()
-
     # -- cost terms (each [N], >= 0; weighted by cfg.costs, summed per episode) -------------------------
     def _cost_base_contact(self) -> torch.Tensor:
         """1 while the body touches the ground."""
