@@ -64,6 +64,9 @@ def test_list_shows_tasks_robots_backends_one_line_each():
         (("train", "panda-reach", "--set", "ppo.minibatches=0"), "error: ppo.minibatches must be >= 1, got 0"),
         (("train", "panda-reach", "--set", "eval.num_envs=-2"), "error: eval.num_envs must be >= 1, got -2"),
         (("train", "panda-reach", "--num-envs", "0"), "error: num_envs must be >= 1, got 0"),
+        (("train", "panda-reach", "--algo", "sac"), "error: algorithm must be one of ppo, ppo-lag, got 'sac'"),
+        (("train", "panda-reach", "--algo", "ppo-lag", "--set", "lagrangian.cost_limit=-1"),
+         "error: lagrangian.cost_limit must be >= 0, got -1"),
         # before: an unwritable output path was a traceback (exit 1), some only after the work was done
         (("train", "panda-reach", "--runs-dir", "/proc/robolearn-runs"),
          "error: --runs-dir /proc/robolearn-runs: cannot write there (/proc/robolearn-runs: No such file"),

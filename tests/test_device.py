@@ -52,9 +52,11 @@ def test_tasks_create_every_tensor_on_their_device(name, meta_default):
         task.close()
 
 
-def test_a_training_iteration_creates_every_tensor_on_its_device(tmp_path, meta_default):
+@pytest.mark.parametrize("algorithm", ["ppo", "ppo-lag"])
+def test_a_training_iteration_creates_every_tensor_on_its_device(tmp_path, meta_default, algorithm):
     cfg = load_train_cfg("go2-flat", overrides={
-        "num_envs": 4, "steps_per_env": 8, "max_iterations": 2, "max_time_s": 0.0, "save_interval": 1,
+        "algorithm": algorithm, "num_envs": 4, "steps_per_env": 8, "max_iterations": 2, "max_time_s": 0.0,
+        "save_interval": 1,
         "task_overrides": SHORT, "eval": {"num_envs": 2}, "ppo": {"minibatches": 2, "epochs": 2}})
     runner = make_ppo_runner(cfg, tmp_path / "run")
     summary = runner.learn(progress=False)
@@ -62,6 +64,9 @@ def test_a_training_iteration_creates_every_tensor_on_its_device(tmp_path, meta_
     assert summary["final_mean_reward"] is not None  # episodes ended and were counted
     assert all(p.device.type == "cpu" for p in runner.algorithm.policy.parameters())
     assert runner.algorithm.storage.actor_obs.device.type == "cpu"
+    if algorithm == "ppo-lag":
+        assert runner.algorithm.storage.cost_values.device.type == "cpu"
+        assert summary["lagrangian"]["last_episode_cost"] is not None  # episodes ended and moved the multiplier
 
 
 @needs_warp
@@ -87,12 +92,14 @@ def test_task_step_makes_no_host_sync():
         task.close()
 
 
-def _count_iteration_syncs(tmp_path, steps: int, skip_empty_masks: bool = False) -> tuple[int, list]:
+def _count_iteration_syncs(tmp_path, steps: int, skip_empty_masks: bool = False,
+                           algorithm: str = "ppo") -> tuple[int, list]:
     cfg = load_train_cfg("go2-flat", overrides={
-        "backend": "mjwarp", "num_envs": 4, "steps_per_env": steps, "max_iterations": 1, "max_time_s": 0.0,
+        "algorithm": algorithm, "backend": "mjwarp", "num_envs": 4, "steps_per_env": steps, "max_iterations": 1,
+        "max_time_s": 0.0,
         "save_interval": 100, "task_overrides": SHORT, "eval": {"num_envs": 2, "task_overrides": {}},
         "ppo": {"minibatches": 2, "epochs": 2}})
-    runner = make_ppo_runner(cfg, tmp_path / f"steps{steps}-{skip_empty_masks}")
+    runner = make_ppo_runner(cfg, tmp_path / f"steps{steps}-{skip_empty_masks}-{algorithm}")
     runner.task.skip_empty_masks = skip_empty_masks  # False: the path a CUDA device takes
     runner.evaluate_fn = None  # the closing evaluation is not part of the training loop
     with HostSyncs() as syncs:
@@ -114,3 +121,7 @@ def test_training_iteration_syncs_do_not_grow_with_its_steps(tmp_path):
     cpu_few, _ = _count_iteration_syncs(tmp_path, 6, skip_empty_masks=True)
     cpu_many, _ = _count_iteration_syncs(tmp_path, 18, skip_empty_masks=True)
     assert cpu_many > cpu_few > few  # the counter sees per-step syncs when there are some
+    # PPO-Lagrangian: one more read per iteration (the ended episodes' cost for the multiplier), none per step
+    lag_few, calls = _count_iteration_syncs(tmp_path, 6, algorithm="ppo-lag")
+    lag_many, _ = _count_iteration_syncs(tmp_path, 18, algorithm="ppo-lag")
+    assert lag_many == lag_few == few + 1, calls

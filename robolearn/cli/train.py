@@ -21,14 +21,17 @@ def _train_config(task: str, config: Optional[Path], overrides: dict[str, Any], 
     """The run's config: for --resume the checkpoint's own (same task settings, network, device), else the task's
     training config; `overrides` (the command line) on top of either."""
     from robolearn.config import from_dict, merge
-    from robolearn.learn.checkpoint import load_checkpoint
+    from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint
     from robolearn.learn.config import TrainCfg, load_train_cfg
 
     if resume is None or config is not None:
         return load_train_cfg(task, config, overrides)
     ckpt, file = load_checkpoint(resume, task=task, checkpoint=checkpoint, with_path=True)
-    if ckpt["format"] != "robolearn-ppo":
+    if ckpt["format"] not in PPO_FORMATS:
         raise RobolearnError(f"{file}: a {ckpt['format']} checkpoint cannot be resumed by `train` (PPO)")
+    if "algorithm" in overrides and overrides["algorithm"] != ckpt["config"].get("algorithm", "ppo"):
+        raise RobolearnError(f"{file}: --algo {overrides['algorithm']}: this run was trained with "
+                             f"{ckpt['config'].get('algorithm', 'ppo')}; resume it with that algorithm")
     return from_dict(TrainCfg, merge(ckpt["config"], overrides), where=f"{file} (checkpoint config) + command line")
 
 
@@ -102,6 +105,8 @@ def train(
     max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none; counted from "
                                                            "the start of this command, also when resuming)")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    algo: Annotated[Optional[str], typer.Option(help="ppo, or ppo-lag: PPO-Lagrangian under the per-episode cost "
+                                                     "limit lagrangian.cost_limit (set it with --set)")] = None,
     config: Annotated[Optional[Path], typer.Option(help="training config (default policies/ppo/TASK.yaml)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value")] = [],  # noqa: B006
     name: Annotated[Optional[str], typer.Option(help="run name (default TASK-<time>; with --resume the resumed "
@@ -124,8 +129,8 @@ def train(
     video_interval: Annotated[int, typer.Option(help="iterations between videos (with --video)")] = 100,
     video_length: Annotated[int, typer.Option(help="policy steps per video (with --video)")] = 200,
 ) -> None:
-    """Train a policy with PPO; writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json; videos/ with
-    --video).
+    """Train a policy with PPO (or PPO-Lagrangian, --algo ppo-lag); writes runs/<name>/ (config, checkpoints,
+    TensorBoard, summary.json; videos/ with --video).
 
     Ctrl-C saves and exits 130; `--resume runs/<name>` continues that run in its folder (iterations, env steps and
     TensorBoard go on) with a fresh budget. Multi-process: `--nproc N`, or `torchrun --nproc_per_node=N -m
@@ -140,7 +145,8 @@ def train(
                              f"{video_length}")
     overrides = parse_sets(set_)
     for key, value in (("backend", backend), ("device", device), ("num_envs", num_envs),
-                       ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed)):
+                       ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed),
+                       ("algorithm", algo)):
         if value is not None:
             overrides[key] = value
     cfg = _train_config(task, config, overrides, resume, checkpoint)

@@ -1,8 +1,8 @@
 """Checkpoint files and loading a trained policy from a run folder (play, eval, export, resume, distillation).
 
-A checkpoint is a dict: `format` (the algorithm's: `robolearn-ppo`, `robolearn-student`), `version`, `task`,
-`obs_dims`, `num_actions`, `joint_names`, `config` (the run's resolved config), `iteration`, `env_steps`,
-`train_time_s`, and the algorithm's state (`model`, ...). A run folder's checkpoint is its latest:
+A checkpoint is a dict: `format` (the algorithm's: `robolearn-ppo`, `robolearn-ppo-lag`, `robolearn-student`),
+`version`, `task`, `obs_dims`, `num_actions`, `joint_names`, `config` (the run's resolved config), `iteration`,
+`env_steps`, `train_time_s`, and the algorithm's state (`model`, ...). A run folder's checkpoint is its latest:
 `checkpoints/model.pt`, or, in a run stopped before writing it, the `model_<N>.pt` with the largest N.
 """
 
@@ -21,11 +21,12 @@ from robolearn.learn.config import TrainCfg
 from robolearn.learn.models.actor_critic import build_policy
 from robolearn.learn.models.students import load_student
 
-__all__ = ["CHECKPOINT_VERSION", "CHECKPOINT_FORMATS", "checkpoint_file", "load_checkpoint", "load_policy",
-           "run_folder"]
+__all__ = ["CHECKPOINT_VERSION", "CHECKPOINT_FORMATS", "PPO_FORMATS", "checkpoint_file", "load_checkpoint",
+           "load_policy", "run_folder"]
 
 CHECKPOINT_VERSION = 1
-CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-student")  # robolearn train; robolearn distill
+CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag", "robolearn-student")  # train [--algo ppo-lag]; distill
+PPO_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag")  # an actor-critic trained by `robolearn train`
 _NUMBERED = re.compile(r"model_(\d+)\.pt")
 
 

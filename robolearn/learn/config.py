@@ -9,10 +9,11 @@ from typing import Any
 from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.learn.ppo import PPOCfg
+from robolearn.learn.ppo_lagrangian import LagrangianCfg
 from robolearn.sim.backends import check_device
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
-__all__ = ["NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
+__all__ = ["ALGORITHMS", "NetworkCfg", "EvalCfg", "TrainCfg", "load_train_cfg"]
 
 
 @dataclass(kw_only=True)
@@ -45,9 +46,13 @@ class EvalCfg:
             raise ConfigError(f"eval.num_envs must be >= 1, got {self.num_envs}")
 
 
+ALGORITHMS = ("ppo", "ppo-lag")  # `--algo`: PPO; PPO-Lagrangian under `lagrangian.cost_limit` (ppo_lagrangian.py)
+
+
 @dataclass(kw_only=True)
 class TrainCfg:
     task: str
+    algorithm: str = "ppo"  # one of ALGORITHMS
     backend: str = "mujoco"
     device: str = "cpu"  # cpu | cuda | cuda:N: the task (with a GPU backend), policy, storage and PPO all live there
     num_envs: int = 1024  # per process: with torchrun / --nproc N, each of the N ranks simulates num_envs envs
@@ -56,10 +61,14 @@ class TrainCfg:
     max_time_s: float = 0.0  # wall-clock budget for training (0: none); training stops at whichever comes first
     save_interval: int = 100
     seed: int = 0  # rank r seeds its envs and action noise with seed + r
+    # torch's CPU threads for this process (0: torch's default, one per core). Small networks train faster on one
+    # thread: gym.yaml sets 1 (see there).
+    torch_threads: int = 0
     dist_backend: str = "auto"  # multi-process training: auto (nccl on CUDA, gloo on CPU) | gloo | nccl
     task_overrides: dict[str, Any] = field(default_factory=dict)
     network: NetworkCfg = field(default_factory=NetworkCfg)
     ppo: PPOCfg = field(default_factory=PPOCfg)
+    lagrangian: LagrangianCfg = field(default_factory=LagrangianCfg)  # read by ppo-lag only
     eval: EvalCfg = field(default_factory=EvalCfg)
 
     def eval_task_overrides(self, randomization: str = "train") -> dict[str, Any]:
@@ -75,9 +84,13 @@ class TrainCfg:
         return merge(out, {"randomization": self.eval.randomization[randomization]})
 
     def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         for name in ("num_envs", "steps_per_env", "max_iterations", "save_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.torch_threads < 0:
+            raise ConfigError(f"torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
         if not self.max_time_s >= 0:
             raise ConfigError(f"max_time_s must be >= 0 (0: no time budget), got {self.max_time_s}")
         check_device(self.backend, self.device)

@@ -29,7 +29,7 @@ from torch import nn
 from robolearn.config import declarations_root, from_dict, load_yaml, merge, to_dict
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
-from robolearn.learn.checkpoint import load_policy
+from robolearn.learn.checkpoint import PPO_FORMATS, load_policy
 from robolearn.learn.config import TrainCfg
 from robolearn.learn.evaluate import evaluate_final
 from robolearn.learn.history import FrameHistory
@@ -90,7 +90,7 @@ def load_distill_cfg(teacher: str | Path, task: str, path: str | Path | None = N
 
 def _teacher(path: str | Path) -> tuple[TrainCfg, nn.Module, dict[str, Any]]:
     cfg, teacher, ckpt = load_policy(path)
-    if ckpt["format"] != "robolearn-ppo":
+    if ckpt["format"] not in PPO_FORMATS:
         raise CheckpointError(f"{path}: a teacher must be a PPO run (robolearn train), not a {ckpt['format']} "
                               "checkpoint")
     teacher.eval()

@@ -13,7 +13,7 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.models.actor_critic import ActorCritic
-from robolearn.learn.storage import RolloutStorage
+from robolearn.learn.storage import Batch, RolloutStorage
 
 __all__ = ["PPOCfg", "PPO"]
 
@@ -55,20 +55,21 @@ class PPO(Algorithm):
     device). Time-outs are bootstrapped: a truncated (not failed) episode's last reward gets + gamma * V(s)."""
 
     checkpoint_format = "robolearn-ppo"
+    uses_cost = False  # True: the storage keeps a cost channel (constrained variants)
 
     def __init__(self, policy: ActorCritic, cfg: PPOCfg, *, num_envs: int, steps_per_env: int,
                  generator: torch.Generator, dist: Distributed | None = None, total_updates: int = 0) -> None:
         self.policy = policy
         self.cfg = cfg
         self.lr = cfg.learning_rate
-        self.params = list(policy.parameters())
+        self.params = [*policy.parameters(), *self.extra_parameters()]
         # fused: one kernel per step and the step counters on the parameters' device (the default keeps them on
         # the host and reads them with .item() at every minibatch)
         self.optimizer = torch.optim.Adam(self.params, lr=self.lr, fused=True)
         self.generator = generator  # minibatch permutations: the same seed on every rank
         self.dist = dist
         self.storage = RolloutStorage(steps_per_env, num_envs, policy.actor_dim, policy.critic_norm.mean.shape[0],
-                                      policy.log_std.shape[0], device=policy.log_std.device)
+                                      policy.log_std.shape[0], device=policy.log_std.device, cost=self.uses_cost)
         self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
         self.updates = 0  # updates done (the linear schedule's position, with `total_updates`)
         self.total_updates = total_updates
@@ -125,6 +126,21 @@ class PPO(Algorithm):
     def deployable(self) -> nn.Module:
         return self.policy
 
+    # -- hooks for variants (PPO-Lagrangian) ---------------------------------------------------------------
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by the same optimizer besides the policy's (e.g. a cost critic)."""
+        return []
+
+    def policy_advantages(self, batch: Batch) -> torch.Tensor:
+        """The advantages the clipped surrogate maximizes."""
+        return batch.advantages
+
+    def extra_loss(self, batch: Batch) -> torch.Tensor | None:
+        """A loss added to PPO's (e.g. the cost critic's value loss); logged as `loss/extra_name`."""
+        return None
+
+    extra_loss_name = ""
+
     def _adapt_learning_rate(self, kl_t: torch.Tensor) -> None:
         cfg = self.cfg
         kl = kl_t.item()  # the one host sync per minibatch (rsl_rl's adaptive schedule reads it the same way)
@@ -143,7 +159,8 @@ class PPO(Algorithm):
             self.lr = cfg.learning_rate * max(left, 0.0)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
-        names = ("loss/surrogate", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clip_fraction")
+        names = ("loss/surrogate", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clip_fraction",
+                 *((self.extra_loss_name,) if self.extra_loss_name else ()))
         sums = torch.zeros(len(names), dtype=torch.float64, device=storage.device)  # read once, at the end
         n = 0
         for batch in storage.minibatches(cfg.minibatches, cfg.epochs, self.generator, shards=shards):
@@ -155,12 +172,15 @@ class PPO(Algorithm):
                       + (batch.old_std.square() + (batch.old_mean - dist.mean).square()) / (2 * dist.variance)
                       - 0.5).sum(-1).mean()
             ratio = torch.exp(log_prob - batch.old_log_prob)
-            surrogate = -torch.min(ratio * batch.advantages,
-                                   ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch.advantages).mean()
+            advantages = self.policy_advantages(batch)
+            surrogate = -torch.min(ratio * advantages, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantages).mean()
             value = self.policy.value(batch.critic_obs).squeeze(-1)
             value_clipped = batch.values + (value - batch.values).clamp(-cfg.clip, cfg.clip)
             value_loss = torch.max((value - batch.returns).square(), (value_clipped - batch.returns).square()).mean()
             loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            extra = self.extra_loss(batch)
+            if extra is not None:
+                loss = loss + cfg.value_coef * extra
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.dist is not None:  # one flat all-reduce: mean gradients and mean KL over ranks
@@ -170,7 +190,8 @@ class PPO(Algorithm):
             nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.optimizer.step()
             clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean()
-            sums += torch.stack([surrogate, value_loss, entropy, kl, clip_fraction]).detach().double()
+            terms = [surrogate, value_loss, entropy, kl, clip_fraction, *(() if extra is None else (extra,))]
+            sums += torch.stack(terms).detach().double()
             n += 1
         returns, values = storage.returns.flatten(), storage.values.flatten()
         explained = 1 - (returns - values).var() / returns.var().clamp(min=1e-8)

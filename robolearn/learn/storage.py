@@ -1,4 +1,4 @@
-"""Preallocated rollout storage and GAE."""
+"""Preallocated rollout storage and GAE (for the reward, and for the cost of constrained algorithms)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Batch", "RolloutStorage"]
+__all__ = ["Batch", "RolloutStorage", "gae"]
 
 
 class Batch(NamedTuple):
@@ -20,13 +20,33 @@ class Batch(NamedTuple):
     values: torch.Tensor  # [B]
     returns: torch.Tensor  # [B]
     advantages: torch.Tensor  # [B]
+    # with a cost channel (`RolloutStorage(..., cost=True)`), else None
+    cost_values: torch.Tensor | None = None  # [B]
+    cost_returns: torch.Tensor | None = None  # [B]
+    cost_advantages: torch.Tensor | None = None  # [B]
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_values: torch.Tensor, gamma: float,
+        lam: float) -> torch.Tensor:
+    """Generalized advantage estimation (Schulman et al. 2016): advantages [T, N] of `rewards`, `values` and
+    `dones` [T, N], bootstrapped from `last_values` [N] after the last step; no bootstrap across a done."""
+    advantages = torch.empty_like(rewards)
+    advantage = torch.zeros_like(last_values)
+    for t in reversed(range(rewards.shape[0])):
+        next_values = last_values if t == rewards.shape[0] - 1 else values[t + 1]
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_values * not_done - values[t]
+        advantage = delta + gamma * lam * not_done * advantage
+        advantages[t] = advantage
+    return advantages
 
 
 class RolloutStorage:
-    """Tensors `[T, N, ...]` for T steps of N envs, on `device` (the task's)."""
+    """Tensors `[T, N, ...]` for T steps of N envs, on `device` (the task's). With `cost=True` also the per-step
+    cost, the cost critic's values and their returns and advantages (`add_cost`, `compute_cost_gae`)."""
 
     def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, num_actions: int, *,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", cost: bool = False) -> None:
         T, N = steps, num_envs
         self.steps, self.num_envs, self.device = T, N, torch.device(device)
 
@@ -44,6 +64,12 @@ class RolloutStorage:
         self.dones = zeros(T, N)
         self.returns = zeros(T, N)
         self.advantages = zeros(T, N)
+        self.has_cost = cost
+        if cost:
+            self.costs = zeros(T, N)
+            self.cost_values = zeros(T, N)
+            self.cost_returns = zeros(T, N)
+            self.cost_advantages = zeros(T, N)
         self.step = 0
 
     def add(self, actor_obs, critic_obs, actions, log_prob, mean, std, values, rewards, dones) -> None:
@@ -59,21 +85,29 @@ class RolloutStorage:
         self.dones[t] = dones
         self.step += 1
 
+    def add_cost(self, costs: torch.Tensor, cost_values: torch.Tensor) -> None:
+        """The cost channel of the transition `add` stored last."""
+        self.costs[self.step - 1] = costs
+        self.cost_values[self.step - 1] = cost_values
+
     def compute_gae(self, last_values: torch.Tensor, gamma: float, lam: float, *,
                     mean_std: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
-        """Generalized advantage estimation (Schulman et al. 2016); advantages normalized over the batch, or with
+        """Returns and advantages of the reward (`gae`); advantages normalized over the batch, or with
         `mean_std(advantages)` (e.g. the mean and std over all ranks' batches in distributed training)."""
-        advantage = torch.zeros_like(last_values)
-        for t in reversed(range(self.steps)):
-            next_values = last_values if t == self.steps - 1 else self.values[t + 1]
-            not_done = 1.0 - self.dones[t]
-            delta = self.rewards[t] + gamma * next_values * not_done - self.values[t]
-            advantage = delta + gamma * lam * not_done * advantage
-            self.advantages[t] = advantage
+        self.advantages = gae(self.rewards, self.values, self.dones, last_values, gamma, lam)
         self.returns = self.advantages + self.values
         mean, std = (self.advantages.mean(), self.advantages.std()) if mean_std is None else mean_std(self.advantages)
         self.advantages = (self.advantages - mean) / (std + 1e-8)
         self.step = 0
+
+    def compute_cost_gae(self, last_cost_values: torch.Tensor, gamma: float, lam: float, *,
+                         mean_std: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Returns and advantages of the cost; the advantages centred but not scaled (their size relative to the
+        reward's is what the Lagrange multiplier weighs, as in OmniSafe)."""
+        self.cost_advantages = gae(self.costs, self.cost_values, self.dones, last_cost_values, gamma, lam)
+        self.cost_returns = self.cost_advantages + self.cost_values
+        mean = self.cost_advantages.mean() if mean_std is None else mean_std(self.cost_advantages)[0]
+        self.cost_advantages = self.cost_advantages - mean
 
     def minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator, *,
                     shards: int = 1) -> Iterator[Batch]:
@@ -89,16 +123,12 @@ class RolloutStorage:
             return
         total = self.steps * self.num_envs
         size = total // num_minibatches
-        flat = Batch(
-            self.actor_obs.flatten(0, 1), self.critic_obs.flatten(0, 1), self.actions.flatten(0, 1),
-            self.log_prob.flatten(), self.mean.flatten(0, 1), self.std.flatten(0, 1), self.values.flatten(),
-            self.returns.flatten(), self.advantages.flatten(),
-        )
+        flat = self._flat(slice(None))
         for _ in range(epochs):
             perm = torch.randperm(total, generator=generator, device=generator.device).to(self.device)
             for i in range(num_minibatches):
                 idx = perm[i * size : (i + 1) * size]
-                yield Batch(*(x[idx] for x in flat))
+                yield Batch(*(None if x is None else x[idx] for x in flat))
 
     def _sharded_minibatches(self, num_minibatches: int, epochs: int, generator: torch.Generator,
                              shards: int) -> Iterator[Batch]:
@@ -112,14 +142,17 @@ class RolloutStorage:
             perm = torch.randperm(local, generator=generator, device=generator.device).to(self.device)
             for i in range(num_minibatches):
                 idx = perm[i * size : (i + 1) * size]
-                yield Batch(*(torch.cat([g[k][idx] for g in groups]) for k in range(len(Batch._fields))))
+                yield Batch(*(None if groups[0][k] is None else torch.cat([g[k][idx] for g in groups])
+                              for k in range(len(Batch._fields))))
 
     def _flat(self, envs: slice) -> Batch:
         """The samples of envs `envs`, flattened step-major to `[T * n, ...]` (the layout a rank holding only
         those envs has)."""
+        cost = ((self.cost_values[:, envs].flatten(), self.cost_returns[:, envs].flatten(),
+                 self.cost_advantages[:, envs].flatten()) if self.has_cost else (None, None, None))
         return Batch(
             self.actor_obs[:, envs].flatten(0, 1), self.critic_obs[:, envs].flatten(0, 1),
             self.actions[:, envs].flatten(0, 1), self.log_prob[:, envs].flatten(), self.mean[:, envs].flatten(0, 1),
             self.std[:, envs].flatten(0, 1), self.values[:, envs].flatten(), self.returns[:, envs].flatten(),
-            self.advantages[:, envs].flatten(),
+            self.advantages[:, envs].flatten(), *cost,
         )

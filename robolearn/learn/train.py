@@ -1,4 +1,5 @@
-"""`robolearn train`: a PPO run on a task, built from its training config and run by the shared Runner."""
+"""`robolearn train`: a PPO (or PPO-Lagrangian) run on a task, built from its training config and run by the
+shared Runner."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from robolearn.learn.distributed import init_distributed
 from robolearn.learn.evaluate import evaluate_final
 from robolearn.learn.models.actor_critic import build_policy
 from robolearn.learn.ppo import PPO
+from robolearn.learn.ppo_lagrangian import PPOLagrangian
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
 
@@ -23,6 +25,8 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
                     log_interval: int = 10) -> Runner:
     """The task (its own envs per rank under torchrun, seeded seed + rank), the actor-critic, PPO and the Runner,
     all on `cfg.device`."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     dist = init_distributed(cfg.dist_backend, cfg.device)  # None for a single process
     rank = dist.rank if dist is not None else 0
     device = dist.device if dist is not None else torch.device(cfg.device)
@@ -40,8 +44,16 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
     if dist is not None:
         dist.broadcast_module(policy)  # every rank starts from rank 0's parameters
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same permutations on every rank
-    ppo = PPO(policy, cfg.ppo, num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist,
-              total_updates=cfg.max_iterations)
+    common = dict(num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist,
+                  total_updates=cfg.max_iterations)
+    if cfg.algorithm == "ppo-lag":
+        with device:
+            ppo: PPO = PPOLagrangian(policy, cfg.ppo, cfg.lagrangian, critic_hidden=cfg.network.critic_hidden,
+                                     activation=cfg.network.activation, **common)
+        if dist is not None:
+            dist.broadcast_module(ppo.cost_critic)
+    else:
+        ppo = PPO(policy, cfg.ppo, **common)
     meta = {"task": cfg.task, "obs_dims": obs_dims, "num_actions": task.num_actions,
             "joint_names": list(task.robot.joint_names)}
     settings = RunnerCfg(steps_per_env=cfg.steps_per_env, max_iterations=cfg.max_iterations,
