@@ -64,8 +64,8 @@ from robolearn.learn.policy import ActorPolicy, Policy
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "upgrade_bundle", "bundle_contract",
-           "kinematic_chain", "EXPORT_TOLERANCE"]
+__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "add_graphs", "upgrade_bundle",
+           "bundle_contract", "kinematic_chain", "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
@@ -416,6 +416,23 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
                          backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
                          source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))})
+
+
+def add_graphs(folder: str | Path, extra_graphs: list[ExtraGraph]) -> Path:
+    """Export `extra_graphs` (e.g. a safety critic trained after the policy) into the version 2 bundle `folder` and
+    add them to its manifest; a graph of the same name is replaced. The acting graph is left as it is."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest.version != 2:
+        raise BundleError(f"{folder}: version {manifest.version}; upgrade it first (robolearn.export.upgrade_bundle)")
+    names = {e.name for e in extra_graphs}
+    if manifest.policy.name in names:
+        raise BundleError(f"{folder}: {manifest.policy.name!r} is the acting graph; give the extra graph another name")
+    kept = [g for g in manifest.graphs if g.name not in names]
+    manifest.graphs = kept + [_extra_graph(e, folder) for e in extra_graphs]
+    manifest.__post_init__()  # the graph checks (one acting graph, roles, inputs)
+    write_manifest(manifest, folder)
+    return folder
 
 
 def upgrade_bundle(folder: str | Path, output: str | Path, *, task_overrides: dict[str, Any] | None = None,

@@ -9,8 +9,8 @@ from typing import Literal
 from robolearn.config import declarations_root, from_dict, load_yaml
 from robolearn.errors import ConfigError
 
-__all__ = ["StandCfg", "SafetyCfg", "SimTransportCfg", "Ros2Cfg", "DdsCfg", "ImpedanceCfg", "HardwareProfile",
-           "profile_names", "load_profile"]
+__all__ = ["StandCfg", "SafetyFilterCfg", "SafetyCfg", "SimTransportCfg", "Ros2Cfg", "DdsCfg", "ImpedanceCfg",
+           "HardwareProfile", "profile_names", "load_profile"]
 
 
 @dataclass(kw_only=True)
@@ -18,6 +18,31 @@ class StandCfg:
     duration_s: float = 2.0  # ramp from the measured pose to the default pose
     kp: float | None = None  # default: the bundle's gains
     kd: float | None = None
+
+
+@dataclass(kw_only=True)
+class SafetyFilterCfg:
+    """The learned safety filter (deploy/safety_filter.py), active when the bundle has a safety_critic graph."""
+
+    enabled: bool = True  # false: the critic graph is loaded and checked but not run
+    threshold: float = 0.2  # Q_risk of the executed action above this -> a candidate replaces it (or Damp)
+    shrink_steps: int = 4  # candidates: the action scaled toward the default pose by (n-1)/n, ..., 0
+    random_candidates: int = 12  # and Gaussian perturbations of it
+    noise: float = 0.3  # their standard deviation, in action units
+    impedance_threshold: float = 0.1  # risk above this lowers the joint gains (impedance)...
+    impedance_scale: float = 0.5  # ...to this fraction...
+    impedance_recover_s: float = 0.5  # ...ramping back to full over this long once the risk is below it
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "impedance_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"safety.filter.{name}: expected a risk in [0, 1], got {getattr(self, name)}")
+        if self.shrink_steps < 1 or self.random_candidates < 0:
+            raise ConfigError(f"safety.filter: shrink_steps must be >= 1 and random_candidates >= 0, got "
+                              f"{self.shrink_steps} and {self.random_candidates}")
+        if not 0.0 < self.impedance_scale <= 1.0 or self.noise < 0 or self.impedance_recover_s < 0:
+            raise ConfigError(f"safety.filter: impedance_scale must be in (0, 1], noise and impedance_recover_s "
+                              f">= 0; got {self.impedance_scale}, {self.noise}, {self.impedance_recover_s}")
 
 
 @dataclass(kw_only=True)
@@ -31,6 +56,7 @@ class SafetyCfg:
     torque_limit_scale: float = 1.0  # PD targets are clipped so kp, kd torque stays within this times the limit
     max_target_rate: float = 20.0  # rad/s: how fast a joint target may move (rate limit)
     first_state_timeout_s: float = 3.0  # no robot state at all this long after start -> the session ends (exit 4)
+    filter: SafetyFilterCfg = field(default_factory=SafetyFilterCfg)
 
     def __post_init__(self) -> None:
         if not self.first_state_timeout_s > 0:

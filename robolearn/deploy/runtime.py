@@ -34,6 +34,7 @@ from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.observations import Measurement, ObservationBuilder
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.deploy.safety import SafetyLayer
+from robolearn.deploy.safety_filter import SafetyFilter
 from robolearn.errors import BundleError, ConfigError
 
 __all__ = ["Mode", "Trip", "Transition", "LoopStats", "PolicyWorker", "DeployRuntime", "IMU_TERMS"]
@@ -201,6 +202,15 @@ class DeployRuntime:
             kinematics = ChainKinematics.from_manifest(m)  # numpy, from the bundle's robot_model.chain
         self.kinematics = kinematics
         self.worker = PolicyWorker(policy or bundle.policy)
+        self.filter: SafetyFilter | None = None  # the learned safety filter, with a safety_critic graph
+        self._critic_missing: str | None = None
+        critic = m.graph("safety_critic")
+        if critic is not None and profile.safety.filter.enabled:
+            if critic.name in bundle.graphs:
+                self.filter = SafetyFilter(bundle.graphs[critic.name], profile.safety.filter, frame_dim=m.frame_dim,
+                                           action_dim=m.policy.action_dim)
+            else:  # declared, but not loaded: running without it is not what the bundle asks for
+                self._critic_missing = f"safety critic graph {critic.name!r} of the bundle is not loaded"
         self.stats = LoopStats(target_period=self.dt)
         self.mode = Mode.PASSIVE
         self.trips: list[Trip] = []
@@ -304,6 +314,8 @@ class DeployRuntime:
         self._submitted_at: float | None = None  # the unanswered policy request, if any
         self.worker.discard()  # a result or a request left from an earlier run is not this run's
         self.observations.reset()
+        if getattr(self, "filter", None) is not None:
+            self.filter.reset()
         if hasattr(self.worker.policy, "reset"):  # a chunked policy's action queue
             self.worker.policy.reset()
 
@@ -403,8 +415,14 @@ class DeployRuntime:
                 return self._damp()
             self._k += 1
             alpha = 1.0 if self.hold_targets else min(1.0, self._k / self.policy_every)
-            target = self._from + (self._to - self._from) * alpha
             kp, kd = self.kp, self.kd
+            if self.filter is not None or self._critic_missing is not None:
+                reason, scale = self._filter_step(state, q, dq, now)
+                if reason is not None:
+                    self._trip(reason, now)
+                    return self._damp()
+                kp, kd = kp * scale, kd * scale
+            target = self._from + (self._to - self._from) * alpha
         safe, reason = self.safety.filter_targets(target, self._target, q, dq, kp, kd)
         if reason is not None:
             self._trip(reason, now)
@@ -445,6 +463,23 @@ class DeployRuntime:
             # else: the previous request is still running; the watchdog above decides when that is a stall
         self._run_ticks += 1
         return None
+
+    def _filter_step(self, state: RobotState, q: np.ndarray, dq: np.ndarray, now: float) -> tuple[str | None, float]:
+        """Score the executed action in the state just measured; a replacing candidate becomes the action (and the
+        next observation's last action). Returns (a reason to damp or None, the gain scale)."""
+        if self.filter is None:
+            return self._critic_missing, 1.0
+        ee_pos = self.kinematics.fk(q) if self.kinematics is not None else None
+        frame = self.observations.frame(Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action,
+                                                    quat=state.quat, gyro=state.gyro, ee_pos=ee_pos))
+        decision = self.filter.decide(frame, self.last_action, now)
+        if decision.damp is not None:
+            return decision.damp, 1.0
+        if decision.replaced:
+            m = self.bundle.manifest
+            self.last_action = m.apply_action_clip(decision.action.astype(float))
+            self._to = self.default + m.action_scale * self.last_action
+        return None, self.filter.gain_scale(now)
 
     # -- real time ------------------------------------------------------------------------------------------
     def spin(self, duration: float | None = None, *, stop: threading.Event | None = None,

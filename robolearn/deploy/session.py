@@ -158,6 +158,10 @@ def damp_report(rt: DeployRuntime) -> dict[str, Any]:
                          f"then no more commands (the controller keeps its last target)"}
 
 
+def _finite(x: float) -> float | None:
+    return round(x, 4) if math.isfinite(x) else None  # JSON has no NaN
+
+
 def session_report(rt: DeployRuntime, refused: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The parts of a report every session has: final mode, command, timing, timeline, trips, Damp, fault."""
     refused = refused or []
@@ -171,6 +175,9 @@ def session_report(rt: DeployRuntime, refused: list[dict[str, Any]] | None = Non
         "trips": [{"time_s": round(t.time, 4), "tick": t.tick, "mode": t.mode, "reason": t.reason} for t in rt.trips],
         "refused": refused,
         "damp": damp_report(rt),
+        **({"safety_filter": {**rt.filter.log.summary(), "interventions": [
+            {"time_s": round(t - rt._start_time, 4), "risk": _finite(r), "chosen_risk": _finite(c), "kind": k}
+            for t, r, c, k in rt.filter.log.recent]}} if rt.filter is not None else {}),
     }
 
 

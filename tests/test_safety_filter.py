@@ -1,0 +1,187 @@
+"""The learned safety filter (deploy/safety_filter.py) with real ONNX critics in real bundles: the go2-flat bundle
+upgraded to version 2 with a `safety_critic` graph added (`robolearn.export.add_graphs`), run by onnxruntime.
+
+The critics are written by hand so that the right answer is known: risk = sigmoid(k (a . w - b)) rises with the
+action along w, so the filter must replace actions with a . w above a level and keep the others.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robolearn.config import declarations_root, from_dict, merge, to_dict
+from robolearn.deploy.bundle import load_bundle
+from robolearn.deploy.profile import SafetyFilterCfg
+from robolearn.deploy.runtime import DeployRuntime, Mode
+from robolearn.deploy.safety_filter import SafetyFilter
+from robolearn.errors import BundleError, ConfigError
+from robolearn.export import ExtraGraph, add_graphs, upgrade_bundle
+
+FRAME, ACTIONS = 45, 12  # go2-flat
+
+
+class LinearRisk(nn.Module):
+    """risk(obs, a) = sigmoid(k (a . w - b)); NaN where a . w > `nan_above`, or, with `nan_at_zero_command`, where
+    the forward velocity command (observation 6) is exactly 0 (never in the exporter's random parity inputs)."""
+
+    def __init__(self, w: np.ndarray, b: float, k: float = 10.0, nan_above: float = math.inf,
+                 nan_at_zero_command: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.as_tensor(w, dtype=torch.float32))
+        self.b, self.k, self.nan_above, self.nan_at_zero_command = b, k, nan_above, nan_at_zero_command
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        s = action @ self.w
+        risk = torch.sigmoid(self.k * (s - self.b))
+        nan = s > self.nan_above
+        if self.nan_at_zero_command:
+            nan = nan | (obs[:, 6] == 0)
+        return torch.where(nan, torch.full_like(risk, float("nan")), risk + 0.0 * obs[:, 0]).unsqueeze(1)
+
+
+def risk_of(a: np.ndarray, w: np.ndarray, b: float, k: float = 10.0) -> float:
+    return 1.0 / (1.0 + math.exp(-k * (float(a @ w) - b)))
+
+
+def critic_bundle(folder, module: nn.Module):
+    shutil.copytree(declarations_root() / "policies" / "bundles" / "go2-flat", folder / "v1")
+    upgrade_bundle(folder / "v1", folder / "v2")
+    add_graphs(folder / "v2", [ExtraGraph(name="q_risk", role="safety_critic", rate_hz=500.0, module=module,
+                                          inputs=[("obs", FRAME, "observation"), ("action", ACTIONS, "action")],
+                                          outputs=[("q_risk", 1, "cost_value")])])
+    return load_bundle(folder / "v2")
+
+
+W0 = np.eye(ACTIONS)[0]  # risk grows with the first action component (FL hip)
+
+
+@pytest.fixture(scope="module")
+def hip_bundle(tmp_path_factory):
+    return critic_bundle(tmp_path_factory.mktemp("hip"), LinearRisk(W0, b=0.5))
+
+
+def make_filter(bundle, **cfg) -> SafetyFilter:
+    return SafetyFilter(bundle.graphs["q_risk"], SafetyFilterCfg(**cfg), frame_dim=FRAME, action_dim=ACTIONS)
+
+
+def test_onnx_critic_matches_the_formula_and_the_filter_never_passes_a_risky_action(hip_bundle):
+    f = make_filter(hip_bundle, threshold=0.2)
+    rng = np.random.default_rng(0)
+    frame = rng.standard_normal(FRAME).astype(np.float32)
+    passed = replaced = 0
+    for _ in range(300):
+        a = rng.uniform(-1.5, 1.5, ACTIONS).astype(np.float32)
+        d = f.decide(frame, a, now=0.0)
+        assert d.risk == pytest.approx(risk_of(a, W0, 0.5), abs=1e-5)  # onnxruntime computes the critic
+        assert d.damp is None  # 0 (the default pose) is always a candidate, and safe here
+        assert d.chosen_risk <= 0.2 and risk_of(d.action, W0, 0.5) <= 0.2 + 1e-5  # never a risky action out
+        if d.replaced:
+            replaced += 1
+            assert d.risk > 0.2 and not np.array_equal(d.action, a)
+        else:
+            passed += 1
+            np.testing.assert_array_equal(d.action, a)  # a safe action passes untouched
+    assert passed > 50 and replaced > 50  # both paths were taken
+    assert f.log.replaced == replaced and f.log.ticks == 300 and f.log.max_risk > 0.9
+
+
+def test_no_candidate_under_the_threshold_damps(tmp_path):
+    always = critic_bundle(tmp_path, LinearRisk(np.zeros(ACTIONS), b=-1.0))  # risk sigmoid(10) everywhere
+    f = make_filter(always, threshold=0.2)
+    d = f.decide(np.zeros(FRAME), np.zeros(ACTIONS), now=0.0)
+    assert d.damp is not None and "no candidate under it" in d.damp and f.log.damped == 1
+
+
+def test_a_nan_risk_damps_and_nan_candidates_are_never_chosen(tmp_path):
+    f = make_filter(critic_bundle(tmp_path, LinearRisk(W0, b=0.5, nan_above=4.0)), threshold=0.2)
+    d = f.decide(np.zeros(FRAME), np.full(ACTIONS, 5.0, np.float32), now=0.0)  # a . w = 5 > 4: NaN
+    assert d.damp is not None and "returned nan" in d.damp
+    # risky (sigmoid(30)) but finite; the random candidates around 3.5 are partly NaN (> 4), never chosen
+    d = f.decide(np.zeros(FRAME), np.full(ACTIONS, 3.5, np.float32), now=0.0)
+    assert d.damp is None and d.replaced and np.isfinite(d.chosen_risk) and d.chosen_risk <= 0.2
+
+
+def test_impedance_drops_while_the_risk_is_high_and_recovers_after(hip_bundle):
+    f = make_filter(hip_bundle, threshold=0.5, impedance_threshold=0.1, impedance_scale=0.4, impedance_recover_s=0.5)
+    safe, risky = np.zeros(ACTIONS, np.float32), np.r_[0.45, np.zeros(ACTIONS - 1)].astype(np.float32)  # 0.38
+    f.decide(np.zeros(FRAME), safe, now=0.0)
+    assert f.gain_scale(0.0) == 1.0  # risk 0.007: full gains
+    for t in (1.0, 1.1, 1.2):
+        assert not f.decide(np.zeros(FRAME), risky, now=t).replaced  # under the threshold, over impedance's
+        assert f.gain_scale(t) == pytest.approx(0.4)
+    f.decide(np.zeros(FRAME), safe, now=1.3)  # risk low again: ramp from 0.4 back to 1 over 0.5 s
+    assert f.gain_scale(1.45) == pytest.approx(0.4 + 0.6 * 0.25 / 0.5)
+    assert f.gain_scale(1.7) == 1.0 and f.gain_scale(2.0) == 1.0
+
+
+def test_critic_inputs_are_checked_against_the_bundle(hip_bundle):
+    with pytest.raises(BundleError, match="must be one observation frame \\[44\\] and one action \\[12\\]"):
+        SafetyFilter(hip_bundle.graphs["q_risk"], SafetyFilterCfg(), frame_dim=44, action_dim=ACTIONS)
+    with pytest.raises(ConfigError, match="safety.filter.threshold: expected a risk in \\[0, 1\\], got 1.5"):
+        SafetyFilterCfg(threshold=1.5)
+
+
+# -- in the deploy runtime, on the Go2 twin ------------------------------------------------------------------
+def runtime(bundle, **filter_cfg):
+    from robolearn.deploy.profile import HardwareProfile, load_profile
+    from robolearn.twin.sim_robot import SimRobot
+
+    data = merge(to_dict(load_profile("go2")), {"stand": {"duration_s": 0.1}, "sim": {"start": "standing"},
+                                                 "safety": {"policy_timeout_ms": 250, "filter": filter_cfg}})
+    profile = from_dict(HardwareProfile, data, where="test profile")
+    robot = SimRobot(profile.model, 1.0 / profile.control_hz, joint_names=profile.joint_names,
+                     start=profile.sim.start, start_pose=profile.sim.start_pose)
+    rt = DeployRuntime(bundle, profile, robot)
+    rt.spin(0.02)
+    assert rt.stand() == "stand"
+    rt.spin(0.15)
+    return rt
+
+
+def test_the_runtime_filters_at_control_rate_and_reports_each_intervention(tmp_path):
+    # risk over 0.2 when the FL hip action exceeds 0.022 (the walking policy's often do), 0.08 at 0
+    bundle = critic_bundle(tmp_path, LinearRisk(W0, b=0.05, k=50.0))
+    rt = runtime(bundle, threshold=0.2)
+    try:
+        assert rt.filter is not None
+        rt.set_command([0.5, 0.0, 0.0])
+        assert rt.run() == "run"
+        rt.spin(1.0)
+        assert rt.mode == Mode.RUN and not rt.trips  # it walks on, filtered
+        log = rt.filter.log
+        assert log.ticks >= 400 and log.replaced > 0  # every 500 Hz tick scored, some replaced
+        assert rt.last_action[0] <= 0.0225  # what is applied (and observed next) is the filtered action
+        from robolearn.deploy.session import session_report
+
+        report = session_report(rt)["safety_filter"]
+        assert report["replaced"] == log.replaced and report["interventions"][0]["kind"] == "replaced"
+        assert report["interventions"][0]["risk"] > 0.2 >= report["interventions"][0]["chosen_risk"]
+    finally:
+        rt.close()
+
+
+def test_a_nan_critic_or_a_missing_critic_graph_sends_the_runtime_to_damp(tmp_path):
+    nan_bundle = critic_bundle(tmp_path / "nan", LinearRisk(W0, b=0.5, nan_at_zero_command=True))  # no command
+    rt = runtime(nan_bundle)
+    try:
+        assert rt.run() == "run"
+        rt.spin(0.1)
+        assert rt.mode == Mode.DAMP and "safety critic returned nan" in rt.trips[-1].reason
+    finally:
+        rt.close()
+    missing = critic_bundle(tmp_path / "missing", LinearRisk(W0, b=0.5))
+    del missing.graphs["q_risk"]
+    rt = runtime(missing)
+    try:
+        assert rt.run() == "run"
+        rt.spin(0.1)
+        assert rt.mode == Mode.DAMP
+        assert "safety critic graph 'q_risk' of the bundle is not loaded" in rt.trips[-1].reason
+    finally:
+        rt.close()
