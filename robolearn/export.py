@@ -12,6 +12,7 @@ documents the format. `upgrade_bundle` turns a version 1 bundle into version 2 f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
 import io
@@ -63,6 +64,7 @@ from robolearn.learn.history import FrameHistory
 from robolearn.learn.policy import ActorPolicy, Policy
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
+from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
 __all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "add_graphs", "upgrade_bundle",
            "bundle_contract", "kinematic_chain", "EXPORT_TOLERANCE"]
@@ -100,6 +102,7 @@ class ExtraGraph:
     outputs: list[tuple[str, int, str]]
     history: int = 1
     file: str = ""  # default <name>.onnx
+    # rate_hz 0: the control rate the task trained with (a safety critic scores every control tick)
 
 
 def _onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]) -> bytes:
@@ -367,6 +370,9 @@ def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_ov
     in `output`: policy.onnx (+ one ONNX file per extra graph), deploy.yaml, parity.npz. Raises BundleError if
     onnxruntime and torch disagree by more than 1e-5."""
     folder = Path(output)
+    if task_name.startswith(GYM_PREFIX):
+        raise BundleError(f"task {task_name}: a Gymnasium env has no robot to deploy to; bundles are exported from "
+                          f"robolearn tasks (robolearn list)")
     task = make_task(task_name, record_envs, backend="mujoco", seed=seed, overrides=task_overrides)
     try:
         frame_dim = task.obs_dims["policy"]
@@ -380,7 +386,9 @@ def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_ov
         folder.mkdir(parents=True, exist_ok=True)
         onnx_path = folder / "policy.onnx"
         graph = _policy_graph(policy, onnx_path, rate_hz=1.0 / task.dt)
-        graphs = [graph] + [_extra_graph(e, folder) for e in extra_graphs or []]
+        control_hz = contract["control"].rate_hz  # an extra graph of rate 0 runs at the control rate
+        graphs = [graph] + [_extra_graph(dataclasses.replace(e, rate_hz=e.rate_hz or control_hz), folder)
+                            for e in extra_graphs or []]
         with torch.no_grad():
             reference = policy.graph()(torch.from_numpy(recorded)).numpy()
         runtime = OnnxPolicy(onnx_path, graph).batch(recorded)
@@ -413,9 +421,19 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
         raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
                           f"distil it into a deployable student with `robolearn distill --teacher {run}`")
     folder = Path(output) if output is not None else run_folder(run) / "export"
+    extra = []
+    if "risk_critic" in ckpt:  # trained with safety_critic.enabled: the deploy runtime's safety filter runs it
+        from robolearn.learn.risk_critic import RiskCritic
+
+        critic = RiskCritic(ckpt["obs_dims"]["policy"], ckpt["num_actions"], cfg.safety_critic.hidden)
+        critic.load_state_dict(ckpt["risk_critic"]["critic"])
+        extra.append(ExtraGraph(name="q_risk", role="safety_critic", rate_hz=0.0, module=critic,
+                                inputs=[("obs", ckpt["obs_dims"]["policy"], "observation"),
+                                        ("action", ckpt["num_actions"], "action")],
+                                outputs=[("q_risk", 1, "cost_value")]))
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
                          backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
-                         source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))})
+                         source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))}, extra_graphs=extra)
 
 
 def add_graphs(folder: str | Path, extra_graphs: list[ExtraGraph]) -> Path:

@@ -10,6 +10,7 @@ from robolearn.config import declarations_root, from_dict, load_yaml, merge
 from robolearn.errors import ConfigError
 from robolearn.learn.ppo import PPOCfg
 from robolearn.learn.ppo_lagrangian import LagrangianCfg
+from robolearn.learn.risk_critic import SafetyCriticCfg
 from robolearn.sim.backends import check_device
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
@@ -69,6 +70,7 @@ class TrainCfg:
     network: NetworkCfg = field(default_factory=NetworkCfg)
     ppo: PPOCfg = field(default_factory=PPOCfg)
     lagrangian: LagrangianCfg = field(default_factory=LagrangianCfg)  # read by ppo-lag only
+    safety_critic: SafetyCriticCfg = field(default_factory=SafetyCriticCfg)  # Q_risk beside PPO (risk_critic.py)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
     def eval_task_overrides(self, randomization: str = "train") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.models.actor_critic import ActorCritic
+from robolearn.learn.risk_critic import RiskCriticLearner
 from robolearn.learn.storage import Batch, RolloutStorage
 
 __all__ = ["PPOCfg", "PPO"]
@@ -58,8 +59,10 @@ class PPO(Algorithm):
     uses_cost = False  # True: the storage keeps a cost channel (constrained variants)
 
     def __init__(self, policy: ActorCritic, cfg: PPOCfg, *, num_envs: int, steps_per_env: int,
-                 generator: torch.Generator, dist: Distributed | None = None, total_updates: int = 0) -> None:
+                 generator: torch.Generator, dist: Distributed | None = None, total_updates: int = 0,
+                 risk: RiskCriticLearner | None = None) -> None:
         self.policy = policy
+        self.risk = risk  # a safety critic Q_risk trained on the same rollouts (risk_critic.py), or None
         self.cfg = cfg
         self.lr = cfg.learning_rate
         self.params = [*policy.parameters(), *self.extra_parameters()]
@@ -69,7 +72,8 @@ class PPO(Algorithm):
         self.generator = generator  # minibatch permutations: the same seed on every rank
         self.dist = dist
         self.storage = RolloutStorage(steps_per_env, num_envs, policy.actor_dim, policy.critic_norm.mean.shape[0],
-                                      policy.log_std.shape[0], device=policy.log_std.device, cost=self.uses_cost)
+                                      policy.log_std.shape[0], device=policy.log_std.device,
+                                      cost=self.uses_cost or risk is not None)
         self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
         self.updates = 0  # updates done (the linear schedule's position, with `total_updates`)
         self.total_updates = total_updates
@@ -93,6 +97,8 @@ class PPO(Algorithm):
         values = self._step[-1]
         reward = reward + self.cfg.gamma * values * info["time_outs"]  # the episode did not fail, it was cut
         self.storage.add(*self._step, reward, (terminated | truncated).float())
+        if self.risk is not None and not self.uses_cost:  # the costs Q_risk learns from (ppo-lag stores its own)
+            self.storage.add_cost(cost, torch.zeros_like(cost))
 
     def compute_returns(self, obs: dict[str, torch.Tensor]) -> None:
         last_values = self.policy.value(obs["privileged"]).squeeze(-1)
@@ -101,8 +107,11 @@ class PPO(Algorithm):
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "lr": self.lr,
-                "rng": self.generator.get_state(), "updates": self.updates}
+        state = {"model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "lr": self.lr,
+                 "rng": self.generator.get_state(), "updates": self.updates}
+        if self.risk is not None:
+            state["risk_critic"] = self.risk.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
@@ -110,6 +119,10 @@ class PPO(Algorithm):
         except RuntimeError:
             raise CheckpointError("checkpoint: network layout differs from the config's network section") from None
         self.optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
+        if self.risk is not None:
+            if "risk_critic" not in state:
+                raise CheckpointError("checkpoint: no safety critic in it (trained without safety_critic.enabled)")
+            self.risk.load_state_dict(state["risk_critic"])
         self.lr = state["lr"]
         self.updates = int(state.get("updates", state.get("iteration", 0)))
         # a resumed run's budget counts from the resume: the linear anneal goes on from where it stopped and
@@ -204,4 +217,7 @@ class PPO(Algorithm):
         stats["ppo/learning_rate"] = self.lr
         self.updates += 1
         stats["policy/std"] = means[-1]
+        if self.risk is not None:  # Q_risk on the policy's observation frame (a teacher's extras left out)
+            frame = storage.actor_obs[..., : self.risk.critic.obs_norm.mean.shape[0]]
+            stats.update(self.risk.update(frame, storage.actions, storage.costs, storage.dones))
         return stats

@@ -30,6 +30,7 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.models.actor_critic import ActorCritic, mlp
 from robolearn.learn.ppo import PPO, PPOCfg
+from robolearn.learn.risk_critic import RiskCriticLearner
 from robolearn.learn.storage import Batch
 
 __all__ = ["LagrangianCfg", "PPOLagrangian"]
@@ -61,7 +62,8 @@ class PPOLagrangian(PPO):
 
     def __init__(self, policy: ActorCritic, cfg: PPOCfg, lagrangian: LagrangianCfg, *, num_envs: int,
                  steps_per_env: int, generator: torch.Generator, critic_hidden: list[int], activation: str = "elu",
-                 dist: Distributed | None = None, total_updates: int = 0) -> None:
+                 dist: Distributed | None = None, total_updates: int = 0,
+                 risk: RiskCriticLearner | None = None) -> None:
         device = policy.log_std.device
         critic_dim = policy.critic_norm.mean.shape[0]
         self.cost_critic = mlp(critic_dim, critic_hidden, 1, activation).to(device)
@@ -69,7 +71,7 @@ class PPOLagrangian(PPO):
         self.multiplier = float(lagrangian.multiplier_init)  # lambda
         self._adam = {"step": 0, "m": 0.0, "v": 0.0}  # the multiplier's Adam moments (betas 0.9, 0.999)
         super().__init__(policy, cfg, num_envs=num_envs, steps_per_env=steps_per_env, generator=generator, dist=dist,
-                         total_updates=total_updates)
+                         total_updates=total_updates, risk=risk)
         self._episode_cost = torch.zeros(num_envs, device=device)  # cost so far of each env's running episode
         self._ended = torch.zeros(2, dtype=torch.float64, device=device)  # (cost sum, count) of ended episodes
         self._saw_costs = False

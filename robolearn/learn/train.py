@@ -9,12 +9,14 @@ import torch
 from rich.console import Console
 
 from robolearn.config import to_dict
+from robolearn.errors import ConfigError
 from robolearn.learn.config import TrainCfg
 from robolearn.learn.distributed import init_distributed
 from robolearn.learn.evaluate import evaluate_final
 from robolearn.learn.models.actor_critic import build_policy
 from robolearn.learn.ppo import PPO
 from robolearn.learn.ppo_lagrangian import PPOLagrangian
+from robolearn.learn.risk_critic import RiskCriticLearner
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
 
@@ -44,8 +46,16 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
     if dist is not None:
         dist.broadcast_module(policy)  # every rank starts from rank 0's parameters
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same permutations on every rank
+    risk = None
+    if cfg.safety_critic.enabled:
+        if dist is not None:
+            dist.close(wait_for_peers=False)
+            raise ConfigError("safety_critic.enabled: not yet with multi-process training (its gradients are not "
+                              "averaged over ranks); train it on one process")
+        risk = RiskCriticLearner(obs_dims["policy"], task.num_actions, cfg.safety_critic,
+                                 generator=torch.Generator(device=device).manual_seed(cfg.seed + 2), device=device)
     common = dict(num_envs=cfg.num_envs, steps_per_env=cfg.steps_per_env, generator=generator, dist=dist,
-                  total_updates=cfg.max_iterations)
+                  total_updates=cfg.max_iterations, risk=risk)
     if cfg.algorithm == "ppo-lag":
         with device:
             ppo: PPO = PPOLagrangian(policy, cfg.ppo, cfg.lagrangian, critic_hidden=cfg.network.critic_hidden,

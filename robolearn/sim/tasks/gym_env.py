@@ -142,7 +142,11 @@ class GymTask:
         self._raw_return += reward
         self._length += 1
         cost = np.asarray(info.get("cost", np.zeros(self.num_envs)), dtype=np.float64)
-        self.has_costs = self.has_costs or "cost" in info
+        final = info.get("final_info", {})
+        if "cost" in final:  # same-step autoreset: an ended env's info is its reset's; its last step's is here
+            ended_with_cost = np.asarray(final.get("_cost", done)) & done
+            cost = np.where(ended_with_cost, np.asarray(final["cost"], dtype=np.float64), cost)
+        self.has_costs = self.has_costs or "cost" in info or "cost" in final
         ended = {"mask": torch.as_tensor(done), "terminated": torch.as_tensor(np.asarray(terminated)),
                  "length_s": torch.as_tensor(self._length * self.dt, dtype=torch.float32),
                  "raw_return": torch.as_tensor(self._raw_return, dtype=torch.float32)}

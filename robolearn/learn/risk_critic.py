@@ -1,0 +1,125 @@
+"""A learned safety critic Q_risk(s, a): the discounted probability that a constraint is violated from state s after
+action a, following the training policy (Recovery RL, Thananjeyan et al. 2021, arXiv:2010.15920).
+
+Trained beside PPO from the same rollouts (`safety_critic.enabled` in a training config): a violation at step t is
+a step whose task cost is > 0, and the target is
+
+    y_t = c_t + (1 - c_t) (1 - done_t) gamma_risk * max_i Q'_i(s_{t+1}, a_{t+1})
+
+with a_{t+1} the action the policy took next (on-policy, as Recovery RL's Q_risk^pi) and Q'_1, Q'_2 slow-moving
+(Polyak) copies of two critics: the max over the pair is the pessimistic target (it overestimates the risk, where
+clipped double Q-learning takes the min of the value). Binary cross-entropy on the sigmoid output keeps Q_risk in
+[0, 1]. The deployable critic (`RiskCritic.deployable()`) is the max of the two heads with its input normalizer;
+export puts it into the bundle as the `safety_critic` graph that the deploy runtime's safety filter runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from robolearn.errors import ConfigError
+from robolearn.learn.models.actor_critic import EmpiricalNormalizer, mlp
+
+__all__ = ["SafetyCriticCfg", "RiskCritic", "RiskCriticLearner"]
+
+
+@dataclass(kw_only=True)
+class SafetyCriticCfg:
+    enabled: bool = False
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    gamma: float = 0.9  # gamma_risk: how far ahead a violation counts (Recovery RL uses 0.5-0.85 for short horizons)
+    learning_rate: float = 3e-4
+    tau: float = 0.005  # Polyak rate of the target critics
+    epochs: int = 2  # passes over each rollout
+    minibatches: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise ConfigError(f"safety_critic.gamma must be in [0, 1), got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0 or not self.learning_rate > 0:
+            raise ConfigError(f"safety_critic: tau must be in (0, 1] and learning_rate > 0, got {self.tau} and "
+                              f"{self.learning_rate}")
+        if self.epochs < 1 or self.minibatches < 1:
+            raise ConfigError(f"safety_critic: epochs and minibatches must be >= 1, got {self.epochs} and "
+                              f"{self.minibatches}")
+
+
+class RiskCritic(nn.Module):
+    """Two heads Q_1, Q_2 (logits) on [normalized observation, action]; `forward(obs, action) -> risk [B, 1]`, the
+    pessimistic max of the two sigmoids (what the deploy filter runs)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.obs_norm = EmpiricalNormalizer(obs_dim)
+        self.heads = nn.ModuleList([mlp(obs_dim + num_actions, hidden, 1, "elu") for _ in range(2)])
+
+    def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """[2, B] logits of the two heads."""
+        x = torch.cat([self.obs_norm(obs), action], dim=-1)
+        return torch.stack([h(x).squeeze(-1) for h in self.heads])
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(obs, action)).amax(dim=0).unsqueeze(-1)
+
+
+class RiskCriticLearner:
+    """Owns the critic, its target copy and optimizer; `update(obs, actions, costs, dones)` on a rollout [T, N, ...]
+    (transitions t -> t + 1 within it: the last step has no next action and is not a sample)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, cfg: SafetyCriticCfg, *, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.critic = RiskCritic(obs_dim, num_actions, cfg.hidden).to(device)
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.critic.heads.parameters(), lr=cfg.learning_rate)
+        self.generator = generator
+
+    def update(self, obs: torch.Tensor, actions: torch.Tensor, costs: torch.Tensor, dones: torch.Tensor
+               ) -> dict[str, float]:
+        cfg = self.cfg
+        T, N = costs.shape
+        if T < 2:
+            raise ConfigError("safety_critic: a rollout needs at least 2 steps per env (steps_per_env >= 2)")
+        self.critic.obs_norm.update(obs.flatten(0, 1))
+        self.target.obs_norm.load_state_dict(self.critic.obs_norm.state_dict())
+        violation = (costs[:-1] > 0).float()
+        s, a = obs[:-1].flatten(0, 1), actions[:-1].flatten(0, 1)
+        s2, a2 = obs[1:].flatten(0, 1), actions[1:].flatten(0, 1)
+        c, done = violation.flatten(), dones[:-1].flatten()
+        with torch.no_grad():
+            next_risk = torch.sigmoid(self.target.logits(s2, a2)).amax(dim=0)  # the pessimistic pair
+            y = c + (1.0 - c) * (1.0 - done) * cfg.gamma * next_risk
+        total = s.shape[0]
+        size = max(1, total // cfg.minibatches)
+        sums = torch.zeros(2, dtype=torch.float64, device=obs.device)
+        n = 0
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(total, generator=self.generator, device=self.generator.device).to(obs.device)
+            for i in range(cfg.minibatches):
+                idx = perm[i * size:(i + 1) * size]
+                logits = self.critic.logits(s[idx], a[idx])  # [2, B]
+                loss = F.binary_cross_entropy_with_logits(logits, y[idx].expand_as(logits))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                with torch.no_grad():
+                    for p, q in zip(self.critic.heads.parameters(), self.target.heads.parameters(), strict=True):
+                        q.lerp_(p, cfg.tau)
+                    sums += torch.stack([loss.detach(), torch.sigmoid(logits).amax(0).mean()]).double()
+                n += 1
+        loss_mean, risk_mean = (sums / n).tolist()
+        return {"loss/risk": loss_mean, "risk/mean_q": risk_mean}
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
