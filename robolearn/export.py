@@ -425,10 +425,9 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
     if "risk_critic" in ckpt:  # trained with safety_critic.enabled: the deploy runtime's safety filter runs it
         from robolearn.learn.risk_critic import RiskCritic
 
-        critic = RiskCritic(ckpt["obs_dims"]["policy"], ckpt["num_actions"], cfg.safety_critic.hidden)
-        critic.load_state_dict(ckpt["risk_critic"]["critic"])
+        critic = RiskCritic.from_checkpoint(ckpt["risk_critic"])
         extra.append(ExtraGraph(name="q_risk", role="safety_critic", rate_hz=0.0, module=critic,
-                                inputs=[("obs", ckpt["obs_dims"]["policy"], "observation"),
+                                inputs=[("obs", ckpt["risk_critic"]["obs_dim"], "observation"),
                                         ("action", ckpt["num_actions"], "action")],
                                 outputs=[("q_risk", 1, "cost_value")]))
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,

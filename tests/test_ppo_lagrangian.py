@@ -16,7 +16,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from robolearn.errors import BundleError, CheckpointError, ConfigError
+from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.checkpoint import load_policy
 from robolearn.learn.config import load_train_cfg
 from robolearn.learn.models.actor_critic import ActorCritic
@@ -140,97 +140,3 @@ def test_ppo_lagrangian_keeps_the_episode_cost_under_the_limit_where_ppo_does_no
     multipliers = [e.value for e in acc.Scalars("lagrangian/multiplier")]
     assert len(multipliers) == 70 and multipliers[-1] == pytest.approx(lag["lagrangian"]["multiplier"])
     assert max(multipliers) > multipliers[0] and "loss/cost_value" in acc.Tags()["scalars"]
-
-
-# -- the safety critic Q_risk, trained beside PPO (safety_critic.enabled) ---------------------------------------
-WALL = "RobolearnTest/WallWalk-v0"
-
-
-class WallWalk(gym.Env):
-    """x += 0.1 a, reward a (go right), a violation (cost 1, the episode ends) when x passes 1; x starts uniform in
-    [-1, 1]. Q_risk must be high just left of the wall moving right, low far from it or moving away."""
-
-    observation_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
-    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.x = float(self.np_random.uniform(-1.0, 1.0))
-        return np.array([self.x], np.float32), {}
-
-    def step(self, action):
-        self.x += 0.1 * float(np.clip(action[0], -1.0, 1.0))
-        hit = self.x > 1.0
-        return np.array([self.x], np.float32), float(action[0]), hit, False, {"cost": float(hit)}
-
-
-if WALL not in gym.registry:
-    gym.register(id=WALL, entry_point=WallWalk, max_episode_steps=40)
-
-
-def test_a_gym_env_cost_on_the_step_that_ends_its_episode_is_kept():
-    """Same-step autoreset puts an ended env's last info under info["final_info"]; its cost must not be lost."""
-    from robolearn.sim.tasks import make_task
-
-    task = make_task(f"gym:{WALL}", 2, seed=0)
-    try:
-        total, ended = torch.zeros(2), torch.zeros(2)
-        for _ in range(40):
-            _, _, cost, terminated, _, _ = task.step(torch.ones(2, 1))
-            total += cost
-            ended += terminated.float()
-        assert ended.sum() >= 2 and torch.equal(total, ended)  # one cost per wall hit, each on its last step
-    finally:
-        task.close()
-
-
-def test_the_safety_critic_separates_risky_from_safe_state_actions_and_exports_into_the_bundle(tmp_path):
-    cfg = load_train_cfg(f"gym:{WALL}", overrides={
-        "max_iterations": 30, "steps_per_env": 64, "seed": 0, "task_overrides": {"normalize_reward": False},
-        "ppo": {"epochs": 4, "minibatches": 4, "schedule": "fixed", "learning_rate": 1e-3},
-        "safety_critic": {"enabled": True, "hidden": [32, 32], "gamma": 0.8, "learning_rate": 3e-3, "tau": 0.05},
-        "eval": {"num_envs": 4}})
-    runner = make_ppo_runner(cfg, tmp_path / "wall", log_interval=1000)
-    runner.learn(progress=False)
-    critic = runner.algorithm.risk.critic
-
-    def q(x: float, a: float) -> float:
-        with torch.no_grad():
-            return float(critic(torch.tensor([[x]]), torch.tensor([[a]])))
-
-    assert q(0.95, 1.0) > 0.8  # next step is past the wall
-    # the same state moving away: the policy (going right) comes back in ~2 steps, so about gamma^2 = 0.64
-    assert q(0.95, -1.0) < q(0.95, 1.0) - 0.1
-    assert q(-0.8, 0.0) < 0.2  # far from the wall (18 steps at full speed; gamma 0.8)
-    assert q(0.2, 0.0) < q(0.6, 0.0) < q(0.9, 0.0)  # the closer, the riskier
-    ckpt = torch.load(tmp_path / "wall" / "checkpoints" / "model.pt", weights_only=False)
-    assert "risk_critic" in ckpt
-    from robolearn.export import export_run
-
-    with pytest.raises(BundleError, match="a Gymnasium env has no robot to deploy to"):
-        export_run(tmp_path / "wall")
-
-
-def test_a_trained_safety_critic_is_exported_as_the_bundles_safety_critic_graph(tmp_path):
-    from robolearn.deploy.bundle import load_bundle
-    from robolearn.export import export_run
-    from robolearn.learn.risk_critic import RiskCritic
-
-    cfg = load_train_cfg("go2-flat", overrides={
-        "num_envs": 8, "steps_per_env": 8, "max_iterations": 2, "ppo": {"minibatches": 2, "epochs": 1},
-        "safety_critic": {"enabled": True, "hidden": [16]}, "eval": {"num_envs": 2},
-        "task_overrides": {"episode_length_s": 0.2}})
-    make_ppo_runner(cfg, tmp_path / "go2", log_interval=1000).learn(progress=False)
-    export_run(tmp_path / "go2", tmp_path / "bundle", record_envs=2, record_steps=5)
-    bundle = load_bundle(tmp_path / "bundle")
-    spec = bundle.manifest.graph("safety_critic")
-    assert spec.name == "q_risk" and spec.rate_hz == 200.0  # the control rate it trained with
-    ckpt = torch.load(tmp_path / "go2" / "checkpoints" / "model.pt", weights_only=False)
-    critic = RiskCritic(45, 12, [16])
-    critic.load_state_dict(ckpt["risk_critic"]["critic"])
-    rng = np.random.default_rng(0)
-    obs, act = rng.standard_normal((5, 45)).astype(np.float32), rng.standard_normal((5, 12)).astype(np.float32)
-    with torch.no_grad():
-        want = critic(torch.from_numpy(obs), torch.from_numpy(act)).numpy()
-    got = bundle.graphs["q_risk"].run({"obs": obs, "action": act})["q_risk"]
-    np.testing.assert_allclose(got, want, atol=1e-5)

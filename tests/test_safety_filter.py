@@ -185,3 +185,33 @@ def test_a_nan_critic_or_a_missing_critic_graph_sends_the_runtime_to_damp(tmp_pa
         assert "safety critic graph 'q_risk' of the bundle is not loaded" in rt.trips[-1].reason
     finally:
         rt.close()
+
+
+# -- the same rule in simulation (learn/filtered_policy.py, torch, batched over envs) -------------------------
+class Passthrough(nn.Module):
+    """A 'policy' whose input is [frame (45), action (12)] and whose action is the last 12 numbers."""
+
+    history, actor_dim = 1, FRAME + ACTIONS
+
+    def act_mean(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, FRAME:]
+
+
+def test_the_simulation_filter_takes_the_deploy_filters_decisions(hip_bundle):
+    from robolearn.learn.filtered_policy import FilteredPolicy
+
+    critic = LinearRisk(W0, b=0.5)
+    critic.obs_dim = FRAME
+    sim = FilteredPolicy(Passthrough(), critic, threshold=0.2, random_candidates=0)
+    deploy = make_filter(hip_bundle, threshold=0.2, random_candidates=0)
+    rng = np.random.default_rng(1)
+    frames = rng.standard_normal((64, FRAME)).astype(np.float32)
+    actions = rng.uniform(-1.5, 1.5, (64, ACTIONS)).astype(np.float32)
+    got = sim.act_mean(torch.from_numpy(np.concatenate([frames, actions], axis=1))).numpy()
+    want = np.stack([deploy.decide(f, a, now=0.0).action for f, a in zip(frames, actions, strict=True)])
+    np.testing.assert_allclose(got, want, atol=1e-6)  # the same candidates, the same choice, per env
+    stats = sim.stats()
+    assert stats["scored"] == 64 and stats["replaced_fraction"] == deploy.log.replaced / 64 > 0.2
+    assert stats["no_safe_candidate_fraction"] == 0.0
+    with pytest.raises(ConfigError, match="threshold must be a risk in \\[0, 1\\]"):
+        FilteredPolicy(Passthrough(), critic, threshold=2.0)

@@ -94,6 +94,11 @@ def eval_(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (GPU backends)")] = "cpu",
     checkpoint: Annotated[Optional[int], typer.Option(help="evaluate model_<N>.pt of the run (default: the latest)")
                           ] = None,
+    safety_filter: Annotated[bool, typer.Option("--safety-filter", help="pass the actions through the run's Q_risk "
+                                                "safety critic (as the deploy runtime does); writes "
+                                                "eval_<backend>[_<randomization>]_filtered.json")] = False,
+    filter_threshold: Annotated[float, typer.Option(help="with --safety-filter: the risk above which an action is "
+                                                         "replaced")] = 0.2,
 ) -> None:
     """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
     (deterministic actions, one episode per env); prints per-episode metrics and writes
@@ -122,9 +127,13 @@ def eval_(
             pass
     report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
                                    randomization=randomization, task=task, on_first_batch=first_batch,
-                                   device=device, checkpoint=checkpoint)
+                                   device=device, checkpoint=checkpoint,
+                                   safety_filter={"threshold": filter_threshold} if safety_filter else None)
     _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
-    suffix = "" if randomization == "train" else f"_{randomization}"
+    if safety_filter:
+        console.print("safety filter: " + " ".join(f"{k}={v:.4g}" for k, v in report["safety_filter"].items()),
+                      highlight=False)
+    suffix = ("" if randomization == "train" else f"_{randomization}") + ("_filtered" if safety_filter else "")
     out = run_folder(run) / f"eval_{backend}{suffix}.json"
     try:
         out.write_text(json.dumps(report, indent=2))

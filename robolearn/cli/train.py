@@ -221,3 +221,38 @@ def distill(
     summary = _run(runner, progress)
     _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s"))
     console.print(f"run folder: {run_dir}")
+
+
+@app.command()
+def risk(
+    run: Annotated[Path, typer.Argument(help="a PPO run folder or checkpoint (robolearn train)")],
+    iterations: Annotated[int, typer.Option(help="collect-and-fit iterations")] = 100,
+    num_envs: Annotated[Optional[int], typer.Option(help="parallel environments (default: the run's)")] = None,
+    steps_per_env: Annotated[int, typer.Option(help="steps per env per iteration")] = 24,
+    max_time: Annotated[float, typer.Option(help="wall-clock budget in seconds (0: none)")] = 0.0,
+    randomization: Annotated[str, typer.Option(help="train, or a held-out set of the run's eval.randomization "
+                                                    "(e.g. wide)")] = "train",
+    set_: Annotated[list[str], typer.Option("--set", help="override a safety_critic field: key=value (hidden, "
+                                                          "gamma, learning_rate, tau, epochs, minibatches)")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option()] = 0,
+    name: Annotated[Optional[str], typer.Option(help="run name (default <run>-risk)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="show the progress bar (or, without a terminal, log lines)")] = True,
+    log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
+) -> None:
+    """Fit a Q_risk safety critic to a trained policy (frozen, acting with its own noise in the run's task) and
+    write a run folder with the policy and the critic: `eval --safety-filter` runs the filter in simulation,
+    `export` puts the critic into the bundle as its safety_critic graph for the deploy runtime's filter."""
+    from robolearn.learn.checkpoint import run_folder
+    from robolearn.learn.risk_fit import make_risk_fit_runner
+
+    critic = parse_sets(set_)
+    run_dir = new_run_dir(runs_dir / (name or f"{run_folder(run).name}-risk"))
+    runner = make_risk_fit_runner(run, run_dir, num_envs=num_envs, steps_per_env=steps_per_env,
+                                  iterations=iterations, max_time_s=max_time, randomization=randomization,
+                                  critic=critic, seed=seed, console=console, log_interval=log_interval)
+    console.print(f"[bold]fitting a safety critic[/] to {run} ({randomization} randomization) with "
+                  f"{runner.task.num_envs} envs -> {run_dir}")
+    summary = _run(runner, progress)
+    _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s"))
+    console.print(f"run folder: {run_dir}")

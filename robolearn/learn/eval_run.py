@@ -98,10 +98,14 @@ def ci95(values: list[float]) -> float:
 def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | None = None,
                  num_envs: int | None = None, seed: int | None = None, randomization: str = "train",
                  task: str | None = None, on_first_batch: Callable[[Task], Callable | None] | None = None,
-                 device: str = "cpu", checkpoint: int | None = None) -> tuple[dict[str, Any], list[EpisodeResult]]:
+                 device: str = "cpu", checkpoint: int | None = None, safety_filter: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], list[EpisodeResult]]:
     """(report, per-episode results) of the run's latest checkpoint (or model_<checkpoint>.pt).
-    `on_first_batch(task)` may return a per-step callback (a video recorder) for the first batch."""
+    `on_first_batch(task)` may return a per-step callback (a video recorder) for the first batch. With
+    `safety_filter` (FilteredPolicy's settings, {} for its defaults) the actions pass through the run's Q_risk."""
     cfg, policy, ckpt = load_policy(run, task=task, checkpoint=checkpoint)
+    if safety_filter is not None:
+        policy = _filtered(policy, ckpt, run, safety_filter)
     episodes = episodes if episodes is not None else cfg.eval.num_envs
     num_envs = min(num_envs if num_envs is not None else default_batch(backend, episodes), episodes)
     if episodes < 1 or num_envs < 1:
@@ -136,4 +140,16 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
               "randomization": randomization, "episodes": len(results), "num_envs": num_envs, "seed": seed,
               "task_overrides": overrides, "wall_time_s": round(time.perf_counter() - start, 2),
               "summary": summary, "per_episode": [dataclasses.asdict(r) for r in results]}
+    if safety_filter is not None:
+        report["safety_filter"] = {**safety_filter, **policy.stats()}
     return report, results
+
+
+def _filtered(policy: Any, ckpt: dict[str, Any], run: str | Path, settings: dict[str, Any]) -> Any:
+    from robolearn.learn.filtered_policy import FilteredPolicy
+    from robolearn.learn.risk_critic import RiskCritic
+
+    if "risk_critic" not in ckpt:
+        raise RobolearnError(f"{run}: no safety critic in this checkpoint (train with --set "
+                             f"safety_critic.enabled=true, or fit one to the policy with `robolearn risk {run}`)")
+    return FilteredPolicy(policy, RiskCritic.from_checkpoint(ckpt["risk_critic"]), **settings)

@@ -218,6 +218,6 @@ class PPO(Algorithm):
         self.updates += 1
         stats["policy/std"] = means[-1]
         if self.risk is not None:  # Q_risk on the policy's observation frame (a teacher's extras left out)
-            frame = storage.actor_obs[..., : self.risk.critic.obs_norm.mean.shape[0]]
+            frame = storage.actor_obs[..., : self.risk.critic.obs_dim]
             stats.update(self.risk.update(frame, storage.actions, storage.costs, storage.dones))
         return stats

@@ -58,6 +58,10 @@ class RiskCritic(nn.Module):
         self.obs_norm = EmpiricalNormalizer(obs_dim)
         self.heads = nn.ModuleList([mlp(obs_dim + num_actions, hidden, 1, "elu") for _ in range(2)])
 
+    @property
+    def obs_dim(self) -> int:
+        return self.obs_norm.mean.shape[0]
+
     def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """[2, B] logits of the two heads."""
         x = torch.cat([self.obs_norm(obs), action], dim=-1)
@@ -65,6 +69,13 @@ class RiskCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(obs, action)).amax(dim=0).unsqueeze(-1)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> RiskCritic:
+        """The critic a checkpoint's `risk_critic` entry (RiskCriticLearner.state_dict()) holds, on the CPU."""
+        critic = cls(state["obs_dim"], state["num_actions"], state["hidden"])
+        critic.load_state_dict(state["critic"])
+        return critic
 
 
 class RiskCriticLearner:
@@ -74,6 +85,7 @@ class RiskCriticLearner:
     def __init__(self, obs_dim: int, num_actions: int, cfg: SafetyCriticCfg, *, generator: torch.Generator,
                  device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
+        self.shape = {"obs_dim": obs_dim, "num_actions": num_actions, "hidden": list(cfg.hidden)}
         self.critic = RiskCritic(obs_dim, num_actions, cfg.hidden).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.critic.heads.parameters(), lr=cfg.learning_rate)
@@ -116,7 +128,7 @@ class RiskCriticLearner:
         return {"loss/risk": loss_mean, "risk/mean_q": risk_mean}
 
     def state_dict(self) -> dict:
-        return {"critic": self.critic.state_dict(), "target": self.target.state_dict(),
+        return {**self.shape, "critic": self.critic.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:

@@ -1,0 +1,105 @@
+"""`robolearn risk RUN`: fit a Q_risk safety critic to a trained PPO policy, through the shared Runner.
+
+The policy is frozen; it acts with its own Gaussian (its learned std: the critic must know actions around the
+mean, which the filter's candidates are) in the run's task with the run's training settings (or a named
+randomization, e.g. wide). Each iteration collects `steps_per_env` steps from every env and fits the critic on
+them (risk_critic.py). The result is a run folder whose checkpoint is the source's (same policy weights, PPO
+state, config with `safety_critic.enabled`) plus the critic: eval (`--safety-filter`), export (the bundle's
+`safety_critic` graph) and `train --resume` take it like any PPO run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from robolearn.config import merge, to_dict
+from robolearn.errors import ConfigError
+from robolearn.learn.algorithm import Algorithm
+from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
+from robolearn.learn.evaluate import evaluate_final
+from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg
+from robolearn.learn.runner import Runner, RunnerCfg
+from robolearn.sim.tasks import make_task
+
+__all__ = ["RiskFit", "make_risk_fit_runner"]
+
+
+class RiskFit(Algorithm):
+    """A frozen actor-critic collecting with its own action noise; a RiskCriticLearner fitted on each rollout."""
+
+    progress_metric: ClassVar[tuple[str, str]] = ("Q_risk", "risk/mean_q")
+
+    def __init__(self, policy: nn.Module, source_state: dict[str, Any], learner: RiskCriticLearner, *,
+                 num_envs: int, steps_per_env: int, checkpoint_format: str) -> None:
+        self.policy, self.learner, self.source_state = policy.eval().requires_grad_(False), learner, source_state
+        self.checkpoint_format = checkpoint_format  # the source's: the result is that kind of run
+        dev = next(policy.parameters()).device
+        frame_dim = learner.shape["obs_dim"]
+        T, N, A = steps_per_env, num_envs, learner.shape["num_actions"]
+        self.frames = torch.zeros(T, N, frame_dim, device=dev)
+        self.actions = torch.zeros(T, N, A, device=dev)
+        self.costs = torch.zeros(T, N, device=dev)
+        self.dones = torch.zeros(T, N, device=dev)
+        self.t = 0
+
+    def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        actions = self.policy.distribution(self.policy.actor_input(obs)).sample()
+        self.frames[self.t], self.actions[self.t] = obs["policy"], actions
+        return actions
+
+    def process_env_step(self, obs, reward, cost, terminated, truncated, info) -> None:
+        self.costs[self.t], self.dones[self.t] = cost, (terminated | truncated).float()
+        self.t += 1
+
+    def update(self) -> dict[str, float]:
+        self.t = 0
+        return self.learner.update(self.frames, self.actions, self.costs, self.dones)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.source_state, "risk_critic": self.learner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["risk_critic"])
+
+    def deployable(self) -> nn.Module:
+        return self.policy
+
+
+def make_risk_fit_runner(source: str | Path, run_dir: str | Path, *, num_envs: int | None = None,
+                         steps_per_env: int = 24, iterations: int = 100, max_time_s: float = 0.0,
+                         randomization: str = "train", critic: dict[str, Any] | None = None, seed: int = 0,
+                         console: Console | None = None, log_interval: int = 10) -> Runner:
+    """A Runner that fits a safety critic to the policy of the PPO run `source` (see the module doc)."""
+    ckpt = load_checkpoint(source)
+    if ckpt["format"] not in PPO_FORMATS:
+        raise ConfigError(f"{source}: a {ckpt['format']} checkpoint; `robolearn risk` fits a critic to a PPO run's "
+                          f"policy (robolearn train)")
+    cfg, policy, _ = load_policy(source)
+    cfg.safety_critic = SafetyCriticCfg(**merge(to_dict(cfg.safety_critic), {**(critic or {}), "enabled": True}))
+    num_envs = num_envs or cfg.num_envs
+    torch.manual_seed(seed)
+    overrides = cfg.task_overrides if randomization == "train" else merge(
+        cfg.task_overrides, {"randomization": cfg.eval_task_overrides(randomization)["randomization"]})
+    task = make_task(cfg.task, num_envs, backend=cfg.backend, device="cpu", seed=seed, overrides=overrides)
+    if not task.has_costs:
+        task.close()
+        raise ConfigError(f"task {cfg.task} declares no cost terms: a safety critic learns from the cost "
+                          f"(costs: in the task's YAML)")
+    learner = RiskCriticLearner(task.obs_dims["policy"], task.num_actions, cfg.safety_critic,
+                                generator=torch.Generator().manual_seed(seed + 2))
+    source_state = {k: ckpt[k] for k in ("model", "optimizer", "lr", "rng", "updates") if k in ckpt}
+    algorithm = RiskFit(policy, source_state, learner, num_envs=num_envs, steps_per_env=steps_per_env,
+                        checkpoint_format=ckpt["format"])
+    meta = {"task": cfg.task, "obs_dims": task.obs_dims, "num_actions": task.num_actions,
+            "joint_names": list(task.robot.joint_names),
+            "risk_fit": {"source": str(source), "randomization": randomization, "num_envs": num_envs,
+                         "steps_per_env": steps_per_env}}
+    settings = RunnerCfg(steps_per_env=steps_per_env, max_iterations=iterations, max_time_s=max_time_s,
+                         save_interval=max(1, iterations // 4), log_interval=log_interval)
+    return Runner(algorithm, task, settings, run_dir, config=to_dict(cfg), meta=meta, console=console,
+                  evaluate=lambda p: evaluate_final(p, cfg))
