@@ -118,6 +118,8 @@ def test_ppo_lagrangian_keeps_the_episode_cost_under_the_limit_where_ppo_does_no
     lag = _train(tmp_path, "ppo-lag")
     # unconstrained: a -> 1, about one cost per step
     assert ppo["eval"]["mean_cost"] > 15.0 and ppo["eval"]["mean_return"] > 15.0
+    # evaluation counts the violating steps (cost 1 each here) and the longest run of them
+    assert ppo["eval"]["violations"] == ppo["eval"]["mean_cost"] and ppo["eval"]["longest_violation"] > 15.0
     # constrained: under the limit, and still pushing a up to it (a return a policy hiding at a <= 0 cannot get)
     assert lag["eval"]["mean_cost"] <= LIMIT and lag["eval"]["mean_return"] > 6.0
     assert lag["algorithm"] == "robolearn-ppo-lag" and lag["lagrangian"]["cost_limit"] == LIMIT

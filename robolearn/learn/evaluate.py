@@ -23,6 +23,8 @@ class EpisodeResult:
     episode_return: float
     metrics: dict[str, float] = field(default_factory=dict)
     episode_cost: float = 0.0  # the task's cost summed over the episode (0 without cost terms)
+    violations: int = 0  # steps with a cost > 0 (a constraint violated)
+    longest_violation: int = 0  # the longest run of consecutive violating steps
 
 
 @torch.inference_mode()
@@ -48,6 +50,9 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
     active = torch.ones(n, dtype=torch.bool, device=dev)
     returns = torch.zeros(n, device=dev)
     costs = torch.zeros(n, device=dev)
+    violations = torch.zeros(n, device=dev)
+    run = torch.zeros(n, device=dev)  # the current run of violating steps
+    longest = torch.zeros(n, device=dev)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] = {}  # the ended-episode fields of each env's first episode
@@ -56,6 +61,10 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         x = policy_input(obs, terminated | truncated)
         returns += reward * active
         costs += cost * active
+        violating = (cost > 0) & active
+        violations += violating
+        run = (run + 1) * violating
+        longest = torch.maximum(longest, run)
         for key, value in info["metrics"].items():
             valid = active & torch.isfinite(value)
             sums[key] = sums.get(key, torch.zeros(n, device=dev)) + torch.where(valid, value, 0.0)
@@ -73,7 +82,7 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         if (dev.type == "cpu" or step % 64 == 63) and not active.any():
             break
     ended_keys = [k for k in first if k not in ("terminated", "length_s")]
-    first["return"], first["cost"] = returns, costs
+    first.update({"return": returns, "cost": costs, "violations": violations, "longest_violation": longest})
     metric_means = {k: sums[k] / counts[k].clamp(min=1) for k in sums}
     host = {k: v.cpu() for k, v in {"done": ~active, **first, **{f"m:{k}": v for k, v in metric_means.items()}}.items()}
     summary_sums = {k: (sums[k].sum() / counts[k].sum().clamp(min=1)).item() for k in sums}
@@ -88,14 +97,19 @@ def evaluate(policy: ActorCritic, task: Task, *, on_step: Callable[[Task], None]
         episodes.append(EpisodeResult(env_id=env, length_s=float(host["length_s"][env]),
                                       survived=not bool(host["terminated"][env]),
                                       episode_return=float(host["return"][env]), metrics=metrics,
-                                      episode_cost=float(host["cost"][env])))
+                                      episode_cost=float(host["cost"][env]),
+                                      violations=int(host["violations"][env]),
+                                      longest_violation=int(host["longest_violation"][env])))
     summary = {
         "episodes": float(len(episodes)),
         "survival": sum(e.survived for e in episodes) / max(1, len(episodes)),
         "mean_return": sum(e.episode_return for e in episodes) / max(1, len(episodes)),
     }
-    if task.has_costs:  # the task's safety cost summed over each episode
-        summary["mean_cost"] = sum(e.episode_cost for e in episodes) / max(1, len(episodes))
+    if task.has_costs:  # the task's safety cost summed over each episode, its violating steps and longest run
+        k = max(1, len(episodes))
+        summary["mean_cost"] = sum(e.episode_cost for e in episodes) / k
+        summary["violations"] = sum(e.violations for e in episodes) / k
+        summary["longest_violation"] = sum(e.longest_violation for e in episodes) / k
     summary.update(summary_sums)  # step metrics: the mean over all valid env-steps
     for key in ended_keys:
         summary[key] = sum(e.metrics[key] for e in episodes) / len(episodes) if episodes else 0.0
