@@ -40,7 +40,7 @@ def main() -> None:
         steps, returns = _curve(run)
         summary = json.loads((run / "summary.json").read_text())
         last = returns[steps > steps.max() - 100_000]
-        seeds.append({"run": str(run), "env_steps": int(summary["env_steps"]),
+        seeds.append({"run": str(run), "task": summary["task"], "env_steps": int(summary["env_steps"]),
                       "wall_time_s": summary["wall_time_s"], "final_100k_return": float(last.mean()),
                       "eval_return": summary.get("eval", {}).get("mean_return"),
                       "curve": {"env_steps": steps.tolist(), "raw_return": returns.tolist()}})
@@ -69,7 +69,7 @@ def main() -> None:
     ax.set_ylabel("episode return (raw)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    ax.set_title(Path(seeds[0]["run"]).name.split("-seed")[0])
+    ax.set_title(f"{seeds[0]['task']}, {len(seeds)} seeds")
     fig.tight_layout()
     fig.savefig(args.output.with_suffix(".png"))
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))

@@ -158,6 +158,9 @@ def damp_report(rt: DeployRuntime) -> dict[str, Any]:
                          f"then no more commands (the controller keeps its last target)"}
 
 
+INTERVENTIONS_REPORTED = 100  # the latest safety-filter interventions listed in a report (all are counted)
+
+
 def _finite(x: float) -> float | None:
     return round(x, 4) if math.isfinite(x) else None  # JSON has no NaN
 
@@ -177,7 +180,7 @@ def session_report(rt: DeployRuntime, refused: list[dict[str, Any]] | None = Non
         "damp": damp_report(rt),
         **({"safety_filter": {**rt.filter.log.summary(), "interventions": [
             {"time_s": round(t - rt._start_time, 4), "risk": _finite(r), "chosen_risk": _finite(c), "kind": k}
-            for t, r, c, k in rt.filter.log.recent]}} if rt.filter is not None else {}),
+            for t, r, c, k in list(rt.filter.log.recent)[-INTERVENTIONS_REPORTED:]]}} if rt.filter is not None else {}),
     }
 
 
