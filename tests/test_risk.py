@@ -135,3 +135,16 @@ def test_robolearn_risk_fits_a_critic_to_a_trained_policy_and_eval_filters_with_
     assert f["threshold"] == 0.2 and f["scored"] >= 2 * 25 and 0.0 <= f["replaced_fraction"] <= 1.0
     no_critic = robolearn("eval", str(tmp_path / "go2"), "--safety-filter", "--episodes", "1")
     assert no_critic.returncode == 2 and "no safety critic in this checkpoint" in no_critic.stderr
+
+
+def test_the_critic_can_learn_from_named_cost_terms_only():
+    from robolearn.errors import ConfigError
+    from robolearn.learn.risk_critic import SafetyCriticCfg, violation_signal
+
+    info = {"costs": {"fall": torch.tensor([1.0, 0.0, 0.0]), "torque_saturation": torch.tensor([0.0, 1.0, 0.0])}}
+    total = torch.tensor([1.0, 0.1, 0.0])  # weighted: fall 1.0, torque_saturation 0.1
+    torch.testing.assert_close(violation_signal(SafetyCriticCfg(), total, info), total)
+    torch.testing.assert_close(violation_signal(SafetyCriticCfg(terms=["fall"]), total, info),
+                               torch.tensor([1.0, 0.0, 0.0]))  # a saturated joint is not what this critic predicts
+    with pytest.raises(ConfigError, match=r"safety_critic.terms: \['falls'\] are not cost terms of the task"):
+        violation_signal(SafetyCriticCfg(terms=["falls"]), total, info)

@@ -13,7 +13,7 @@ from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.distributed import Distributed
 from robolearn.learn.models.actor_critic import ActorCritic
-from robolearn.learn.risk_critic import RiskCriticLearner
+from robolearn.learn.risk_critic import RiskCriticLearner, violation_signal
 from robolearn.learn.storage import Batch, RolloutStorage
 
 __all__ = ["PPOCfg", "PPO"]
@@ -97,8 +97,8 @@ class PPO(Algorithm):
         values = self._step[-1]
         reward = reward + self.cfg.gamma * values * info["time_outs"]  # the episode did not fail, it was cut
         self.storage.add(*self._step, reward, (terminated | truncated).float())
-        if self.risk is not None and not self.uses_cost:  # the costs Q_risk learns from (ppo-lag stores its own)
-            self.storage.add_cost(cost, torch.zeros_like(cost))
+        if self.risk is not None:  # what Q_risk learns from (ppo-lag stores its cost and cost values after this)
+            self.storage.add_cost(cost, violations=violation_signal(self.risk.cfg, cost, info))
 
     def compute_returns(self, obs: dict[str, torch.Tensor]) -> None:
         last_values = self.policy.value(obs["privileged"]).squeeze(-1)
@@ -219,5 +219,5 @@ class PPO(Algorithm):
         stats["policy/std"] = means[-1]
         if self.risk is not None:  # Q_risk on the policy's observation frame (a teacher's extras left out)
             frame = storage.actor_obs[..., : self.risk.critic.obs_dim]
-            stats.update(self.risk.update(frame, storage.actions, storage.costs, storage.dones))
+            stats.update(self.risk.update(frame, storage.actions, storage.violations, storage.dones))
         return stats

@@ -2,7 +2,7 @@
 action a, following the training policy (Recovery RL, Thananjeyan et al. 2021, arXiv:2010.15920).
 
 Trained beside PPO from the same rollouts (`safety_critic.enabled` in a training config): a violation at step t is
-a step whose task cost is > 0, and the target is
+a step whose task cost (or the sum of the cost terms named in `safety_critic.terms`) is > 0, and the target is
 
     y_t = c_t + (1 - c_t) (1 - done_t) gamma_risk * max_i Q'_i(s_{t+1}, a_{t+1})
 
@@ -25,12 +25,15 @@ from torch.nn import functional as F
 from robolearn.errors import ConfigError
 from robolearn.learn.models.actor_critic import EmpiricalNormalizer, mlp
 
-__all__ = ["SafetyCriticCfg", "RiskCritic", "RiskCriticLearner"]
+__all__ = ["SafetyCriticCfg", "RiskCritic", "RiskCriticLearner", "violation_signal"]
 
 
 @dataclass(kw_only=True)
 class SafetyCriticCfg:
     enabled: bool = False
+    # the cost terms whose violation Q_risk predicts (a step violates when one of them is > 0); empty: the task's
+    # whole cost (every term, or a Gymnasium env's info["cost"])
+    terms: list[str] = field(default_factory=list)
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     gamma: float = 0.9  # gamma_risk: how far ahead a violation counts (Recovery RL uses 0.5-0.85 for short horizons)
     learning_rate: float = 3e-4
@@ -76,6 +79,18 @@ class RiskCritic(nn.Module):
         critic = cls(state["obs_dim"], state["num_actions"], state["hidden"])
         critic.load_state_dict(state["critic"])
         return critic
+
+
+def violation_signal(cfg: SafetyCriticCfg, cost: torch.Tensor, info: dict) -> torch.Tensor:
+    """[N] > 0 where the step violates a constraint Q_risk learns: the named cost terms' sum, or the whole cost."""
+    if not cfg.terms:
+        return cost
+    costs = info["costs"]
+    missing = [t for t in cfg.terms if t not in costs]
+    if missing:
+        raise ConfigError(f"safety_critic.terms: {missing} are not cost terms of the task (its terms: "
+                          f"{', '.join(costs) or 'none'})")
+    return torch.stack([costs[t] for t in cfg.terms]).sum(dim=0)
 
 
 class RiskCriticLearner:

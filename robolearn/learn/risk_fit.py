@@ -22,7 +22,7 @@ from robolearn.errors import ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
 from robolearn.learn.evaluate import evaluate_final
-from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg
+from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg, violation_signal
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
 
@@ -53,7 +53,8 @@ class RiskFit(Algorithm):
         return actions
 
     def process_env_step(self, obs, reward, cost, terminated, truncated, info) -> None:
-        self.costs[self.t], self.dones[self.t] = cost, (terminated | truncated).float()
+        self.costs[self.t] = violation_signal(self.learner.cfg, cost, info)
+        self.dones[self.t] = (terminated | truncated).float()
         self.t += 1
 
     def update(self) -> dict[str, float]:

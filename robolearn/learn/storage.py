@@ -70,6 +70,7 @@ class RolloutStorage:
             self.cost_values = zeros(T, N)
             self.cost_returns = zeros(T, N)
             self.cost_advantages = zeros(T, N)
+            self.violations = zeros(T, N)  # what a safety critic learns from (risk_critic.violation_signal)
         self.step = 0
 
     def add(self, actor_obs, critic_obs, actions, log_prob, mean, std, values, rewards, dones) -> None:
@@ -85,10 +86,15 @@ class RolloutStorage:
         self.dones[t] = dones
         self.step += 1
 
-    def add_cost(self, costs: torch.Tensor, cost_values: torch.Tensor) -> None:
-        """The cost channel of the transition `add` stored last."""
-        self.costs[self.step - 1] = costs
-        self.cost_values[self.step - 1] = cost_values
+    def add_cost(self, costs: torch.Tensor, cost_values: torch.Tensor | None = None,
+                 violations: torch.Tensor | None = None) -> None:
+        """The cost channel of the transition `add` stored last (each part only when given)."""
+        t = self.step - 1
+        self.costs[t] = costs
+        if cost_values is not None:
+            self.cost_values[t] = cost_values
+        if violations is not None:
+            self.violations[t] = violations
 
     def compute_gae(self, last_values: torch.Tensor, gamma: float, lam: float, *,
                     mean_std: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
