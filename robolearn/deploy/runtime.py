@@ -308,6 +308,7 @@ class DeployRuntime:
     # -- the control tick -------------------------------------------------------------------------------------
     def _reset_run(self) -> None:
         self.last_action = np.zeros(len(self.default))
+        self._previous_action = self.last_action
         self._from = self._to = self._target.copy()
         self._k = 0
         self._run_ticks = 0
@@ -440,6 +441,7 @@ class DeployRuntime:
                 return f"policy raised {error}"
             if actions.shape != (m.policy.action_dim,) or not np.all(np.isfinite(actions)):
                 return SafetyLayer.check_finite("action", actions) or f"policy returned shape {actions.shape}"
+            self._previous_action = self.last_action  # what the observation that chose this action held
             self.last_action = m.apply_action_clip(actions)
             self._from, self._to, self._k = self._target.copy(), self.default + m.action_scale * self.last_action, 0
             self._submitted_at = None
@@ -466,12 +468,15 @@ class DeployRuntime:
 
     def _filter_step(self, state: RobotState, q: np.ndarray, dq: np.ndarray, now: float) -> tuple[str | None, float]:
         """Score the executed action in the state just measured; a replacing candidate becomes the action (and the
-        next observation's last action). Returns (a reason to damp or None, the gain scale)."""
+        next observation's last action). The frame holds the action before it as `last_action`, as the
+        observation that chose it did (and as Q_risk was trained). Returns (a reason to damp or None, the gain
+        scale)."""
         if self.filter is None:
             return self._critic_missing, 1.0
         ee_pos = self.kinematics.fk(q) if self.kinematics is not None else None
-        frame = self.observations.frame(Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action,
-                                                    quat=state.quat, gyro=state.gyro, ee_pos=ee_pos))
+        frame = self.observations.frame(Measurement(q=q, dq=dq, command=self.command,
+                                                    last_action=self._previous_action, quat=state.quat,
+                                                    gyro=state.gyro, ee_pos=ee_pos))
         decision = self.filter.decide(frame, self.last_action, now)
         if decision.damp is not None:
             return decision.damp, 1.0

@@ -149,7 +149,8 @@ class PPO(Algorithm):
         return batch.advantages
 
     def extra_loss(self, batch: Batch) -> torch.Tensor | None:
-        """A loss added to PPO's (e.g. the cost critic's value loss); logged as `loss/extra_name`."""
+        """A loss added to PPO's, weighted by `ppo.value_coef` (e.g. the cost critic's value loss); logged under
+        `extra_loss_name`."""
         return None
 
     extra_loss_name = ""
