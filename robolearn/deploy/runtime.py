@@ -315,7 +315,7 @@ class DeployRuntime:
         self._submitted_at: float | None = None  # the unanswered policy request, if any
         self.worker.discard()  # a result or a request left from an earlier run is not this run's
         self.observations.reset()
-        if getattr(self, "filter", None) is not None:
+        if self.filter is not None:
             self.filter.reset()
         if hasattr(self.worker.policy, "reset"):  # a chunked policy's action queue
             self.worker.policy.reset()
