@@ -1,0 +1,107 @@
+"""Demonstrations for learning from a dataset: the (observation, action) episodes of a robolearn/LeRobot v3 dataset
+and the min-max normalizers from its `meta/stats.json`, with a one-line DatasetError for each way a dataset can be
+unfit (a missing feature, NaNs, a constant action dimension, another task than the one being trained)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robolearn.data.lerobot_reader import DatasetReader
+from robolearn.data.sidecar import SIDECAR, episode_session
+from robolearn.errors import ConfigError, DatasetError
+from robolearn.learn.diffusion import MinMaxNormalizer
+
+__all__ = ["Demonstrations", "load_demonstrations"]
+
+
+@dataclass
+class Demonstrations:
+    episodes: list[tuple[np.ndarray, np.ndarray]]  # per episode: observations [T, O], actions [T, A]
+    obs_norm: MinMaxNormalizer
+    action_norm: MinMaxNormalizer
+    fps: int
+    task: str | None  # the robolearn task that recorded them (meta/robolearn.json), None for a foreign dataset
+
+    @property
+    def obs_dim(self) -> int:
+        return self.episodes[0][0].shape[1]
+
+    @property
+    def action_dim(self) -> int:
+        return self.episodes[0][1].shape[1]
+
+    @property
+    def frames(self) -> int:
+        return sum(len(o) for o, _ in self.episodes)
+
+
+def load_demonstrations(root: str | Path, *, task: str | None = None,
+                        obs_keys: Sequence[str] = ("observation.state",), action_key: str = "action",
+                        max_episodes: int | None = None) -> Demonstrations:
+    """Episodes 0 .. max_episodes - 1 of the dataset at `root`; the observation is the features `obs_keys`
+    side by side (panda-push's state policy: joints, end effector, block and goal). `task`: the robolearn task
+    being trained; every episode must have been recorded on it."""
+    reader = DatasetReader(root)
+    obs_keys = list(obs_keys)
+    for key in (*obs_keys, action_key):
+        if key not in reader.features:
+            raise DatasetError(f"{reader.root}/meta/info.json: no feature {key!r} (features: "
+                               f"{sorted(reader.features)})")
+    count = reader.num_episodes if max_episodes is None else min(max_episodes, reader.num_episodes)
+    if count < 1:
+        raise DatasetError(f"{reader.root}: no episodes")
+    recorded_on = None
+    if (reader.root / SIDECAR).is_file():  # recorded by robolearn: the task of every episode is known
+        rows = [reader.episode_meta(i) for i in range(reader.num_episodes)]
+        tasks = {episode_session(reader.root, rows, i)["task"] for i in range(count)}
+        if task is not None and tasks != {task}:
+            raise DatasetError(f"{reader.root / SIDECAR}: episodes recorded on {sorted(tasks)}, not on "
+                               f"{task!r}")
+        recorded_on = tasks.pop() if len(tasks) == 1 else None
+    episodes = []
+    for i in range(count):
+        data = reader.episode(i)
+        parts = {}
+        for key in (*obs_keys, action_key):
+            x = np.array(data[key], dtype=np.float32).reshape(len(data[key]), -1)  # a writable copy
+            bad = ~np.isfinite(x)
+            if bad.any():
+                frame, dim = np.argwhere(bad)[0]
+                raise DatasetError(f"{reader.root}: {key} of episode {i} is not finite (frame {frame}, dimension "
+                                   f"{dim})")
+            parts[key] = x
+        episodes.append((np.concatenate([parts[k] for k in obs_keys], axis=1), parts[action_key]))
+    stats = _stats(reader.root)
+    bounds = {}
+    for key in (*obs_keys, action_key):
+        if key not in stats or "min" not in stats[key] or "max" not in stats[key]:
+            raise DatasetError(f"{reader.root}/meta/stats.json: no min/max for {key!r}")
+        low, high = (np.asarray(stats[key][b], dtype=np.float64).reshape(-1) for b in ("min", "max"))
+        width = parts[key].shape[1]
+        if len(low) != width or len(high) != width:
+            raise DatasetError(f"{reader.root}/meta/stats.json: {key} has {len(low)} dimensions, the data {width}")
+        bounds[key] = (low, high)
+    where = f"{reader.root}/meta/stats.json"
+    try:
+        obs_norm = MinMaxNormalizer(np.concatenate([bounds[k][0] for k in obs_keys]),
+                                    np.concatenate([bounds[k][1] for k in obs_keys]),
+                                    name=f"{where}: {'+'.join(obs_keys)}")
+        action_norm = MinMaxNormalizer(*bounds[action_key], name=f"{where}: {action_key}", constant_ok=False)
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
+    return Demonstrations(episodes, obs_norm, action_norm, reader.fps, recorded_on)
+
+
+def _stats(root: Path) -> dict:
+    path = root / "meta" / "stats.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing (min/max of observations and actions)") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not JSON ({exc})") from None

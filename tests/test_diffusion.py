@@ -1,0 +1,234 @@
+"""Diffusion Policy core: training windows, min-max normalization, the DDIM sampler's wiring, the U-Net, a short
+training run, and the chunked Policy's receding horizon."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robolearn.errors import ConfigError
+from robolearn.learn.diffusion import (
+    ChunkWindows,
+    DiffusionCfg,
+    DiffusionLearner,
+    DiffusionModel,
+    DiffusionPolicy,
+    MinMaxNormalizer,
+)
+from robolearn.learn.models.diffusion_unet import ConditionalUnet1D
+
+
+def _model(cfg: DiffusionCfg, obs_dim: int = 3, action_dim: int = 2) -> DiffusionModel:
+    obs_norm = MinMaxNormalizer(-np.ones(obs_dim), np.ones(obs_dim), name="observation.state")
+    act_norm = MinMaxNormalizer(-2 * np.ones(action_dim), 2 * np.ones(action_dim), name="action", constant_ok=False)
+    return DiffusionModel(cfg, obs_dim, action_dim, obs_norm, act_norm)
+
+
+def test_windows_clamp_to_their_episode() -> None:
+    # two episodes: frames 0..3 (values 0..3) and 4..5 (values 10, 11); obs == action == the frame's value
+    eps = [(np.arange(4.0)[:, None], np.arange(4.0)[:, None]), (np.array([[10.0], [11.0]]), np.array([[10.0], [11.0]]))]
+    w = ChunkWindows(eps, obs_horizon=2, pred_horizon=4)
+    assert len(w) == 6
+    obs, act = w.batch(torch.arange(6))
+    assert obs[:, :, 0].tolist() == [[0, 0], [0, 1], [1, 2], [2, 3], [10, 10], [10, 11]]
+    assert act[:, :, 0].tolist() == [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 3], [2, 3, 3, 3], [10, 10, 11, 11],
+                                     [10, 11, 11, 11]]
+
+
+def test_windows_reject_mismatched_episodes() -> None:
+    with pytest.raises(ConfigError, match="episode 0 has 3 observations and 2 actions"):
+        ChunkWindows([(np.zeros((3, 1)), np.zeros((2, 1)))], 2, 4)
+    with pytest.raises(ConfigError, match="no episodes"):
+        ChunkWindows([], 2, 4)
+
+
+def test_minmax_normalizer_is_invertible_and_names_bad_fields() -> None:
+    low, high = np.array([-1.0, 0.0, 5.0]), np.array([3.0, 0.5, 5.0])  # the last dimension is constant
+    norm = MinMaxNormalizer(low, high, name="observation.state")
+    x = torch.tensor([[-1.0, 0.0, 5.0], [3.0, 0.5, 5.0], [1.0, 0.25, 5.0]])
+    y = norm(x)
+    assert torch.allclose(y[:, :2], torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert (y[:, 2] == 0).all()
+    assert torch.allclose(norm.inverse(y), x)
+    assert norm.constant_dims == [2] and (norm.inverse(torch.ones(1, 3))[:, 2] == 5.0).all()  # held, whatever comes
+    with pytest.raises(ConfigError, match="action: every dimension is constant in the data"):
+        MinMaxNormalizer(np.ones(2), np.ones(2), name="action", constant_ok=False)
+    with pytest.raises(ConfigError, match="action: min/max are not finite"):
+        MinMaxNormalizer(np.array([0.0, np.nan]), np.ones(2), name="action")
+
+
+def test_config_rejects_inconsistent_horizons() -> None:
+    with pytest.raises(ConfigError, match="diffusion.execute"):
+        DiffusionCfg(obs_horizon=2, pred_horizon=16, execute=16)
+    with pytest.raises(ConfigError, match="inference_steps"):
+        DiffusionCfg(train_steps=10, inference_steps=20)
+
+
+def test_unet_shapes_and_horizon_check() -> None:
+    net = ConditionalUnet1D(action_dim=7, cond_dim=20, down_dims=(16, 32, 64))
+    out = net(torch.randn(5, 16, 7), torch.randint(0, 100, (5,)), torch.randn(5, 20))
+    assert out.shape == (5, 16, 7)
+    assert net(torch.randn(1, 16, 7), torch.tensor(3), torch.randn(1, 20)).shape == (1, 16, 7)  # a scalar step
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        net(torch.randn(1, 10, 7), torch.tensor(3), torch.randn(1, 20))
+
+
+class _Oracle(nn.Module):
+    """The exact noise of x_t about a known clean chunk x0 (what a perfect denoiser predicts)."""
+
+    def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor) -> None:
+        super().__init__()
+        self.x0, self.abar = x0, alphas_cumprod
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        a = self.abar[int(t)]
+        return (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("steps", [1, 10, 100])
+def test_ddim_sampler_lands_on_the_clean_chunk_with_a_perfect_denoiser(steps: int) -> None:
+    cfg = DiffusionCfg(down_dims=[16, 32, 64])
+    model = _model(cfg)
+    x0 = torch.rand(1, cfg.pred_horizon, 2) * 1.6 - 0.8  # normalized actions inside [-1, 1]
+    model.denoiser = _Oracle(x0, model.sampler.alphas_cumprod)
+    out = model.sample(torch.zeros(1, cfg.obs_horizon, 3), steps=steps, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, model.action_norm.inverse(x0), atol=1e-4)
+
+
+def test_short_training_lowers_the_loss_and_the_ema_follows() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    episodes = []
+    for _ in range(8):  # actions: a smooth function of the observation
+        obs = rng.uniform(-1, 1, size=(40, 3)).astype(np.float32)
+        episodes.append((obs, np.stack([np.sin(2 * obs[:, 0]), obs[:, 1] * obs[:, 2]], axis=1) * 1.5))
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], batch_size=64, learning_rate=1e-3, warmup_steps=10,
+                       total_steps=300)
+    model = _model(cfg)
+    learner = DiffusionLearner(model, ChunkWindows(episodes, cfg.obs_horizon, cfg.pred_horizon),
+                               generator=torch.Generator().manual_seed(1))
+    before = np.mean([learner.step() for _ in range(10)])
+    for _ in range(250):
+        learner.step()
+    after = np.mean([learner.step() for _ in range(20)])
+    assert after < 0.5 * before, (before, after)
+    ema = dict(learner.ema_model.denoiser.named_parameters())
+    moved = [(ema[k] - p0).abs().max().item() for k, p0 in _model(cfg).denoiser.named_parameters()]
+    assert max(moved) > 0  # the EMA copy trained, not the initial weights
+    assert learner.schedule.get_last_lr()[0] < cfg.learning_rate  # the cosine decay is running
+
+
+def test_checkpoint_round_trip_continues_identically(tmp_path) -> None:
+    episodes = [(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.random.default_rng(1).uniform(-2, 2, (30, 2)))]
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], batch_size=16, warmup_steps=2, total_steps=50)
+
+    def learner() -> DiffusionLearner:
+        torch.manual_seed(0)
+        return DiffusionLearner(_model(cfg), ChunkWindows(episodes, 2, 16), generator=torch.Generator().manual_seed(3))
+
+    a = learner()
+    for _ in range(3):
+        a.step()
+    torch.save(a.state_dict(), tmp_path / "model.pt")
+    b = learner()
+    b.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=False))
+    assert [a.step() for _ in range(2)] == [b.step() for _ in range(2)]
+
+
+def test_policy_plans_every_execute_steps_from_the_current_frame() -> None:
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], pred_horizon=16, obs_horizon=2, execute=8)
+    policy = DiffusionPolicy(_model(cfg))
+    assert policy.chunk.horizon == 15 and policy.history == 2
+    actions = [policy.act(torch.full((3,), float(i) / 20)) for i in range(17)]
+    assert policy.model_calls == 3  # calls 0, 8 and 16
+    assert all(a.shape == (2,) for a in actions)
+    policy.reset()
+    policy.act(torch.zeros(3))
+    assert policy.model_calls == 4  # a new episode plans at once
+    with pytest.raises(ConfigError, match="expected an observation frame of 3 values"):
+        policy.act(torch.zeros(4))
+
+
+# -- demonstrations from a recorded dataset -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pushes(tmp_path_factory):
+    """Two scripted-expert panda-push episodes, recorded through the CLI in a subprocess."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("demos") / "push"
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "robolearn.cli", "record", "--task", "panda-push", "--expert",
+                          "--episodes", "2", "--no-realtime", "--dataset", str(root), "--seed", "5"],
+                         capture_output=True, text=True, env=env, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+def _copy(root, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(root, dst)
+    return dst
+
+
+def test_demonstrations_read_a_recorded_dataset(pushes) -> None:
+    from robolearn.learn.demonstrations import load_demonstrations
+
+    demos = load_demonstrations(pushes, task="panda-push",
+                                obs_keys=["observation.state", "observation.ee_pos", "observation.environment_state"])
+    assert len(demos.episodes) == 2 and demos.task == "panda-push"
+    assert demos.obs_dim == 9 + 3 + 10  # 9 joints (arm, fingers), end effector, block pose and goal side by side
+    obs, act = demos.episodes[0]
+    assert obs.shape[0] == act.shape[0] > 10 and demos.action_dim == act.shape[1] == 4
+    assert demos.action_norm.constant_dims == [3]  # the expert never closes the gripper on a push: held at 1
+    for o, a in demos.episodes:  # the dataset's own min/max put every frame inside [-1, 1]
+        assert demos.obs_norm(torch.from_numpy(o)).abs().max() <= 1 + 1e-5
+        assert demos.action_norm(torch.from_numpy(a)).abs().max() <= 1 + 1e-5
+    windows = ChunkWindows(demos.episodes, 2, 16)
+    assert len(windows) == demos.frames
+
+
+def test_unfit_datasets_give_one_line_errors(pushes, tmp_path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from robolearn.errors import DatasetError
+    from robolearn.learn.demonstrations import load_demonstrations
+
+    with pytest.raises(DatasetError, match=r"robolearn.json: episodes recorded on \['panda-push'\], not on "
+                                           r"'panda-lift'"):
+        load_demonstrations(pushes, task="panda-lift")
+    with pytest.raises(DatasetError, match="no feature 'observation.joints'"):
+        load_demonstrations(pushes, obs_keys=["observation.state", "observation.joints"])
+
+    constant = _copy(pushes, tmp_path / "c")
+    stats_path = constant / "meta" / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats["action"]["max"] = stats["action"]["min"]
+    stats_path.write_text(json.dumps(stats))
+    with pytest.raises(DatasetError, match="stats.json: action: every dimension is constant"):
+        load_demonstrations(constant)
+
+    nan = _copy(pushes, tmp_path / "n")
+    data = next(f for f in (nan / "data").rglob("*.parquet")
+                if 0 in pq.read_table(f).column("episode_index").to_pylist())
+    table = pq.read_table(data)
+    actions = table.column("action").to_pylist()
+    row = [(e, t) for e, t in zip(table.column("episode_index").to_pylist(), table.column("frame_index").to_pylist(),
+                                  strict=True)].index((0, 3))
+    actions[row][0] = float("nan")
+    table = table.set_column(table.schema.get_field_index("action"), "action",
+                             pa.array(actions, type=table.schema.field("action").type))
+    pq.write_table(table, data)
+    with pytest.raises(DatasetError, match=r"action of episode 0 is not finite \(frame 3, dimension 0\)"):
+        load_demonstrations(nan)
