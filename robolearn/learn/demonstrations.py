@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from robolearn.data.features import STATS_PATH
 from robolearn.data.lerobot_reader import DatasetReader
 from robolearn.data.sidecar import SIDECAR, episode_session
+from robolearn.data.stats import stats_from_json
 from robolearn.errors import ConfigError, DatasetError
 from robolearn.learn.diffusion import MinMaxNormalizer
 
@@ -80,13 +82,13 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     bounds = {}
     for key in (*obs_keys, action_key):
         if key not in stats or "min" not in stats[key] or "max" not in stats[key]:
-            raise DatasetError(f"{reader.root}/meta/stats.json: no min/max for {key!r}")
-        low, high = (np.asarray(stats[key][b], dtype=np.float64).reshape(-1) for b in ("min", "max"))
+            raise DatasetError(f"{reader.root / STATS_PATH}: no min/max for {key!r}")
+        low, high = (stats[key][b].astype(np.float64).reshape(-1) for b in ("min", "max"))
         width = parts[key].shape[1]
         if len(low) != width or len(high) != width:
-            raise DatasetError(f"{reader.root}/meta/stats.json: {key} has {len(low)} dimensions, the data {width}")
+            raise DatasetError(f"{reader.root / STATS_PATH}: {key} has {len(low)} dimensions, the data {width}")
         bounds[key] = (low, high)
-    where = f"{reader.root}/meta/stats.json"
+    where = str(reader.root / STATS_PATH)
     try:
         obs_norm = MinMaxNormalizer(np.concatenate([bounds[k][0] for k in obs_keys]),
                                     np.concatenate([bounds[k][1] for k in obs_keys]),
@@ -97,11 +99,14 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     return Demonstrations(episodes, obs_norm, action_norm, reader.fps, recorded_on)
 
 
-def _stats(root: Path) -> dict:
-    path = root / "meta" / "stats.json"
+def _stats(root: Path) -> dict[str, dict[str, np.ndarray]]:
+    path = root / STATS_PATH
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing (min/max of observations and actions)") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DatasetError(f"{path}: expected an object {{feature: {{stat: values}}}}")
+    return stats_from_json(data)

@@ -219,7 +219,6 @@ class DiffusionLearner:
         self.steps = int(state["steps"])
 
 
-
 class _ChunkGraph(nn.Module):
     """Stacked frames [B, To * O] -> the chunk's actions from the current frame on, [B, Tp - To + 1, A]."""
 
