@@ -92,7 +92,7 @@ def test_ddim_sampler_lands_on_the_clean_chunk_with_a_perfect_denoiser(steps: in
     cfg = DiffusionCfg(down_dims=[16, 32, 64])
     model = _model(cfg)
     x0 = torch.rand(1, cfg.pred_horizon, 2) * 1.6 - 0.8  # normalized actions inside [-1, 1]
-    model.denoiser = _Oracle(x0, model.sampler.alphas_cumprod)
+    model.denoiser = _Oracle(x0, model.ddim.alphas_cumprod)
     out = model.sample(torch.zeros(1, cfg.obs_horizon, 3), steps=steps, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, model.action_norm.inverse(x0), atol=1e-4)
 
@@ -109,10 +109,10 @@ def test_short_training_lowers_the_loss_and_the_ema_follows() -> None:
     model = _model(cfg)
     learner = DiffusionLearner(model, ChunkWindows(episodes, cfg.obs_horizon, cfg.pred_horizon),
                                generator=torch.Generator().manual_seed(1))
-    before = np.mean([learner.step() for _ in range(10)])
+    before = np.mean([float(learner.step()) for _ in range(10)])
     for _ in range(250):
         learner.step()
-    after = np.mean([learner.step() for _ in range(20)])
+    after = np.mean([float(learner.step()) for _ in range(20)])
     assert after < 0.5 * before, (before, after)
     ema = dict(learner.ema_model.denoiser.named_parameters())
     moved = [(ema[k] - p0).abs().max().item() for k, p0 in _model(cfg).denoiser.named_parameters()]
@@ -134,7 +134,7 @@ def test_checkpoint_round_trip_continues_identically(tmp_path) -> None:
     torch.save(a.state_dict(), tmp_path / "model.pt")
     b = learner()
     b.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=False))
-    assert [a.step() for _ in range(2)] == [b.step() for _ in range(2)]
+    assert [float(a.step()) for _ in range(2)] == [float(b.step()) for _ in range(2)]
 
 
 def test_policy_plans_every_execute_steps_from_the_current_frame() -> None:
@@ -232,3 +232,119 @@ def test_unfit_datasets_give_one_line_errors(pushes, tmp_path) -> None:
     pq.write_table(table, data)
     with pytest.raises(DatasetError, match=r"action of episode 0 is not finite \(frame 3, dimension 0\)"):
         load_demonstrations(nan)
+
+
+# -- sampling modes ---------------------------------------------------------------------------------------------
+
+class _Untrained(nn.Module):
+    """A denoiser that predicts no noise at all: DDIM then keeps its first clean estimate, x_t / sqrt(abar_t)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_warm_start_refines_the_previous_chunk_shifted_by_the_executed_actions() -> None:
+    from robolearn.learn.diffusion import ChunkPlanner
+
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], sampler="warm", inference_steps=10, warm_steps=3, execute=8)
+    model = _model(cfg)
+    model.denoiser = _Untrained()
+    planner = ChunkPlanner(model, 2, generator=torch.Generator().manual_seed(5))
+    frames = torch.zeros(2, cfg.obs_horizon, 3)
+    planner.plan(frames)  # the first plan is cold
+    previous = torch.linspace(-0.8, 0.8, cfg.pred_horizon)[None, :, None].expand(2, -1, 2).clone()
+    planner._last = previous
+    state = planner.generator.get_state()
+    out = planner.plan(frames)  # raw actions from the current frame on
+    # what it must be: the shifted chunk (its tail repeats the last action), noised with the planner's next draw
+    # to the level of the last 3 of 10 DDIM steps, and (untrained denoiser) its clean estimate kept: clip(S + c e)
+    shifted = torch.cat((previous[:, 8:], previous[:, -1:].expand(-1, 8, -1)), dim=1)
+    e = torch.randn(shifted.shape, generator=torch.Generator().manual_seed(0).set_state(state))
+    model.ddim.set_timesteps(10)
+    abar = model.ddim.alphas_cumprod[model.ddim.timesteps[-3]]
+    expected = (shifted + ((1 - abar) / abar).sqrt() * e).clamp(-1, 1)
+    assert torch.allclose(planner._last, expected, atol=1e-5)
+    assert torch.allclose(out, model.action_norm.inverse(expected)[:, cfg.obs_horizon - 1:], atol=1e-5)
+    assert ((1 - abar) / abar).sqrt() < 0.5  # a light re-noising: the plan stays near the shifted chunk
+    planner.reset(torch.tensor([True, False]))  # env 0 starts a new episode: it plans cold, env 1 warm
+    planner._last = previous
+    planner.plan(frames)
+    assert (planner._last[1] - shifted[1]).abs().max() < 1.5 and planner._last[0].abs().max() > 0  # both planned
+    with pytest.raises(ConfigError, match="sampler must be one of ddim, ddpm, warm"):
+        ChunkPlanner(model, 1, sampler="ddpn")
+    with pytest.raises(ConfigError, match="warm_steps must be in"):
+        DiffusionCfg(inference_steps=4, warm_steps=5)
+
+
+def test_ddpm_sampler_runs_every_training_step_and_lands_on_the_clean_chunk() -> None:
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], train_steps=20, inference_steps=5)
+    model = _model(cfg)
+    x0 = torch.rand(1, cfg.pred_horizon, 2) * 1.6 - 0.8
+    calls = []
+
+    class Counting(_Oracle):
+        def forward(self, x, t, cond):
+            calls.append(int(t))
+            return super().forward(x, t, cond)
+
+    model.denoiser = Counting(x0, model.ddpm.alphas_cumprod)
+    out = model.denoise(torch.zeros(1, cfg.obs_horizon, 3), sampler="ddpm", generator=torch.Generator().manual_seed(0))
+    assert calls == list(range(19, -1, -1))
+    assert torch.allclose(out, x0, atol=1e-3)
+
+
+# -- the command line: train, resume, evaluate ------------------------------------------------------------------
+
+def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> None:
+    """`robolearn train panda-push --algo diffusion --dataset D`, `--resume`, then `robolearn eval RUN --sampler warm`
+    (video included), as a user runs them; bad input is a one-line error."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "robolearn.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=300, cwd=root, stdin=subprocess.DEVNULL)
+
+    small = ["--set", "steps_per_iteration=3", "--set", "diffusion.down_dims=[16,32,64]", "--set",
+             "diffusion.batch_size=16", "--set", "eval.episodes=2", "--set", "task_overrides.episode_length_s=1.5"]
+    out = cli("train", "panda-push", "--algo", "diffusion", "--dataset", str(pushes), "--iterations", "2",
+              "--runs-dir", str(tmp_path), "--name", "dp", "--no-progress", *small)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "dp"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["algorithm"] == "robolearn-diffusion" and summary["gradient_steps"] == 6 and summary["demos"] == 2
+    ev = summary["eval"]
+    assert ev["episodes"] == 2 and ev["sampler"] == "ddim" and ev["mean_length_s"] == pytest.approx(1.5, abs=0.05)
+    assert ev["success_ci95"][0] <= ev["success"] <= ev["success_ci95"][1] and ev["ms_per_chunk"] > 0
+    assert (run / "checkpoints" / "model_2.pt").is_file() and (run / "tb").is_dir()
+
+    out = cli("train", "panda-push", "--resume", str(run), "--iterations", "1", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    ckpt = torch.load(run / "checkpoints" / "model.pt", weights_only=False)
+    assert ckpt["format"] == "robolearn-diffusion" and ckpt["iteration"] == 3 and ckpt["steps"] == 9
+
+    out = cli("eval", str(run), "--episodes", "3", "--sampler", "warm", "--video", str(tmp_path / "v" / "ep.mp4"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((run / "eval_mujoco_warm.json").read_text())
+    assert report["summary"]["sampler"] == "warm" and len(report["per_episode"]) == 3
+    assert (tmp_path / "v" / "ep.mp4").stat().st_size > 1000
+
+    for args, message in [
+        (("train", "panda-push", "--algo", "diffusion", "--runs-dir", str(tmp_path)),
+         "give the dataset with --dataset"),
+        (("train", "panda-push", "--algo", "diffusion", "--dataset", str(pushes), "--num-envs", "8"),
+         "--num-envs: diffusion trains offline"),
+        (("train", "panda-lift", "--algo", "diffusion", "--dataset", str(pushes), "--runs-dir", str(tmp_path)),
+         "episodes recorded on ['panda-push'], not on 'panda-lift'"),
+        (("eval", str(run), "--sampler", "fast", "--episodes", "1"), "sampler must be one of ddim, ddpm, warm"),
+        (("play", str(run)), "a diffusion policy (robolearn train --algo diffusion)"),
+    ]:
+        out = cli(*args)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr

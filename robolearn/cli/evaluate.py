@@ -99,15 +99,30 @@ def eval_(
                                                 "eval_<backend>[_<randomization>]_filtered.json")] = False,
     filter_threshold: Annotated[float, typer.Option(help="with --safety-filter: the risk above which an action is "
                                                          "replaced")] = 0.2,
+    sampler: Annotated[Optional[str], typer.Option(help="diffusion runs: ddim (few steps), ddpm (all training "
+                                                        "steps) or warm (RTI-DP warm start); default: the run's")
+                       ] = None,
 ) -> None:
     """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
     (deterministic actions, one episode per env); prints per-episode metrics and writes
-    RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization)."""
+    RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization). A diffusion run
+    (train --algo diffusion) runs closed loop with its sampler (--sampler) and reports success rates with 95%
+    intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json."""
     import json
 
     from robolearn.cli.export import output_folder
-    from robolearn.learn.checkpoint import checkpoint_file, run_folder
+    from robolearn.learn.checkpoint import checkpoint_file, load_checkpoint, run_folder
     from robolearn.learn.eval_run import evaluate_run
+
+    ckpt, file = load_checkpoint(run, task=task, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] == "robolearn-diffusion":
+        if safety_filter or randomization != "train":
+            raise RobolearnError("--safety-filter and --randomization: not for diffusion runs (yet)")
+        _eval_diffusion(ckpt, file, run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
+                        video=video, device=device, sampler=sampler)
+        return
+    if sampler is not None:
+        raise RobolearnError(f"--sampler is for diffusion runs; {file} is a {ckpt['format']} checkpoint")
 
     recorder = None
 
@@ -142,6 +157,64 @@ def eval_(
     if recorder is not None:
         console.print(f"video: {recorder.close()}")
     console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
+
+
+def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, episodes: Optional[int],
+                    num_envs: Optional[int], seed: Optional[int], video: Optional[Path], device: str,
+                    sampler: Optional[str]) -> None:
+    """`robolearn eval` of a diffusion run: closed-loop episodes, success with 95% intervals, ms per chunk."""
+    import json
+
+    from robolearn.cli.export import output_folder
+    from robolearn.config import merge
+    from robolearn.learn.checkpoint import run_folder
+    from robolearn.learn.diffusion_eval import evaluate_diffusion
+    from robolearn.learn.diffusion_run import load_diffusion
+
+    cfg, model = load_diffusion(ckpt, file)
+    sampler = sampler or cfg.diffusion.sampler
+    console.print(f"policy: {file} (diffusion, {ckpt.get('steps', 0):,} gradient steps; sampler {sampler})",
+                  highlight=False)
+    recorder = None
+
+    def first_batch(env: Any) -> Any:
+        nonlocal recorder
+        console.print(f"[bold]eval[/] {run} on {backend}: {env.num_envs} envs per batch", highlight=False)
+        if video is not None:
+            from robolearn.sim.render import VideoRecorder
+
+            recorder = VideoRecorder(env, video)
+        return recorder
+
+    if video is not None:
+        with output_folder(video.parent, "--video folder"):
+            pass
+    summary, results = evaluate_diffusion(
+        model, cfg.task, cfg.obs_keys, episodes=episodes or cfg.eval.episodes, num_envs=num_envs or cfg.eval.num_envs,
+        seed=cfg.seed + 1000 if seed is None else seed, sampler=sampler, backend=backend, device=device,
+        overrides=merge(cfg.task_overrides, cfg.eval.task_overrides), on_first_batch=first_batch)
+    table = Table(title=f"{cfg.task} on {backend}: {summary['episodes']} episodes, diffusion ({sampler})")
+    for col in ("env", "success", "at end", "length s", "return"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r["env_id"]), "yes" if r["success"] else "no", "yes" if r["success_at_end"] else "no",
+                      f"{r['length_s']:.2f}", f"{r['return']:.2f}")
+    console.print(table)
+    low, high = summary["success_ci95"]
+    console.print(f"success {summary['success']:.0%} [95% {low:.0%}, {high:.0%}], at the end "
+                  f"{summary['success_at_end']:.0%}; {summary['ms_per_chunk']:.1f} ms per chunk (one env)",
+                  highlight=False)
+    out = run_folder(run) / f"eval_{backend}_{sampler}.json"
+    report = {"run": str(run), "task": cfg.task, "policy": "diffusion", "checkpoint": str(file), "backend": backend,
+              "device": device, "seed": cfg.seed + 1000 if seed is None else seed, "summary": summary,
+              "per_episode": results}
+    try:
+        out.write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
+    if recorder is not None:
+        console.print(f"video: {recorder.close()}")
+    console.print(f"{summary['episodes']} episodes in {summary['wall_time_s']:.0f} s -> {out}")
 
 
 @app.command()

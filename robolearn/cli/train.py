@@ -1,4 +1,5 @@
-"""`robolearn train` (PPO) and `robolearn distill` (teacher -> student): both run by the learning core's Runner."""
+"""`robolearn train` (PPO, PPO-Lagrangian, Diffusion Policy) and `robolearn distill` (teacher -> student): all run by
+the learning core's Runner."""
 
 from __future__ import annotations
 
@@ -27,12 +28,30 @@ def _train_config(task: str, config: Optional[Path], overrides: dict[str, Any], 
     if resume is None or config is not None:
         return load_train_cfg(task, config, overrides)
     ckpt, file = load_checkpoint(resume, task=task, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] == "robolearn-diffusion" and overrides.get("algorithm", "diffusion") == "diffusion":
+        return _diffusion_config(task, None, overrides, ckpt, file)
     if ckpt["format"] not in PPO_FORMATS:
         raise RobolearnError(f"{file}: a {ckpt['format']} checkpoint cannot be resumed by `train` (PPO)")
     if "algorithm" in overrides and overrides["algorithm"] != ckpt["config"].get("algorithm", "ppo"):
         raise RobolearnError(f"{file}: --algo {overrides['algorithm']}: this run was trained with "
                              f"{ckpt['config'].get('algorithm', 'ppo')}; resume it with that algorithm")
     return from_dict(TrainCfg, merge(ckpt["config"], overrides), where=f"{file} (checkpoint config) + command line")
+
+
+def _diffusion_config(task: str, config: Optional[Path], overrides: dict[str, Any], ckpt: Any = None,
+                      file: Any = None) -> Any:
+    """A diffusion run's config: the task's policies/diffusion file (or `config`), or a resumed checkpoint's own;
+    the command line on top. PPO options that mean nothing offline are one-line errors."""
+    from robolearn.config import from_dict, merge
+    from robolearn.learn.diffusion_run import DiffusionTrainCfg, load_diffusion_cfg
+
+    if "num_envs" in overrides:
+        raise RobolearnError("--num-envs: diffusion trains offline from the dataset (no envs); the closing "
+                             "evaluation's envs are --set eval.num_envs=N")
+    if ckpt is None:
+        return load_diffusion_cfg(task, config, overrides)
+    return from_dict(DiffusionTrainCfg, merge(ckpt["config"], overrides),
+                     where=f"{file} (checkpoint config) + command line")
 
 
 def _launch_workers(nproc: int, run_dir: Path, cfg: Any, resume: Optional[Path], checkpoint: Optional[int]) -> bool:
@@ -71,7 +90,7 @@ def _print_summary(summary: dict[str, Any], keys: tuple[str, ...]) -> None:
             table.add_row(key, str(summary[key]))
     for key, value in {**summary.get("final_losses", {}), **{f"eval/{k}": v for k, v in summary.get("eval", {}).items()}
                        }.items():
-        table.add_row(key, f"{value:.4g}")
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
 
 
@@ -105,8 +124,12 @@ def train(
     max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none; counted from "
                                                            "the start of this command, also when resuming)")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    algo: Annotated[Optional[str], typer.Option(help="ppo, or ppo-lag: PPO-Lagrangian under the per-episode cost "
-                                                     "limit lagrangian.cost_limit (set it with --set)")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="ppo; ppo-lag: PPO-Lagrangian under the per-episode cost "
+                                                     "limit lagrangian.cost_limit (set it with --set); diffusion: "
+                                                     "Diffusion Policy from --dataset (config "
+                                                     "policies/diffusion/TASK.yaml)")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="--algo diffusion: the demonstrations (a robolearn record/"
+                                                         "teleop folder or any LeRobot v3 dataset)")] = None,
     config: Annotated[Optional[Path], typer.Option(help="training config (default policies/ppo/TASK.yaml)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value")] = [],  # noqa: B006
     name: Annotated[Optional[str], typer.Option(help="run name (default TASK-<time>; with --resume the resumed "
@@ -129,8 +152,9 @@ def train(
     video_interval: Annotated[int, typer.Option(help="iterations between videos (with --video)")] = 100,
     video_length: Annotated[int, typer.Option(help="policy steps per video (with --video)")] = 200,
 ) -> None:
-    """Train a policy with PPO (or PPO-Lagrangian, --algo ppo-lag); writes runs/<name>/ (config, checkpoints,
-    TensorBoard, summary.json; videos/ with --video).
+    """Train a policy with PPO (PPO-Lagrangian: --algo ppo-lag; Diffusion Policy from demonstrations: --algo
+    diffusion --dataset D); writes runs/<name>/ (config, checkpoints, TensorBoard, summary.json; videos/ with
+    --video).
 
     Ctrl-C saves and exits 130; `--resume runs/<name>` continues that run in its folder (iterations, env steps and
     TensorBoard go on) with a fresh budget. Multi-process: `--nproc N`, or `torchrun --nproc_per_node=N -m
@@ -149,15 +173,31 @@ def train(
                        ("algorithm", algo)):
         if value is not None:
             overrides[key] = value
-    cfg = _train_config(task, config, overrides, resume, checkpoint)
+    if dataset is not None:
+        overrides["dataset"] = str(dataset)
+    if algo == "diffusion" and (resume is None or config is not None):
+        cfg = _diffusion_config(task, config, overrides)
+    else:
+        if dataset is not None and algo != "diffusion" and resume is None:
+            raise RobolearnError("--dataset is for --algo diffusion (learning from demonstrations)")
+        cfg = _train_config(task, config, overrides, resume, checkpoint)
+    offline = getattr(cfg, "algorithm", "") == "diffusion"
+    if offline and (nproc != 1 or video):
+        raise RobolearnError("--algo diffusion: one process, no --video (the closing evaluation and `robolearn eval "
+                             "RUN --video` record episodes)")
     if resume is not None:
         source = checkpoint_file(resume, checkpoint)
         run_dir = runs_dir / name if name else run_folder(source)
     else:
         run_dir = new_run_dir(runs_dir / (name or f"{task}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
-    if _launch_workers(nproc, run_dir, cfg, resume, checkpoint):
+    if not offline and _launch_workers(nproc, run_dir, cfg, resume, checkpoint):
         return  # the workers have trained; rank 0 printed the summary
-    runner = make_ppo_runner(cfg, run_dir, console=console, log_interval=log_interval)
+    if offline:
+        from robolearn.learn.diffusion_run import make_diffusion_runner
+
+        runner = make_diffusion_runner(cfg, run_dir, console=console, log_interval=log_interval)
+    else:
+        runner = make_ppo_runner(cfg, run_dir, console=console, log_interval=log_interval)
     try:
         runner.logger = logger
         if video and runner.is_main:  # its own 1-env task, built as the closing evaluation builds its own
@@ -173,12 +213,20 @@ def train(
     except BaseException:
         runner.close(wait_for_peers=False)
         raise
-    if runner.is_main:
+    if offline:
+        algorithm = runner.algorithm
+        console.print(f"[bold]training[/] a diffusion policy for {task} from {cfg.dataset} ({algorithm.demos} "
+                      f"episodes, {algorithm.frames} frames) on {cfg.device}: {cfg.max_iterations} iterations x "
+                      f"{cfg.steps_per_iteration} gradient steps -> {run_dir}", highlight=False, soft_wrap=True)
+    elif runner.is_main:
         ranks = f" x {runner.world_size} ranks" if runner.world_size > 1 else ""
         console.print(f"[bold]training[/] {task} on {runner.task.backend} ({cfg.device}) with {cfg.num_envs} "
                       f"envs{ranks} -> {run_dir}")
     summary = _run(runner, progress)
-    if runner.is_main:
+    if offline:
+        _print_summary(summary, ("iterations", "gradient_steps", "demos", "wall_time_s"))
+        console.print(f"run folder: {run_dir}")
+    elif runner.is_main:
         _print_summary(summary, ("iterations", "env_steps", "wall_time_s", "steps_per_s", "final_mean_reward"))
         console.print(f"run folder: {run_dir}")
 

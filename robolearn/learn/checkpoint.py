@@ -1,6 +1,7 @@
 """Checkpoint files and loading a trained policy from a run folder (play, eval, export, resume, distillation).
 
-A checkpoint is a dict: `format` (the algorithm's: `robolearn-ppo`, `robolearn-ppo-lag`, `robolearn-student`),
+A checkpoint is a dict: `format` (the algorithm's: `robolearn-ppo`, `robolearn-ppo-lag`, `robolearn-student`,
+`robolearn-diffusion`),
 `version`, `task`, `obs_dims`, `num_actions`, `joint_names`, `config` (the run's resolved config), `iteration`,
 `env_steps`, `train_time_s`, and the algorithm's state (`model`, ...). A run folder's checkpoint is its latest:
 `checkpoints/model.pt`, or, in a run stopped before writing it, the `model_<N>.pt` with the largest N.
@@ -25,7 +26,8 @@ __all__ = ["CHECKPOINT_VERSION", "CHECKPOINT_FORMATS", "PPO_FORMATS", "checkpoin
            "load_policy", "run_folder"]
 
 CHECKPOINT_VERSION = 1
-CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag", "robolearn-student")  # train [--algo ppo-lag]; distill
+# train [--algo ppo-lag]; distill; train --algo diffusion
+CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag", "robolearn-student", "robolearn-diffusion")
 PPO_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag")  # an actor-critic trained by `robolearn train`
 _NUMBERED = re.compile(r"model_(\d+)\.pt")
 
@@ -65,7 +67,7 @@ def load_checkpoint(path: str | Path, *, task: str | None = None, checkpoint: in
     except Exception as exc:
         raise CheckpointError(f"{file}: not a readable robolearn checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") not in CHECKPOINT_FORMATS:
-        raise CheckpointError(f"{file}: not a robolearn checkpoint (PPO run or distilled student)")
+        raise CheckpointError(f"{file}: not a robolearn checkpoint (PPO run, distilled student or diffusion run)")
     if task is not None and ckpt["task"] != task:
         raise CheckpointError(f"{file}: checkpoint was trained on task {ckpt['task']!r}, not {task!r}")
     return (ckpt, file) if with_path else ckpt
@@ -77,6 +79,10 @@ def load_policy(run: str | Path, *, task: str | None = None, checkpoint: int | N
 
     For a distilled student the training config is its teacher's (task, overrides, evaluation settings)."""
     ckpt, file = load_checkpoint(run, task=task, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] == "robolearn-diffusion":
+        raise CheckpointError(f"{file}: a diffusion policy (robolearn train --algo diffusion): `robolearn eval` runs "
+                              "it in simulation; play, export, distillation and risk fitting take PPO runs and "
+                              "students")
     if ckpt["format"] == "robolearn-student":
         cfg, student = load_student(ckpt, str(file))
         return cfg, student, ckpt

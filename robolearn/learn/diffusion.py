@@ -7,6 +7,13 @@ diffusers' DDIM with `inference_steps` steps. Observations and actions are scale
 min and max (`meta/stats.json`). AdamW with linear warmup and cosine decay; an EMA of the weights (diffusers'
 `EMAModel`, decay warming up with power 0.75 as in the paper) is what evaluation and export use.
 
+Sampling modes (`DiffusionCfg.sampler`, `ChunkPlanner`):
+- ddim: every chunk from Gaussian noise in `inference_steps` DDIM steps (the default);
+- ddpm: every chunk in all `train_steps` DDPM steps (the paper's training-time sampler; slow, the reference);
+- warm: real-time iteration (RTI-DP): the first chunk as ddim; each later one starts from the previous chunk shifted
+  by the `execute` actions run since (its tail repeats the last action), re-noised to the level of the last
+  `warm_steps` of the DDIM schedule, and refined in those `warm_steps` steps.
+
 Training windows follow the paper's sampler: every frame t of an episode starts one window; the observation frames
 t - obs_horizon + 1 .. t and the actions t - obs_horizon + 1 .. t - obs_horizon + pred_horizon, indices clamped
 to the episode (the first frame repeats before the start, the last action after the end).
@@ -26,7 +33,10 @@ from robolearn.errors import ConfigError
 from robolearn.learn.models.diffusion_unet import ConditionalUnet1D
 from robolearn.learn.policy import Chunk, Policy
 
-__all__ = ["DiffusionCfg", "MinMaxNormalizer", "ChunkWindows", "DiffusionModel", "DiffusionLearner", "DiffusionPolicy"]
+__all__ = ["SAMPLERS", "DiffusionCfg", "MinMaxNormalizer", "ChunkWindows", "DiffusionModel", "DiffusionLearner",
+           "ChunkPlanner", "DiffusionPolicy"]
+
+SAMPLERS = ("ddim", "ddpm", "warm")
 
 
 @dataclass
@@ -40,12 +50,14 @@ class DiffusionCfg:
     step_dim: int = 64
     train_steps: int = 100  # DDPM noise levels in training
     inference_steps: int = 10  # DDIM steps when acting
+    sampler: str = "ddim"  # ddim | ddpm | warm (see the module doc)
+    warm_steps: int = 3  # warm: DDIM steps that refine the shifted chunk (the last ones of the inference schedule)
     beta_schedule: str = "squaredcos_cap_v2"
     batch_size: int = 256
     learning_rate: float = 1.0e-4
     weight_decay: float = 1.0e-6
     warmup_steps: int = 500
-    total_steps: int = 20000  # gradient steps over the run: the cosine decay reaches 0 there
+    total_steps: int = 0  # gradient steps of the cosine decay (to 0); 0: the run's budget (set by its config)
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
 
@@ -60,6 +72,13 @@ class DiffusionCfg:
         if not 1 <= self.inference_steps <= self.train_steps:
             raise ConfigError(f"diffusion.inference_steps must be in [1, train_steps={self.train_steps}], got "
                               f"{self.inference_steps}")
+        if self.total_steps < 0:
+            raise ConfigError(f"diffusion.total_steps must be >= 0 (0: the run's budget), got {self.total_steps}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"diffusion.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if not 1 <= self.warm_steps <= self.inference_steps:
+            raise ConfigError(f"diffusion.warm_steps must be in [1, inference_steps={self.inference_steps}], got "
+                              f"{self.warm_steps}")
 
 
 class MinMaxNormalizer(nn.Module):
@@ -126,40 +145,70 @@ class ChunkWindows:
     def __len__(self) -> int:
         return len(self.obs_index)
 
+    def to(self, device: torch.device | str) -> ChunkWindows:
+        """Move the frames and index tables (e.g. to the GPU that trains); returns self."""
+        for name in ("obs", "actions", "obs_index", "act_index"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.obs[self.obs_index[idx]], self.actions[self.act_index[idx]]
 
 
 class DiffusionModel(nn.Module):
-    """Normalizers + denoiser + the DDIM sampler: raw observation frames [B, To, O] -> raw action chunk [B, Tp, A]."""
+    """Normalizers + denoiser + the samplers: raw observation frames [B, To, O] -> raw action chunk [B, Tp, A]."""
 
     def __init__(self, cfg: DiffusionCfg, obs_dim: int, action_dim: int, obs_norm: MinMaxNormalizer,
                  action_norm: MinMaxNormalizer) -> None:
         super().__init__()
-        from diffusers import DDIMScheduler
+        from diffusers import DDIMScheduler, DDPMScheduler
 
         self.cfg, self.obs_dim, self.action_dim = cfg, obs_dim, action_dim
         self.obs_norm, self.action_norm = obs_norm, action_norm
         self.denoiser = ConditionalUnet1D(action_dim, cfg.obs_horizon * obs_dim, down_dims=cfg.down_dims,
                                           kernel_size=cfg.kernel_size, groups=cfg.groups, step_dim=cfg.step_dim)
-        self.sampler = DDIMScheduler(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule,
-                                     clip_sample=True, prediction_type="epsilon")
+        schedule = dict(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule, clip_sample=True,
+                        prediction_type="epsilon")
+        self.ddim = DDIMScheduler(**schedule)
+        self.ddpm = DDPMScheduler(**schedule)
 
     def condition(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm(obs).flatten(1)
 
     @torch.no_grad()
+    def denoise(self, obs: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                start: torch.Tensor | None = None, start_steps: int | None = None) -> torch.Tensor:
+        """The normalized chunk [B, Tp, A] for observation frames `obs` [B, To, O].
+
+        ddim (`steps`, default `inference_steps`) or ddpm (all `train_steps`) from Gaussian noise (or `noise`);
+        with `start` (a normalized chunk: the warm start) DDIM noises it to the level of the last `start_steps` of
+        the `steps`-step schedule and runs only those steps."""
+        cond = self.condition(obs)
+        shape = (obs.shape[0], self.cfg.pred_horizon, self.action_dim)
+        eps = noise if noise is not None else torch.randn(shape, generator=generator, device=obs.device)
+        if sampler == "ddpm":
+            scheduler = self.ddpm
+            scheduler.set_timesteps(self.cfg.train_steps)
+        else:
+            scheduler = self.ddim
+            scheduler.set_timesteps(steps or self.cfg.inference_steps)
+        timesteps = scheduler.timesteps
+        if start is None:
+            x = eps
+        else:
+            timesteps = timesteps[-(start_steps or self.cfg.warm_steps):]
+            x = scheduler.add_noise(start, eps, timesteps[:1])
+        for t in timesteps:
+            out = self.denoiser(x, t.to(obs.device), cond)
+            x = scheduler.step(out, t, x, generator=generator).prev_sample if sampler == "ddpm" else \
+                scheduler.step(out, t, x).prev_sample
+        return x
+
     def sample(self, obs: torch.Tensor, *, steps: int | None = None, generator: torch.Generator | None = None,
                noise: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise from Gaussian noise (or `noise`, [B, Tp, A]) with DDIM in `steps` steps; raw actions."""
-        cond = self.condition(obs)
-        shape = (obs.shape[0], self.cfg.pred_horizon, self.action_dim)
-        x = noise if noise is not None else torch.randn(shape, generator=generator, device=obs.device)
-        self.sampler.set_timesteps(steps or self.cfg.inference_steps)
-        for t in self.sampler.timesteps:
-            eps = self.denoiser(x, t.to(obs.device), cond)
-            x = self.sampler.step(eps, t, x).prev_sample
-        return self.action_norm.inverse(x)
+        return self.action_norm.inverse(self.denoise(obs, steps=steps, generator=generator, noise=noise))
 
 
 class DiffusionLearner:
@@ -172,16 +221,27 @@ class DiffusionLearner:
         from diffusers.training_utils import EMAModel
 
         cfg = model.cfg
+        if cfg.total_steps < 1:
+            raise ConfigError("diffusion.total_steps: set the length of the learning-rate schedule (gradient steps)")
         self.model, self.windows, self.generator, self.cfg = model, windows, generator, cfg
         self.noise = DDPMScheduler(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule,
                                    clip_sample=True, prediction_type="epsilon")
         self.optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
         self.schedule = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.total_steps)
-        self.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.ema = EMAModel(self.ema_model.denoiser.parameters(), use_ema_warmup=True, power=cfg.ema_power,
+        self._ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.ema = EMAModel(self._ema_model.denoiser.parameters(), use_ema_warmup=True, power=cfg.ema_power,
                             decay=cfg.ema_max_decay)
+        self._ema_stale = False
         self.steps = 0
+
+    @property
+    def ema_model(self) -> DiffusionModel:
+        """The model with the EMA weights (what acts and is exported), brought up to date when read."""
+        if self._ema_stale:
+            self.ema.copy_to(self._ema_model.denoiser.parameters())
+            self._ema_stale = False
+        return self._ema_model
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         target = self.model.action_norm(actions)
@@ -192,17 +252,23 @@ class DiffusionLearner:
         return nn.functional.mse_loss(self.model.denoiser(noisy, t, self.model.condition(obs)), eps)
 
     def step(self) -> float:
-        idx = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.generator)
+        idx = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.generator,
+                            device=self.generator.device)
         obs, actions = self.windows.batch(idx)
         loss = self.loss(obs, actions)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.schedule.step()
+        if self.schedule.last_epoch < self.cfg.total_steps:  # past the end (a resumed run) the rate stays at 0
+            self.schedule.step()
         self.ema.step(self.model.denoiser.parameters())
-        self.ema.copy_to(self.ema_model.denoiser.parameters())
+        self._ema_stale = True
         self.steps += 1
-        return loss.item()
+        return loss.detach()
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "ema_model": self.ema_model.state_dict(),
@@ -211,16 +277,57 @@ class DiffusionLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.ema_model.load_state_dict(state["ema_model"])
         self.ema.load_state_dict(state["ema"])
+        self._ema_model.load_state_dict(state["ema_model"])
+        self._ema_stale = False
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["rng"])
         self.steps = int(state["steps"])
 
 
+class ChunkPlanner:
+    """Plans chunks for B envs with the model's sampler: `plan(frames)` -> the actions from the current frame on,
+    [B, Tp - To + 1, A] (raw). For `warm` it keeps each env's last normalized chunk; `reset(mask)` makes the
+    masked envs (a new episode) start cold again. The caller executes `execute` actions of each plan before the
+    next `plan` (what the warm start's shift assumes)."""
+
+    def __init__(self, model: DiffusionModel, batch: int, *, sampler: str | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        self.model, self.batch = model, batch
+        self.sampler = sampler or model.cfg.sampler
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        self.generator = generator
+        self._last: torch.Tensor | None = None  # [B, Tp, A] normalized
+        self._cold = torch.ones(batch, dtype=torch.bool)
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        if mask is None:
+            self._cold[:] = True
+        else:
+            self._cold |= mask.to(self._cold.device)
+
+    @torch.no_grad()
+    def plan(self, frames: torch.Tensor) -> torch.Tensor:
+        model, cfg = self.model, self.model.cfg
+        if self.sampler != "warm" or self._last is None or bool(self._cold.all()):
+            x = model.denoise(frames, sampler="ddpm" if self.sampler == "ddpm" else "ddim", generator=self.generator)
+        else:
+            shifted = torch.cat((self._last[:, cfg.execute:],
+                                 self._last[:, -1:].expand(-1, cfg.execute, -1)), dim=1)
+            x = model.denoise(frames, start=shifted, generator=self.generator)
+            if self._cold.any():  # envs that started a new episode: a full plan from noise
+                cold = self._cold.to(frames.device)
+                x[cold] = model.denoise(frames[cold], generator=self.generator)
+        self._last = x
+        self._cold[:] = False
+        return model.action_norm.inverse(x)[:, cfg.obs_horizon - 1:]
+
+
 class _ChunkGraph(nn.Module):
-    """Stacked frames [B, To * O] -> the chunk's actions from the current frame on, [B, Tp - To + 1, A]."""
+    """Stacked frames [B, To * O] -> the chunk's actions from the current frame on, [B, Tp - To + 1, A] (a cold
+    DDIM plan: the stateless graph that export writes)."""
 
     def __init__(self, model: DiffusionModel) -> None:
         super().__init__()
@@ -234,14 +341,26 @@ class _ChunkGraph(nn.Module):
 
 class DiffusionPolicy(Policy):
     """A trained diffusion model as a deployable, chunked Policy: it plans on the last `obs_horizon` frames and
-    executes `execute` actions of each plan (the paper's receding horizon)."""
+    executes `execute` actions of each plan (the paper's receding horizon), with the config's sampler (or
+    `sampler`)."""
 
-    def __init__(self, model: DiffusionModel) -> None:
+    def __init__(self, model: DiffusionModel, *, sampler: str | None = None) -> None:
         cfg = model.cfg
         model.eval()
         self._graph = _ChunkGraph(model)
+        self.planner = ChunkPlanner(model, 1, sampler=sampler)
         super().__init__(frame_dim=model.obs_dim, action_dim=model.action_dim, history=cfg.obs_horizon,
                          chunk=Chunk(horizon=cfg.pred_horizon - cfg.obs_horizon + 1, execute=cfg.execute))
 
     def graph(self) -> nn.Module:
         return self._graph
+
+    def reset(self) -> None:
+        super().reset()
+        self.planner.reset()
+
+    @torch.no_grad()
+    def act_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        frames = self._push(obs).reshape(1, self.history, self.frame_dim)
+        self.model_calls += 1
+        return self.planner.plan(frames)[0]

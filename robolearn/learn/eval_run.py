@@ -25,7 +25,7 @@ from robolearn.learn.checkpoint import load_policy
 from robolearn.learn.evaluate import EpisodeResult, evaluate
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["ci95", "t_critical", "evaluate_run", "MAX_BATCH", "default_batch"]
+__all__ = ["ci95", "wilson95", "t_critical", "evaluate_run", "MAX_BATCH", "default_batch"]
 
 # Envs per batch when --num-envs is not given, for backends whose memory grows with the envs of a batch: PyBullet
 # runs one physics client (its own copy of the robot's meshes and collision shapes) per env, ~36 MB each for the
@@ -93,6 +93,18 @@ def ci95(values: list[float]) -> float:
     so that small n is not overconfident); NaN below 2 values."""
     n = len(values)
     return t_critical(n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
+
+
+def wilson95(successes: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a success rate (successes of n episodes): unlike p +- 1.96 sqrt(p(1-p)/n)
+    it stays inside [0, 1] and is not empty at 0 or n successes (100 of 100 gives [0.963, 1])."""
+    if n < 1:
+        return (0.0, 1.0)
+    z = 1.959963984540054
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | None = None,

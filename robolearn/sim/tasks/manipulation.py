@@ -281,14 +281,18 @@ class ManipulationTask(Task):
             "action": ("float32", (self.num_actions,), self.action_names()),
         }
 
-    def recording_frame(self, env: int) -> dict[str, np.ndarray]:
-        """The observation part of one frame of env `env` (before its action), matching `recording_features`."""
+    def recording_frames(self) -> dict[str, torch.Tensor]:
+        """The observation part of the current frame of every env (before its action), {feature: [N, d]} matching
+        `recording_features`: what a demonstration stores, and what a policy learned from one reads."""
         return {
-            "observation.state": self.joint_pos[env].numpy().astype(np.float32),
-            "observation.ee_pos": self.ee_pos[env].numpy().astype(np.float32),
-            "observation.environment_state": torch.cat([self.block_pos[env], self.block_quat[env],
-                                                        self.goal[env]]).numpy().astype(np.float32),
+            "observation.state": self.joint_pos.float(),
+            "observation.ee_pos": self.ee_pos.float(),
+            "observation.environment_state": torch.cat([self.block_pos, self.block_quat, self.goal], dim=1).float(),
         }
+
+    def recording_frame(self, env: int) -> dict[str, np.ndarray]:
+        """`recording_frames` of env `env`, as numpy arrays (the recorder's frame)."""
+        return {k: v[env].cpu().numpy() for k, v in self.recording_frames().items()}
 
     def scene(self, env: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(joint_pos [1, nu], block pose [1, 7], goal [1, 3]) of env `env` now, for `restart`."""

@@ -1,0 +1,148 @@
+"""Closed-loop evaluation of a diffusion policy in simulation: `robolearn eval RUN` on a diffusion run, and the
+closing evaluation of `robolearn train --algo diffusion`.
+
+One episode per env, all envs of a batch in lockstep: every `execute` steps the `ChunkPlanner` plans a chunk for all
+of them at once from the last `obs_horizon` frames of the dataset's observation (the task's `recording_frames`,
+the features `obs_keys` side by side, exactly what the demonstrations recorded). An episode succeeds when the task's
+`success()` holds at any step before it ends (Diffusion Policy's protocol: the best state of the episode), and
+`success_at_end` counts those still succeeding on their last step. Success rates come with 95% Wilson intervals.
+
+Timing: `ms_per_chunk` is one env's plan alone (batch 1, the deploy runtime's case: median of repeated plans with
+the evaluated sampler, warm plans for `warm`), `ms_per_chunk_batched` the batch's plan time per env.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from robolearn.errors import ConfigError
+from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel
+from robolearn.learn.eval_run import wilson95
+from robolearn.sim.tasks import Task, make_task
+
+__all__ = ["observation_frames", "evaluate_diffusion", "chunk_latency_ms"]
+
+
+def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
+    """[N, O]: the features `obs_keys` of the task's current recording frame, side by side (float32)."""
+    frames_fn = getattr(task, "recording_frames", None)
+    if frames_fn is None:
+        raise ConfigError(f"task {task.name}: it records no demonstration frames (recording_frames), so a policy "
+                          "learned from demonstrations cannot observe it; use a manipulation task (panda-push, ...)")
+    frames = frames_fn()
+    missing = [k for k in obs_keys if k not in frames]
+    if missing:
+        raise ConfigError(f"task {task.name}: no observation {missing[0]!r} in its recording frames "
+                          f"({', '.join(frames)}); the policy was trained on {list(obs_keys)}")
+    return torch.cat([frames[k].reshape(task.num_envs, -1) for k in obs_keys], dim=1).float()
+
+
+@torch.inference_mode()
+def chunk_latency_ms(model: DiffusionModel, sampler: str, *, repeats: int = 30) -> float:
+    """Median ms of one env's plan (batch 1) with `sampler`; warm plans follow a cold one as when deployed."""
+    frames = torch.zeros(1, model.cfg.obs_horizon, model.obs_dim)
+    planner = ChunkPlanner(model, 1, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        planner.plan(frames)
+    times = []
+    for _ in range(repeats if sampler != "ddpm" else max(3, repeats // 10)):
+        t0 = time.perf_counter()
+        planner.plan(frames)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampler: str, seed: int,
+               on_step: Callable[[Task], None] | None) -> tuple[list[dict[str, Any]], list[float]]:
+    cfg, n = model.cfg, task.num_envs
+    task.reset()
+    planner = ChunkPlanner(model, n, sampler=sampler, generator=torch.Generator().manual_seed(seed))
+    frames = observation_frames(task, obs_keys).unsqueeze(1).repeat(1, cfg.obs_horizon, 1)
+    running = torch.ones(n, dtype=torch.bool)
+    reached = torch.zeros(n, dtype=torch.bool)
+    at_end = torch.zeros(n, dtype=torch.bool)
+    returns = torch.zeros(n)
+    length = torch.zeros(n)
+    fell = torch.zeros(n, dtype=torch.bool)
+    plan_ms: list[float] = []
+    chunk, k = None, cfg.execute
+    for _ in range(task.max_episode_steps):
+        if k == cfg.execute:
+            t0 = time.perf_counter()
+            chunk = planner.plan(frames)
+            plan_ms.append((time.perf_counter() - t0) * 1e3 / n)
+            k = 0
+        _, reward, _, terminated, truncated, info = task.step(chunk[:, k])
+        k += 1
+        # an env whose episode ended this step was reset: its last state's success is in info["ended"]
+        last = info["ended"]
+        success = torch.where(last["mask"], last["success"].bool(), task.success())
+        reached |= running & success
+        returns += reward * running
+        length += running
+        ended = running & last["mask"]
+        at_end = torch.where(ended, success, at_end)
+        fell |= ended & last["terminated"]
+        running &= ~ended
+        if on_step is not None:
+            on_step(task)
+        if not running.any():
+            break
+        frames = torch.cat((frames[:, 1:], observation_frames(task, obs_keys).unsqueeze(1)), dim=1)
+    at_end = torch.where(running, task.success(), at_end)  # envs still running when the step limit came
+    task.check()
+    episodes = [{"env_id": i, "success": bool(reached[i]), "success_at_end": bool(at_end[i]),
+                 "terminated": bool(fell[i]), "length_s": round(float(length[i]) * task.dt, 3),
+                 "return": round(float(returns[i]), 4)} for i in range(n)]
+    return episodes, plan_ms
+
+
+def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence[str], *, episodes: int,
+                       seed: int, sampler: str | None = None, num_envs: int | None = None, backend: str = "mujoco",
+                       device: str = "cpu", overrides: dict[str, Any] | None = None,
+                       on_first_batch: Callable[[Task], Callable[[Task], None] | None] | None = None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary, per-episode results) of `episodes` closed-loop episodes, `num_envs` (default all) at a time,
+    batch b seeded seed + b. `on_first_batch(task)` may return a per-step callback (a video recorder)."""
+    sampler = sampler or model.cfg.sampler
+    num_envs = min(num_envs or episodes, episodes)
+    if episodes < 1 or num_envs < 1:
+        raise ConfigError(f"episodes and num_envs must be >= 1, got {episodes} and {num_envs}")
+    model = model.eval()
+    results: list[dict[str, Any]] = []
+    plan_ms: list[float] = []
+    start = time.perf_counter()
+    for batch, first in enumerate(range(0, episodes, num_envs)):
+        task = make_task(task_name, min(num_envs, episodes - first), backend=backend, device=device,
+                         seed=seed + batch, overrides=overrides or {})
+        try:
+            on_step = on_first_batch(task) if on_first_batch is not None and batch == 0 else None
+            batch_results, batch_ms = _run_batch(model, task, obs_keys, sampler, seed + batch, on_step)
+        finally:
+            task.close()
+        for r in batch_results:
+            r["env_id"] += first
+        results += batch_results
+        plan_ms += batch_ms
+    n = len(results)
+    ok = sum(r["success"] for r in results)
+    ok_end = sum(r["success_at_end"] for r in results)
+    low, high = wilson95(ok, n)
+    low_end, high_end = wilson95(ok_end, n)
+    summary = {
+        "episodes": n, "sampler": sampler, "success": ok / n, "success_ci95": [round(low, 4), round(high, 4)],
+        "success_at_end": ok_end / n, "success_at_end_ci95": [round(low_end, 4), round(high_end, 4)],
+        "terminated": sum(r["terminated"] for r in results) / n,
+        "mean_return": round(sum(r["return"] for r in results) / n, 4),
+        "mean_length_s": round(sum(r["length_s"] for r in results) / n, 3),
+        "ms_per_chunk": round(chunk_latency_ms(model, sampler), 2),
+        "ms_per_chunk_batched": round(statistics.median(plan_ms), 3),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    return summary, results
