@@ -67,7 +67,7 @@ from robolearn.sim.tasks import Task, make_task
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
 __all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "add_graphs", "upgrade_bundle",
-           "bundle_contract", "kinematic_chain", "EXPORT_TOLERANCE"]
+           "bundle_contract", "kinematic_chain", "onnx_bytes", "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
@@ -105,7 +105,8 @@ class ExtraGraph:
     # rate_hz 0: the control rate the task trained with (a safety critic scores every control tick)
 
 
-def _onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]) -> bytes:
+def onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]) -> bytes:
+    """`module` as an ONNX model (torch.export), every input's first dimension a dynamic batch."""
     buffer = io.BytesIO()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
     batch = torch.export.Dim("batch", min=1)
@@ -328,7 +329,7 @@ def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
 # -- writing graphs ---------------------------------------------------------------------------------------------
 def _policy_graph(policy: Policy, onnx_path: Path, rate_hz: float) -> GraphSpec:
     example = torch.zeros(2, policy.obs_dim)
-    onnx_path.write_bytes(_onnx_bytes(policy.graph(), (example,), ["obs"], ["actions"]))
+    onnx_path.write_bytes(onnx_bytes(policy.graph(), (example,), ["obs"], ["actions"]))
     chunk = policy.chunk
     out_shape = [-1, policy.action_dim] if chunk is None else [-1, chunk.horizon, policy.action_dim]
     return GraphSpec(
@@ -343,7 +344,7 @@ def _extra_graph(extra: ExtraGraph, folder: Path) -> GraphSpec:
     path = folder / (extra.file or f"{extra.name}.onnx")
     example = tuple(torch.zeros(2, size) for _, size, _ in extra.inputs)
     extra.module.eval()
-    path.write_bytes(_onnx_bytes(extra.module, example, [n for n, _, _ in extra.inputs],
+    path.write_bytes(onnx_bytes(extra.module, example, [n for n, _, _ in extra.inputs],
                                  [n for n, _, _ in extra.outputs]))
     spec = GraphSpec(
         name=extra.name, role=extra.role, file=path.name, sha256=sha256_file(path), rate_hz=float(extra.rate_hz),

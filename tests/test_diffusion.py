@@ -348,3 +348,19 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
         out = cli(*args)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+
+
+def test_onnx_denoiser_matches_torch_and_plans_the_same_chunks() -> None:
+    from robolearn.learn.diffusion import ChunkPlanner, OnnxDenoiser
+
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], sampler="warm")
+    model = _model(cfg).eval()
+    onnx = OnnxDenoiser(model)
+    for batch in (1, 3):
+        x, cond = torch.randn(batch, 16, 2), torch.randn(batch, cfg.obs_horizon * 3)
+        assert torch.allclose(onnx(x, torch.tensor(7), cond), model.denoiser(x, torch.tensor(7), cond), atol=1e-5)
+    frames = torch.randn(2, cfg.obs_horizon, 3)
+    a = ChunkPlanner(model, 2, generator=torch.Generator().manual_seed(1))
+    b = ChunkPlanner(model, 2, generator=torch.Generator().manual_seed(1), denoiser=onnx)
+    for _ in range(2):  # a cold plan, then a warm one
+        assert torch.allclose(a.plan(frames), b.plan(frames), atol=1e-4)

@@ -34,7 +34,7 @@ from robolearn.learn.models.diffusion_unet import ConditionalUnet1D
 from robolearn.learn.policy import Chunk, Policy
 
 __all__ = ["SAMPLERS", "DiffusionCfg", "MinMaxNormalizer", "ChunkWindows", "DiffusionModel", "DiffusionLearner",
-           "ChunkPlanner", "DiffusionPolicy"]
+           "OnnxDenoiser", "ChunkPlanner", "DiffusionPolicy"]
 
 SAMPLERS = ("ddim", "ddpm", "warm")
 
@@ -178,12 +178,15 @@ class DiffusionModel(nn.Module):
     @torch.no_grad()
     def denoise(self, obs: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-                start: torch.Tensor | None = None, start_steps: int | None = None) -> torch.Tensor:
+                start: torch.Tensor | None = None, start_steps: int | None = None,
+                denoiser: nn.Module | None = None) -> torch.Tensor:
         """The normalized chunk [B, Tp, A] for observation frames `obs` [B, To, O].
 
         ddim (`steps`, default `inference_steps`) or ddpm (all `train_steps`) from Gaussian noise (or `noise`);
         with `start` (a normalized chunk: the warm start) DDIM noises it to the level of the last `start_steps` of
-        the `steps`-step schedule and runs only those steps."""
+        the `steps`-step schedule and runs only those steps. `denoiser`: another engine for the same network (an
+        `OnnxDenoiser`)."""
+        net = denoiser if denoiser is not None else self.denoiser
         cond = self.condition(obs)
         shape = (obs.shape[0], self.cfg.pred_horizon, self.action_dim)
         eps = noise if noise is not None else torch.randn(shape, generator=generator, device=obs.device)
@@ -200,7 +203,7 @@ class DiffusionModel(nn.Module):
             timesteps = timesteps[-(start_steps or self.cfg.warm_steps):]
             x = scheduler.add_noise(start, eps, timesteps[:1])
         for t in timesteps:
-            out = self.denoiser(x, t.to(obs.device), cond)
+            out = net(x, t.to(obs.device), cond)
             x = scheduler.step(out, t, x, generator=generator).prev_sample if sampler == "ddpm" else \
                 scheduler.step(out, t, x).prev_sample
         return x
@@ -286,6 +289,31 @@ class DiffusionLearner:
         self.steps = int(state["steps"])
 
 
+class OnnxDenoiser(nn.Module):
+    """The denoiser run by onnxruntime, the engine of the deploy runtime: the same (x, t, cond) -> noise on CPU
+    tensors. At batch 1 it takes 2-3x less time per call than torch on this project's 2-core CPU (1.0 vs 2.5 ms for
+    down_dims [32, 64, 128]); for large batches torch is faster. Exported once at construction (seconds)."""
+
+    def __init__(self, model: DiffusionModel, *, threads: int = 1) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        from robolearn.export import onnx_bytes
+
+        cfg = model.cfg
+        example = (torch.zeros(2, cfg.pred_horizon, model.action_dim), torch.zeros(2, dtype=torch.long),
+                   torch.zeros(2, cfg.obs_horizon * model.obs_dim))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(onnx_bytes(model.denoiser.eval(), example, ["x", "t", "cond"], ["eps"]),
+                                            options, providers=["CPUExecutionProvider"])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        steps = t.reshape(-1).expand(x.shape[0]).to(torch.long)
+        out = self.session.run(None, {"x": x.cpu().numpy(), "t": steps.cpu().numpy(), "cond": cond.cpu().numpy()})
+        return torch.from_numpy(out[0]).to(x.device)
+
+
 class ChunkPlanner:
     """Plans chunks for B envs with the model's sampler: `plan(frames)` -> the actions from the current frame on,
     [B, Tp - To + 1, A] (raw). For `warm` it keeps each env's last normalized chunk; `reset(mask)` makes the
@@ -293,8 +321,8 @@ class ChunkPlanner:
     next `plan` (what the warm start's shift assumes)."""
 
     def __init__(self, model: DiffusionModel, batch: int, *, sampler: str | None = None,
-                 generator: torch.Generator | None = None) -> None:
-        self.model, self.batch = model, batch
+                 generator: torch.Generator | None = None, denoiser: nn.Module | None = None) -> None:
+        self.model, self.batch, self.denoiser = model, batch, denoiser
         self.sampler = sampler or model.cfg.sampler
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
@@ -312,14 +340,15 @@ class ChunkPlanner:
     def plan(self, frames: torch.Tensor) -> torch.Tensor:
         model, cfg = self.model, self.model.cfg
         if self.sampler != "warm" or self._last is None or bool(self._cold.all()):
-            x = model.denoise(frames, sampler="ddpm" if self.sampler == "ddpm" else "ddim", generator=self.generator)
+            x = model.denoise(frames, sampler="ddpm" if self.sampler == "ddpm" else "ddim", generator=self.generator,
+                              denoiser=self.denoiser)
         else:
             shifted = torch.cat((self._last[:, cfg.execute:],
                                  self._last[:, -1:].expand(-1, cfg.execute, -1)), dim=1)
-            x = model.denoise(frames, start=shifted, generator=self.generator)
+            x = model.denoise(frames, start=shifted, generator=self.generator, denoiser=self.denoiser)
             if self._cold.any():  # envs that started a new episode: a full plan from noise
                 cold = self._cold.to(frames.device)
-                x[cold] = model.denoise(frames[cold], generator=self.generator)
+                x[cold] = model.denoise(frames[cold], generator=self.generator, denoiser=self.denoiser)
         self._last = x
         self._cold[:] = False
         return model.action_norm.inverse(x)[:, cfg.obs_horizon - 1:]

@@ -7,8 +7,9 @@ the features `obs_keys` side by side, exactly what the demonstrations recorded).
 `success()` holds at any step before it ends (Diffusion Policy's protocol: the best state of the episode), and
 `success_at_end` counts those still succeeding on their last step. Success rates come with 95% Wilson intervals.
 
-Timing: `ms_per_chunk` is one env's plan alone (batch 1, the deploy runtime's case: median of repeated plans with
-the evaluated sampler, warm plans for `warm`), `ms_per_chunk_batched` the batch's plan time per env.
+Timing: `ms_per_chunk` is one env's plan alone (batch 1, the deploy runtime's case: the denoiser in onnxruntime,
+median of repeated plans with the evaluated sampler, warm plans for `warm`), `ms_per_chunk_torch` the same in torch,
+and `ms_per_chunk_batched` the batch's plan time per env (torch).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel
+from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel, OnnxDenoiser
 from robolearn.learn.eval_run import wilson95
 from robolearn.sim.tasks import Task, make_task
 
@@ -43,10 +44,12 @@ def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def chunk_latency_ms(model: DiffusionModel, sampler: str, *, repeats: int = 30) -> float:
-    """Median ms of one env's plan (batch 1) with `sampler`; warm plans follow a cold one as when deployed."""
+def chunk_latency_ms(model: DiffusionModel, sampler: str, *, repeats: int = 30,
+                     denoiser: torch.nn.Module | None = None) -> float:
+    """Median ms of one env's plan (batch 1) with `sampler` (and `denoiser`, e.g. an OnnxDenoiser); warm plans
+    follow a cold one as when deployed."""
     frames = torch.zeros(1, model.cfg.obs_horizon, model.obs_dim)
-    planner = ChunkPlanner(model, 1, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    planner = ChunkPlanner(model, 1, sampler=sampler, generator=torch.Generator().manual_seed(0), denoiser=denoiser)
     for _ in range(3):
         planner.plan(frames)
     times = []
@@ -141,7 +144,8 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
         "terminated": sum(r["terminated"] for r in results) / n,
         "mean_return": round(sum(r["return"] for r in results) / n, 4),
         "mean_length_s": round(sum(r["length_s"] for r in results) / n, 3),
-        "ms_per_chunk": round(chunk_latency_ms(model, sampler), 2),
+        "ms_per_chunk": round(chunk_latency_ms(model, sampler, denoiser=OnnxDenoiser(model)), 2),
+        "ms_per_chunk_torch": round(chunk_latency_ms(model, sampler), 2),
         "ms_per_chunk_batched": round(statistics.median(plan_ms), 3),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
