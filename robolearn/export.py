@@ -15,11 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib.metadata
-import io
-import logging
 import math
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +58,7 @@ from robolearn.deploy.observations import COMMAND_CONTRACT, TERM_CONTRACT
 from robolearn.errors import BundleError, ConfigError
 from robolearn.learn.checkpoint import load_policy, run_folder
 from robolearn.learn.history import FrameHistory
+from robolearn.learn.onnx_graph import onnx_bytes
 from robolearn.learn.policy import ActorPolicy, Policy
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks import Task, make_task
@@ -103,19 +101,6 @@ class ExtraGraph:
     history: int = 1
     file: str = ""  # default <name>.onnx
     # rate_hz 0: the control rate the task trained with (a safety critic scores every control tick)
-
-
-def onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str]) -> bytes:
-    """`module` as an ONNX model (torch.export), every input's first dimension a dynamic batch."""
-    buffer = io.BytesIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
-    batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, example, buffer, input_names=inputs, output_names=outputs,
-                          dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True,
-                          external_data=False, verbose=False)
-    return buffer.getvalue()
 
 
 @torch.no_grad()

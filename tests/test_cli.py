@@ -44,54 +44,63 @@ def test_list_shows_tasks_robots_backends_one_line_each():
     assert sections["shipped policy bundles"] == ["go2-flat", "go2-rough-rma"]
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-rough, panda-lift, "
-                                "panda-push, panda-reach"),
-        (("train", "go2-flat", "--backend", "isaac"),
-         "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
-        (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
-        (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
-        # The bad-input tour (benchmarks/bad_inputs.py). Before: click's usage errors were a 5-line box
-        (("trian", "panda-reach"), "error: No such command 'trian'. Did you mean 'train'? (see '"),
-        (("train",), "error: Missing argument 'task'."),
-        (("train", "panda-reach", "--num-envs", "many"), "error: Invalid value for '--num-envs': "),
-        (("deploy", "--policy", "go2-flat"), "error: Missing option '--robot'."),
-        (("dataset", "inspect", "runs"), "error: No such command 'inspect'."),
-        # before: out-of-range values trained for minutes (gamma, eval.num_envs) or were a ZeroDivisionError
-        (("train", "panda-reach", "--set", "ppo.gamma=1.5"), "error: ppo.gamma must be in [0, 1], got 1.5"),
-        (("train", "panda-reach", "--set", "ppo.minibatches=0"), "error: ppo.minibatches must be >= 1, got 0"),
-        (("train", "panda-reach", "--set", "eval.num_envs=-2"), "error: eval.num_envs must be >= 1, got -2"),
-        (("train", "panda-reach", "--num-envs", "0"), "error: num_envs must be >= 1, got 0"),
-        (("train", "panda-reach", "--algo", "sac"), "error: algorithm must be one of ppo, ppo-lag, got 'sac'"),
-        (("train", "panda-reach", "--algo", "ppo-lag", "--set", "lagrangian.cost_limit=-1"),
-         "error: lagrangian.cost_limit must be >= 0, got -1"),
-        # before: an unwritable output path was a traceback (exit 1), some only after the work was done
-        (("train", "panda-reach", "--runs-dir", "/proc/robolearn-runs"),
-         "error: --runs-dir /proc/robolearn-runs: cannot write there (/proc/robolearn-runs: No such file"),
-        (("record", "--expert", "--dataset", "/proc/robolearn-ds"), "error: --dataset /proc/robolearn-ds: cannot "
-                                                                    "write there"),
-        (("record", "--expert", "--report", "/proc/robolearn/r.json"), "error: --report folder /proc/robolearn: "
-                                                                       "cannot write there"),
-        (("dataset", "replay", "runs/does-not-exist", "--video", "/proc/robolearn/r.mp4"),
-         "error: --video folder /proc/robolearn: cannot write there"),
-        (("bench", "--output", "/proc/robolearn-bench"), "error: --output /proc/robolearn-bench: cannot write there"),
-        # before: play --episodes 0 was an IndexError traceback; bench --device tpu ran (exit 0)
-        (("play", "runs/does-not-exist", "--episodes", "0"), "error: --episodes must be >= 1, got 0"),
-        (("bench", "--device", "tpu", "--num-envs", "4"), "error: --device must be auto, cpu, cuda or cuda:N, got "
-                                                          "'tpu'"),
-        # before: `validate` printed `invalid:` lines, unlike every other command
-        (("dataset", "validate", "runs/does-not-exist"), "error: runs/does-not-exist: no such folder"),
-        # before: both opened the keyboard first (not a tty here: an error about the keyboard, not the input)
-        (("teleop", "--robot", "go2"), f"error: {ROOT / 'hardware' / 'go2.yaml'}: teleop drives arms; go2 is a "
-                                       "legged robot"),
-        (("teleop", "--robot", "panda", "--max-speed", "-1"), "error: --max-speed: expected an end-effector speed "
-                                                              "in m/s > 0, got -1"),
-    ],
-)
-def test_bad_input_gives_one_line_errors(args, message):
-    out = run(*args)
+BAD_INPUTS = [
+    (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-rough, panda-lift, "
+                            "panda-push, panda-reach"),
+    (("train", "go2-flat", "--backend", "isaac"),
+     "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
+    (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
+    (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+    # The bad-input tour (benchmarks/bad_inputs.py). Before: click's usage errors were a 5-line box
+    (("trian", "panda-reach"), "error: No such command 'trian'. Did you mean 'train'? (see '"),
+    (("train",), "error: Missing argument 'task'."),
+    (("train", "panda-reach", "--num-envs", "many"), "error: Invalid value for '--num-envs': "),
+    (("deploy", "--policy", "go2-flat"), "error: Missing option '--robot'."),
+    (("dataset", "inspect", "runs"), "error: No such command 'inspect'."),
+    # before: out-of-range values trained for minutes (gamma, eval.num_envs) or were a ZeroDivisionError
+    (("train", "panda-reach", "--set", "ppo.gamma=1.5"), "error: ppo.gamma must be in [0, 1], got 1.5"),
+    (("train", "panda-reach", "--set", "ppo.minibatches=0"), "error: ppo.minibatches must be >= 1, got 0"),
+    (("train", "panda-reach", "--set", "eval.num_envs=-2"), "error: eval.num_envs must be >= 1, got -2"),
+    (("train", "panda-reach", "--num-envs", "0"), "error: num_envs must be >= 1, got 0"),
+    (("train", "panda-reach", "--algo", "sac"), "error: algorithm must be one of ppo, ppo-lag, got 'sac'"),
+    (("train", "panda-reach", "--algo", "ppo-lag", "--set", "lagrangian.cost_limit=-1"),
+     "error: lagrangian.cost_limit must be >= 0, got -1"),
+    # before: an unwritable output path was a traceback (exit 1), some only after the work was done
+    (("train", "panda-reach", "--runs-dir", "/proc/robolearn-runs"),
+     "error: --runs-dir /proc/robolearn-runs: cannot write there (/proc/robolearn-runs: No such file"),
+    (("record", "--expert", "--dataset", "/proc/robolearn-ds"), "error: --dataset /proc/robolearn-ds: cannot "
+                                                                "write there"),
+    (("record", "--expert", "--report", "/proc/robolearn/r.json"), "error: --report folder /proc/robolearn: "
+                                                                   "cannot write there"),
+    (("dataset", "replay", "runs/does-not-exist", "--video", "/proc/robolearn/r.mp4"),
+     "error: --video folder /proc/robolearn: cannot write there"),
+    (("bench", "--output", "/proc/robolearn-bench"), "error: --output /proc/robolearn-bench: cannot write there"),
+    # before: play --episodes 0 was an IndexError traceback; bench --device tpu ran (exit 0)
+    (("play", "runs/does-not-exist", "--episodes", "0"), "error: --episodes must be >= 1, got 0"),
+    (("bench", "--device", "tpu", "--num-envs", "4"), "error: --device must be auto, cpu, cuda or cuda:N, got "
+                                                      "'tpu'"),
+    # before: `validate` printed `invalid:` lines, unlike every other command
+    (("dataset", "validate", "runs/does-not-exist"), "error: runs/does-not-exist: no such folder"),
+    # before: both opened the keyboard first (not a tty here: an error about the keyboard, not the input)
+    (("teleop", "--robot", "go2"), f"error: {ROOT / 'hardware' / 'go2.yaml'}: teleop drives arms; go2 is a "
+                                   "legged robot"),
+    (("teleop", "--robot", "panda", "--max-speed", "-1"), "error: --max-speed: expected an end-effector speed "
+                                                          "in m/s > 0, got -1"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results() -> dict:
+    """Every bad command line of BAD_INPUTS through `robolearn.cli.main()` in one real subprocess (tests/cli_batch.py:
+    exit codes and stderr as a user sees them, one Python start instead of 25)."""
+    from cli_batch import run_cli_batch
+
+    return dict(zip((args for args, _ in BAD_INPUTS), run_cli_batch([args for args, _ in BAD_INPUTS]), strict=True))
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_gives_one_line_errors(bad_input_results, args, message):
+    out = bad_input_results[args]
     assert out.returncode == 2
     assert out.stderr.strip() == out.stderr.strip().splitlines()[0], "one line, no traceback"
     assert out.stderr.strip().startswith(message), out.stderr
@@ -136,12 +145,15 @@ def test_train_then_play_writes_run_folder_and_video(tmp_path):
     assert len(frames) == 75  # 3 s episode at 25 fps
     assert frames[0].shape == (360, 480, 3) and frames[10].std() > 5  # not a blank image
 
-    out = run("play", str(run_dir), "--task", "go2-flat", "--no-video")
-    assert out.returncode == 2 and "trained on task 'panda-reach', not 'go2-flat'" in out.stderr
+    # Another task's checkpoint, and the same --name again (it would overwrite the run's checkpoints): refused, the
+    # files untouched. Both in one subprocess (tests/cli_batch.py).
+    from cli_batch import run_cli_batch
 
-    # The same --name again would overwrite the run's checkpoints: refused, the files untouched.
     before = (run_dir / "checkpoints" / "model.pt").stat().st_mtime_ns
-    out = run("train", "panda-reach", "--iterations", "1", "--name", "smoke", "--runs-dir", str(tmp_path))
+    wrong_task, out = run_cli_batch([("play", str(run_dir), "--task", "go2-flat", "--no-video"),
+                                     ("train", "panda-reach", "--iterations", "1", "--name", "smoke", "--runs-dir",
+                                      str(tmp_path))])
+    assert wrong_task.returncode == 2 and "trained on task 'panda-reach', not 'go2-flat'" in wrong_task.stderr
     assert out.returncode == 2
     assert f"run folder {run_dir} already holds a run" in out.stderr and "--resume" in out.stderr
     assert (run_dir / "checkpoints" / "model.pt").stat().st_mtime_ns == before

@@ -100,21 +100,27 @@ def test_compare_fits_an_80_column_terminal_and_writes_the_whole_table(runs, tmp
 
 
 def test_unwritable_output_is_a_one_line_error_naming_the_path(runs, tmp_path):
+    from cli_batch import run_cli_batch
+
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
-    for output in (a_file / "bundle", Path("/proc/x/bundle")):  # a file as parent, a pseudo file system
-        line = one_line_error(cli("export", str(runs[0]), "--output", str(output)))
+    outputs = (a_file / "bundle", Path("/proc/x/bundle"))  # a file as parent, a pseudo file system
+    *exports, compare, missing = run_cli_batch(
+        [*(("export", str(runs[0]), "--output", str(output)) for output in outputs),
+         ("compare", *map(str, runs), "--output", str(a_file / "results")),
+         # Checked before the evaluation; the folders it made are removed again when the command fails.
+         ("compare", str(runs[0]), str(tmp_path / "no-such-run"), "--output", str(tmp_path / "new" / "results"))])
+    for output, out in zip(outputs, exports, strict=True):
+        line = one_line_error(out)
         assert line.startswith(f"error: --output {output}: cannot write there"), line
     assert a_file.read_text() == "not a folder"
-    line = one_line_error(cli("compare", *map(str, runs), "--output", str(a_file / "results")))
+    line = one_line_error(compare)
     assert line.startswith(f"error: --output {a_file / 'results'}: cannot write there"), line
-    # Checked before the evaluation; the folders it made are removed again when the command fails.
-    line = one_line_error(cli("compare", str(runs[0]), str(tmp_path / "no-such-run"), "--output",
-                              str(tmp_path / "new" / "results")))
+    line = one_line_error(missing)
     assert "no-such-run" in line and not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
+BAD_OUTPUTS_AND_DEVICES = [
     # before: a FileNotFoundError traceback (exit 1) once the episodes had run
     (("eval", "{run}", "--video", "/proc/robolearn/eval.mp4"), "error: --video folder /proc/robolearn: cannot write "
                                                                "there (/proc/robolearn: No such file or directory)"),
@@ -124,8 +130,20 @@ def test_unwritable_output_is_a_one_line_error_naming_the_path(runs, tmp_path):
     (("eval", "{run}", "--device", "cuda:7"), "error: backend 'mujoco' runs on the CPU; on device 'cuda:7' use a GPU "
                                               "backend"),
     (("play", "{run}", "--device", "tpu", "--no-video"), "error: device must be cpu, cuda or cuda:N, got 'tpu'"),
-])
-def test_eval_and_play_refuse_bad_outputs_and_devices_in_one_line(runs, args, message):
+]
+
+
+@pytest.fixture(scope="module")
+def bad_output_results(runs) -> dict:
+    """BAD_OUTPUTS_AND_DEVICES in one real subprocess (tests/cli_batch.py)."""
+    from cli_batch import run_cli_batch
+
+    lines = [tuple(a.format(run=runs[0]) for a in args) for args, _ in BAD_OUTPUTS_AND_DEVICES]
+    return dict(zip((args for args, _ in BAD_OUTPUTS_AND_DEVICES), run_cli_batch(lines), strict=True))
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_OUTPUTS_AND_DEVICES)
+def test_eval_and_play_refuse_bad_outputs_and_devices_in_one_line(bad_output_results, args, message):
     """From the bad-input tour (benchmarks/bad_inputs.py): checked before any episode runs."""
-    line = one_line_error(cli(*(a.format(run=runs[0]) for a in args)))
+    line = one_line_error(bad_output_results[args])
     assert line.startswith(message), line

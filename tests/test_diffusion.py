@@ -104,13 +104,13 @@ def test_short_training_lowers_the_loss_and_the_ema_follows() -> None:
     for _ in range(8):  # actions: a smooth function of the observation
         obs = rng.uniform(-1, 1, size=(40, 3)).astype(np.float32)
         episodes.append((obs, np.stack([np.sin(2 * obs[:, 0]), obs[:, 1] * obs[:, 2]], axis=1) * 1.5))
-    cfg = DiffusionCfg(down_dims=[16, 32, 64], batch_size=64, learning_rate=1e-3, warmup_steps=10,
-                       total_steps=300)
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], batch_size=32, learning_rate=2e-3, warmup_steps=10,
+                       total_steps=170)
     model = _model(cfg)
     learner = DiffusionLearner(model, ChunkWindows(episodes, cfg.obs_horizon, cfg.pred_horizon),
                                generator=torch.Generator().manual_seed(1))
     before = np.mean([float(learner.step()) for _ in range(10)])
-    for _ in range(250):
+    for _ in range(120):  # after / before is 0.26-0.31 over seeds 0-2
         learner.step()
     after = np.mean([float(learner.step()) for _ in range(20)])
     assert after < 0.5 * before, (before, after)
@@ -321,7 +321,8 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
     assert summary["algorithm"] == "robolearn-diffusion" and summary["gradient_steps"] == 6 and summary["demos"] == 2
     ev = summary["eval"]
     assert ev["episodes"] == 2 and ev["sampler"] == "ddim" and ev["mean_length_s"] == pytest.approx(1.5, abs=0.05)
-    assert ev["success_ci95"][0] <= ev["success"] <= ev["success_ci95"][1] and ev["ms_per_chunk"] > 0
+    assert ev["success_ci95"][0] <= ev["success"] <= ev["success_ci95"][1] and ev["ms_per_chunk_torch"] > 0
+    assert "ms_per_chunk" not in ev  # onnxruntime latency (a 5 s export) is robolearn eval's
     assert (run / "checkpoints" / "model_2.pt").is_file() and (run / "tb").is_dir()
 
     out = cli("train", "panda-push", "--resume", str(run), "--iterations", "1", "--no-progress")
@@ -333,9 +334,12 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
     assert out.returncode == 0, out.stderr
     report = json.loads((run / "eval_mujoco_warm.json").read_text())
     assert report["summary"]["sampler"] == "warm" and len(report["per_episode"]) == 3
+    assert report["summary"]["ms_per_chunk"] > 0
     assert (tmp_path / "v" / "ep.mp4").stat().st_size > 1000
 
-    for args, message in [
+    from cli_batch import run_cli_batch
+
+    bad = [
         (("train", "panda-push", "--algo", "diffusion", "--runs-dir", str(tmp_path)),
          "give the dataset with --dataset"),
         (("train", "panda-push", "--algo", "diffusion", "--dataset", str(pushes), "--num-envs", "8"),
@@ -344,9 +348,9 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
          "episodes recorded on ['panda-push'], not on 'panda-lift'"),
         (("eval", str(run), "--sampler", "fast", "--episodes", "1"), "sampler must be one of ddim, ddpm, warm"),
         (("play", str(run)), "a diffusion policy (robolearn train --algo diffusion)"),
-    ]:
-        out = cli(*args)
-        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+    ]
+    for (args, message), out in zip(bad, run_cli_batch([args for args, _ in bad]), strict=True):
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
 
 

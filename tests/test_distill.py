@@ -22,7 +22,7 @@ from robolearn.learn.models.students import ENCODERS, STUDENT_KINDS, StudentCfg,
 from robolearn.learn.train import make_ppo_runner
 
 TERRAIN = {"tile_size": 4.0, "num_rows": 3, "num_cols": 7, "platform_size": 1.0, "border": 5.0}
-TASK = {"terrain": TERRAIN, "max_init_level": 2}
+TASK = {"terrain": TERRAIN, "max_init_level": 2, "episode_length_s": 4.0}  # short evaluation episodes
 SMALL = {"num_envs": 28, "steps_per_env": 8, "save_interval": 1000, "max_time_s": 0.0, "eval": {"num_envs": 7},
          "ppo": {"minibatches": 2}}
 DISTILL = {"num_envs": 28, "steps_per_env": 16, "minibatches": 2, "save_interval": 1000,
@@ -192,21 +192,14 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     assert out.returncode == 0, out.stderr + out.stdout
     run = tmp_path / "hib"
     assert json.loads((run / "summary.json").read_text())["student"] == "hib"
-    out = _cli("distill", "--teacher", str(teacher_run), "--name", "hib", "--runs-dir", str(tmp_path))
-    assert out.returncode == 2 and f"run folder {run} already holds a run" in out.stderr + out.stdout
     out = _cli("eval", str(run), "--randomization", "wide", "--episodes", "3", "--num-envs", "2")  # 2 batches
     assert out.returncode == 0, out.stderr + out.stdout
     report = json.loads((run / "eval_mujoco_wide.json").read_text())
     assert report["policy"] == "hib" and report["history"] == 4 and report["episodes"] == 3
     assert report["task_overrides"]["randomization"]["friction"] == [0.2, 1.5]
-    out = _cli("eval", str(run), "--randomization", "icy", "--episodes", "1")
-    assert out.returncode == 2
-    assert "error: unknown randomization 'icy' for task go2-rough; valid: train, wide" in out.stderr + out.stdout
     # compare: the same episodes as eval (same seeds and batches), 95% intervals, paired differences to a baseline.
     args = ["compare", str(teacher_run), str(run), "--label", "teacher", "--label", "hib", "--randomization", "train",
             "--randomization", "wide", "--episodes", "3", "--output", str(tmp_path / "cmp")]
-    out = _cli(*args, "--baseline", "blind")
-    assert out.returncode == 2 and "--baseline 'blind' is not one of the runs' labels: teacher, hib" in out.stderr
     out = _cli(*args, "--baseline", "teacher", "--num-envs", "2")
     assert out.returncode == 0, out.stderr + out.stdout
     (table,) = (tmp_path / "cmp").glob("compare_go2-rough_*.json")
@@ -234,5 +227,16 @@ def test_cli_distill_eval_wide_export_with_history(teacher_run, tmp_path):
     bundle = load_bundle(run / "export")
     parity = np.load(run / "export" / "parity.npz")
     assert np.abs(bundle.policy.batch(parity["obs"]) - parity["actions"]).max() <= 1e-5
-    out = _cli("export", str(teacher_run))
-    assert out.returncode == 2 and "privileged teacher" in out.stderr + out.stdout
+    # Refusals, in one subprocess (tests/cli_batch.py): exit code 2 and the one-line error.
+    from cli_batch import run_cli_batch
+
+    refusals = [
+        (("distill", "--teacher", str(teacher_run), "--name", "hib", "--runs-dir", str(tmp_path)),
+         f"run folder {run} already holds a run"),
+        (("eval", str(run), "--randomization", "icy", "--episodes", "1"),
+         "error: unknown randomization 'icy' for task go2-rough; valid: train, wide"),
+        ((*args, "--baseline", "blind"), "--baseline 'blind' is not one of the runs' labels: teacher, hib"),
+        (("export", str(teacher_run)), "privileged teacher"),
+    ]
+    for (line, message), out in zip(refusals, run_cli_batch([line for line, _ in refusals]), strict=True):
+        assert out.returncode == 2 and message in out.stderr, (line, out.stderr)

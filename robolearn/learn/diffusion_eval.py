@@ -109,10 +109,12 @@ def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampl
 def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence[str], *, episodes: int,
                        seed: int, sampler: str | None = None, num_envs: int | None = None, backend: str = "mujoco",
                        device: str = "cpu", overrides: dict[str, Any] | None = None,
-                       on_first_batch: Callable[[Task], Callable[[Task], None] | None] | None = None
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                       on_first_batch: Callable[[Task], Callable[[Task], None] | None] | None = None,
+                       onnx_latency: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, per-episode results) of `episodes` closed-loop episodes, `num_envs` (default all) at a time,
-    batch b seeded seed + b. `on_first_batch(task)` may return a per-step callback (a video recorder)."""
+    batch b seeded seed + b. `on_first_batch(task)` may return a per-step callback (a video recorder).
+    `onnx_latency` adds `ms_per_chunk` in onnxruntime (the deploy engine); exporting the denoiser for it takes
+    5-6 s, so the quick evaluation at the end of training reports only the torch latency."""
     sampler = sampler or model.cfg.sampler
     num_envs = min(num_envs or episodes, episodes)
     if episodes < 1 or num_envs < 1:
@@ -144,9 +146,10 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
         "terminated": sum(r["terminated"] for r in results) / n,
         "mean_return": round(sum(r["return"] for r in results) / n, 4),
         "mean_length_s": round(sum(r["length_s"] for r in results) / n, 3),
-        "ms_per_chunk": round(chunk_latency_ms(model, sampler, denoiser=OnnxDenoiser(model)), 2),
         "ms_per_chunk_torch": round(chunk_latency_ms(model, sampler), 2),
         "ms_per_chunk_batched": round(statistics.median(plan_ms), 3),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    if onnx_latency:
+        summary["ms_per_chunk"] = round(chunk_latency_ms(model, sampler, denoiser=OnnxDenoiser(model)), 2)
     return summary, results

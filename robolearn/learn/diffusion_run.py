@@ -163,7 +163,8 @@ def _evaluate(model: DiffusionModel, cfg: DiffusionTrainCfg, device: str) -> dic
 
     summary, _ = evaluate_diffusion(model, cfg.task, cfg.obs_keys, episodes=cfg.eval.episodes,
                                     num_envs=cfg.eval.num_envs, seed=cfg.seed + 1000, backend=cfg.backend,
-                                    device=device, overrides=merge(cfg.task_overrides, cfg.eval.task_overrides))
+                                    device=device, overrides=merge(cfg.task_overrides, cfg.eval.task_overrides),
+                                    onnx_latency=False)
     return summary
 
 
