@@ -14,6 +14,8 @@ EXTRA_OF_MODULE = {
     **dict.fromkeys(("mujoco_warp", "warp"), "mjwarp"),
     **dict.fromkeys(("jax", "jaxlib", "mujoco.mjx"), "mjx"),
     "gymnasium": "gym",
+    "diffusers": "train",
+    "cv2": "camera",
     "wandb": "wandb",
 }
 

@@ -86,7 +86,16 @@ BAD_INPUTS = [
                                    "legged robot"),
     (("teleop", "--robot", "panda", "--max-speed", "-1"), "error: --max-speed: expected an end-effector speed "
                                                           "in m/s > 0, got -1"),
-    ]
+    # real cameras: a malformed source, a camera on the simulated scene, a device that does not exist
+    (("teleop", "--robot", "panda", "--camera", "usb:0"), "error: --camera 'usb:0': expected opencv:<index, "
+                                                          "device path or video file>"),
+    (("teleop", "--robot", "panda-sim", "--camera", "opencv:0", "--dataset", "/tmp/x"),
+     "error: --camera records a real camera beside a real arm (--robot panda|so100); panda-sim renders its own"),
+    (("teleop", "--robot", "panda", "--camera", "opencv:/dev/video97", "--dataset", "/tmp/robolearn-cam"),
+     "error: --camera opencv:/dev/video97: cannot open (no such device, or it is busy)"),
+    (("finetune", "runs/does-not-exist", "--method", "rl"), "error: --method must be dsrl, got 'rl'"),
+    (("finetune", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+]
 
 
 @pytest.fixture(scope="module")

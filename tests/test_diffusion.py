@@ -330,10 +330,12 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
     ckpt = torch.load(run / "checkpoints" / "model.pt", weights_only=False)
     assert ckpt["format"] == "robolearn-diffusion" and ckpt["iteration"] == 3 and ckpt["steps"] == 9
 
-    out = cli("eval", str(run), "--episodes", "3", "--sampler", "warm", "--video", str(tmp_path / "v" / "ep.mp4"))
+    out = cli("eval", str(run), "--episodes", "3", "--sampler", "warm", "--execute", "2", "--warm-steps", "2",
+              "--video", str(tmp_path / "v" / "ep.mp4"))
     assert out.returncode == 0, out.stderr
-    report = json.loads((run / "eval_mujoco_warm.json").read_text())
+    report = json.loads((run / "eval_mujoco_warm_execute2_warm2.json").read_text())  # the run's: execute 4
     assert report["summary"]["sampler"] == "warm" and len(report["per_episode"]) == 3
+    assert report["summary"]["execute"] == 2 and report["summary"]["denoising_steps"] == 2
     assert report["summary"]["ms_per_chunk"] > 0
     assert (tmp_path / "v" / "ep.mp4").stat().st_size > 1000
 
@@ -347,7 +349,9 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
         (("train", "panda-lift", "--algo", "diffusion", "--dataset", str(pushes), "--runs-dir", str(tmp_path)),
          "episodes recorded on ['panda-push'], not on 'panda-lift'"),
         (("eval", str(run), "--sampler", "fast", "--episodes", "1"), "sampler must be one of ddim, ddpm, warm"),
-        (("play", str(run)), "a diffusion policy (robolearn train --algo diffusion)"),
+        (("eval", str(run), "--execute", "16", "--episodes", "1"), "diffusion.execute must be in [1, "
+                                                                    "pred_horizon - obs_horizon + 1] = [1, 15]"),
+        (("play", str(run)), "a diffusion policy (robolearn train --algo diffusion, or its DSRL finetune)"),
     ]
     for (args, message), out in zip(bad, run_cli_batch([args for args, _ in bad]), strict=True):
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
@@ -368,3 +372,96 @@ def test_onnx_denoiser_matches_torch_and_plans_the_same_chunks() -> None:
     b = ChunkPlanner(model, 2, generator=torch.Generator().manual_seed(1), denoiser=onnx)
     for _ in range(2):  # a cold plan, then a warm one
         assert torch.allclose(a.plan(frames), b.plan(frames), atol=1e-4)
+
+
+# -- DSRL: SAC over the diffusion policy's initial noise ---------------------------------------------------------
+
+def test_sac_learns_the_noise_that_a_reward_asks_for() -> None:
+    """One-step episodes, reward -|w - target(obs)|^2 with a target inside the box: SAC's deterministic noise
+    (the actor's mean) ends near the target, from an error of about its size."""
+    from robolearn.learn.dsrl import SAC, DSRLCfg
+
+    torch.manual_seed(0)
+    n, obs_dim, act_dim = 64, 2, 3
+    mix = torch.tensor([[0.9, -0.5, 0.3], [0.2, 0.7, -0.8]])
+
+    def target(obs: torch.Tensor) -> torch.Tensor:
+        return obs @ mix
+
+    cfg = DSRLCfg(bound=1.5, hidden=[64, 64], batch_size=128, random_steps=256, gradient_steps=16,
+                  learning_rate=1e-3, gamma=0.0)
+    sac = SAC(cfg, obs_dim, act_dim, n, "cpu")
+    probe = torch.rand(256, obs_dim) * 2 - 1
+    before = (sac.actor(probe) - target(probe)).abs().mean().item()
+    done, not_done = torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    for _ in range(40):  # after: 0.035-0.048 over seeds 0-2
+        obs = torch.rand(n, obs_dim) * 2 - 1
+        with torch.inference_mode():
+            w = sac.act({"policy": obs})
+            sac.process_env_step({"policy": torch.rand(n, obs_dim)}, -((w - target(obs)) ** 2).sum(-1),
+                                 torch.zeros(n), done, not_done, {})
+        stats = sac.update()
+    after = (sac.actor(probe) - target(probe)).abs().mean().item()
+    assert before > 0.4 and after < 0.15, (before, after)
+    assert stats["dsrl/buffer"] == 40 * n and sac.gradient_steps_done == 16 * (40 - 256 // n + 1)
+
+
+def test_dsrl_finetune_leaves_the_diffusion_weights_unchanged_and_evaluates(pushes, tmp_path) -> None:
+    """`robolearn finetune RUN --method dsrl` over a (tiny) diffusion run: the base checkpoint and the frozen copy
+    in the DSRL checkpoint are bit for bit the diffusion weights; the run resumes; `robolearn eval` runs it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from robolearn.learn.diffusion_run import load_diffusion_cfg, make_diffusion_runner
+    from robolearn.learn.dsrl_run import load_dsrl, load_dsrl_cfg, make_dsrl_runner
+
+    small = {"steps_per_iteration": 2, "max_iterations": 1, "diffusion": {"down_dims": [16, 32, 64], "batch_size": 8},
+             "eval": {"episodes": 1}, "task_overrides": {"episode_length_s": 1.0}}
+    base = make_diffusion_runner(load_diffusion_cfg("panda-push", overrides={**small, "dataset": str(pushes)}),
+                                 tmp_path / "base", log_interval=0)
+    base.learn(progress=False)
+    base.close()
+    base_file = tmp_path / "base" / "checkpoints" / "model.pt"
+    weights = {k: v.clone() for k, v in torch.load(base_file, weights_only=False)["ema_model"].items()}
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "robolearn.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=300, cwd=root, stdin=subprocess.DEVNULL)
+
+    out = cli("finetune", str(tmp_path / "base"), "--num-envs", "4", "--iterations", "3", "--runs-dir",
+              str(tmp_path), "--name", "steer", "--no-progress", "--set", "steps_per_env=2", "--set",
+              "dsrl.random_steps=8", "--set", "dsrl.batch_size=8", "--set", "dsrl.gradient_steps=2", "--set",
+              "dsrl.hidden=[32,32]", "--set", "eval.episodes=2")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "steer" / "summary.json").read_text())
+    assert summary["algorithm"] == "robolearn-dsrl" and summary["transitions"] == 3 * 4 * 2
+    assert summary["sim_steps"] == 3 * 4 * 2 * 4  # panda-push.yaml: 4 actions executed per chunk
+    assert summary["gradient_steps"] == 3 * 2 and summary["eval"]["episodes"] == 2  # updates from iteration 1
+    ckpt = torch.load(tmp_path / "steer" / "checkpoints" / "model.pt", weights_only=False)
+    for k, v in weights.items():  # the base run's file and the frozen copy: unchanged, bit for bit
+        assert torch.equal(torch.load(base_file, weights_only=False)["ema_model"][k], v)
+        assert torch.equal(ckpt["base"]["ema_model"][k], v), k
+
+    # resume in process: the actor's weights carry over, the buffer refills with the actor's own noise
+    cfg = load_dsrl_cfg(tmp_path / "base", {"num_envs": 4, "steps_per_env": 2, "max_iterations": 1,
+                                            "dsrl": {"batch_size": 8, "gradient_steps": 2, "hidden": [32, 32]},
+                                            "eval": {"episodes": 1}})
+    runner = make_dsrl_runner(cfg, tmp_path / "steer", log_interval=0)
+    runner.resume(tmp_path / "steer")
+    assert runner.iteration == 3 and runner.algorithm.transitions == 24
+    actor = {k: v.clone() for k, v in runner.algorithm.actor.state_dict().items()}
+    assert all(torch.equal(actor[k], v) for k, v in ckpt["actor"].items())
+    runner.close()
+
+    out = cli("eval", str(tmp_path / "steer"), "--episodes", "2")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "steer" / "eval_mujoco.json").read_text())
+    assert report["policy"] == "dsrl" and report["summary"]["episodes"] == 2
+    _, _, model, _ = load_dsrl(ckpt, "model.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

@@ -102,12 +102,17 @@ def eval_(
     sampler: Annotated[Optional[str], typer.Option(help="diffusion runs: ddim (few steps), ddpm (all training "
                                                         "steps) or warm (RTI-DP warm start); default: the run's")
                        ] = None,
+    execute: Annotated[Optional[int], typer.Option(help="diffusion runs: actions executed from each plan before the "
+                                                        "next (default: the run's diffusion.execute)")] = None,
+    warm_steps: Annotated[Optional[int], typer.Option(help="diffusion runs, --sampler warm: DDIM steps that refine the "
+                                                           "shifted chunk (default: the run's)")] = None,
 ) -> None:
     """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
     (deterministic actions, one episode per env); prints per-episode metrics and writes
     RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization). A diffusion run
     (train --algo diffusion) runs closed loop with its sampler (--sampler) and reports success rates with 95%
-    intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json."""
+    intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json (with _execute<N>/_warm<N> when --execute or
+    --warm-steps change the run's settings)."""
     import json
 
     from robolearn.cli.export import output_folder
@@ -115,14 +120,22 @@ def eval_(
     from robolearn.learn.eval_run import evaluate_run
 
     ckpt, file = load_checkpoint(run, task=task, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] == "robolearn-dsrl":
+        if safety_filter or randomization != "train" or sampler not in (None, "ddim") or warm_steps is not None:
+            raise RobolearnError("a DSRL run plans with ddim from its actor's noise: no --sampler, --warm-steps, "
+                                 "--safety-filter or --randomization")
+        _eval_dsrl(ckpt, file, run, backend=backend, episodes=episodes, num_envs=num_envs, video=video,
+                   device=device, execute=execute)
+        return
     if ckpt["format"] == "robolearn-diffusion":
         if safety_filter or randomization != "train":
             raise RobolearnError("--safety-filter and --randomization: not for diffusion runs (yet)")
         _eval_diffusion(ckpt, file, run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
-                        video=video, device=device, sampler=sampler)
+                        video=video, device=device, sampler=sampler, execute=execute, warm_steps=warm_steps)
         return
-    if sampler is not None:
-        raise RobolearnError(f"--sampler is for diffusion runs; {file} is a {ckpt['format']} checkpoint")
+    for name, value in (("--sampler", sampler), ("--execute", execute), ("--warm-steps", warm_steps)):
+        if value is not None:
+            raise RobolearnError(f"{name} is for diffusion runs; {file} is a {ckpt['format']} checkpoint")
 
     recorder = None
 
@@ -159,10 +172,59 @@ def eval_(
     console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
 
 
+def _eval_dsrl(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, episodes: Optional[int],
+               num_envs: Optional[int], video: Optional[Path], device: str, execute: Optional[int]) -> None:
+    """`robolearn eval` of a DSRL run: the frozen diffusion policy planning from the actor's noise."""
+    import dataclasses
+    import json
+
+    from robolearn.cli.export import output_folder
+    from robolearn.learn.checkpoint import run_folder
+    from robolearn.learn.dsrl_run import evaluate_dsrl, load_dsrl
+
+    cfg, dcfg, model, actor = load_dsrl(ckpt, file)
+    if backend != dcfg.backend:
+        dcfg = dataclasses.replace(dcfg, backend=backend)
+    if execute is not None and execute != model.cfg.execute:
+        raise RobolearnError(f"--execute: this DSRL run learned its noise for chunks of {model.cfg.execute} actions")
+    console.print(f"policy: {file} (DSRL over {ckpt['base']['file']}, {ckpt.get('transitions', 0):,} chunks)",
+                  highlight=False)
+    recorder = None
+
+    def first_batch(env: Any) -> Any:
+        nonlocal recorder
+        if video is not None:
+            from robolearn.sim.render import VideoRecorder
+
+            recorder = VideoRecorder(env, video)
+        return recorder
+
+    if video is not None:
+        with output_folder(video.parent, "--video folder"):
+            pass
+    summary, results = evaluate_dsrl(actor, model, dcfg, cfg, device, episodes=episodes, num_envs=num_envs,
+                                     on_first_batch=first_batch)
+    low, high = summary["success_ci95"]
+    console.print(f"{summary['episodes']} episodes: success {summary['success']:.0%} [95% {low:.0%}, {high:.0%}], "
+                  f"at the end {summary['success_at_end']:.0%}", highlight=False)
+    out = run_folder(run) / f"eval_{backend}.json"
+    report = {"run": str(run), "task": dcfg.task, "policy": "dsrl", "checkpoint": str(file),
+              "base": ckpt["base"]["file"], "backend": backend, "device": device, "summary": summary,
+              "per_episode": results}
+    try:
+        out.write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
+    if recorder is not None:
+        console.print(f"video: {recorder.close()}")
+    console.print(f"-> {out}")
+
+
 def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, episodes: Optional[int],
                     num_envs: Optional[int], seed: Optional[int], video: Optional[Path], device: str,
-                    sampler: Optional[str]) -> None:
+                    sampler: Optional[str], execute: Optional[int], warm_steps: Optional[int]) -> None:
     """`robolearn eval` of a diffusion run: closed-loop episodes, success with 95% intervals, ms per chunk."""
+    import dataclasses
     import json
 
     from robolearn.cli.export import output_folder
@@ -173,6 +235,9 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
 
     cfg, model = load_diffusion(ckpt, file)
     sampler = sampler or cfg.diffusion.sampler
+    changed = {k: v for k, v in (("execute", execute), ("warm_steps", warm_steps))
+               if v is not None and v != getattr(model.cfg, k)}
+    model.cfg = dataclasses.replace(model.cfg, **changed)  # checked as the config is (a one-line error)
     console.print(f"policy: {file} (diffusion, {ckpt.get('steps', 0):,} gradient steps; sampler {sampler})",
                   highlight=False)
     recorder = None
@@ -204,7 +269,8 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
     console.print(f"success {summary['success']:.0%} [95% {low:.0%}, {high:.0%}], at the end "
                   f"{summary['success_at_end']:.0%}; {summary['ms_per_chunk']:.1f} ms per chunk (one env)",
                   highlight=False)
-    out = run_folder(run) / f"eval_{backend}_{sampler}.json"
+    tags = "".join(f"_{'warm' if k == 'warm_steps' else k}{v}" for k, v in changed.items())
+    out = run_folder(run) / f"eval_{backend}_{sampler}{tags}.json"
     report = {"run": str(run), "task": cfg.task, "policy": "diffusion", "checkpoint": str(file), "backend": backend,
               "device": device, "seed": cfg.seed + 1000 if seed is None else seed, "summary": summary,
               "per_episode": results}

@@ -151,6 +151,13 @@ def teleop(
     rosbag: Annotated[bool, typer.Option(help="also write each episode as rosbag2 (MCAP), DATASET/rosbag")] = False,
     set_: Annotated[list[str], typer.Option("--set", help="override a task field: key.sub=value")] = [],  # noqa: B006
     report: Annotated[Optional[Path], typer.Option(help="write the session report as JSON")] = None,
+    camera: Annotated[Optional[str], typer.Option(help="hardware profiles: record a real camera, opencv:<index, "
+                                                       "/dev/videoN or a video file> (robolearn[camera])")] = None,
+    camera_size: Annotated[Optional[str], typer.Option(help="--camera frame size HEIGHTxWIDTH (e.g. 240x320); "
+                                                            "frames are resized to it")] = None,
+    camera_fps: Annotated[Optional[float], typer.Option(help="--camera frame rate asked of the driver")] = None,
+    camera_exposure: Annotated[Optional[float], typer.Option(help="--camera exposure, driver units, where the "
+                                                                  "driver allows it")] = None,
 ) -> None:
     """Teleoperate a robot and record demonstrations (LeRobot v3 dataset). panda-sim: a simulated scene with a
     camera, optionally under a policy you can take over (the intervention flag marks the frames you drove). A
@@ -171,9 +178,17 @@ def teleop(
 
         options["leader"] = make_robot(load_profile(leader), leader_transport)
         overrides.setdefault("action_space", "joint")
+    camera_spec = None
+    if camera is not None:
+        from robolearn.teleop.camera import parse_camera
+
+        camera_spec = parse_camera(camera, size=camera_size, fps=camera_fps, exposure=camera_exposure)
+        if robot in SIM_ROBOTS:
+            raise RobolearnError(f"--camera records a real camera beside a real arm (--robot panda|so100); {robot} "
+                                 "renders its own cameras")
     if robot not in SIM_ROBOTS:
         _teleop_hardware(robot, transport, device, options, dataset=dataset, episodes=episodes, duration=duration,
-                         max_speed=max_speed, report=report)
+                         max_speed=max_speed, report=report, camera=camera_spec)
         return
     if dataset is None:
         raise RobolearnError("teleop --robot panda-sim records a dataset: give --dataset PATH")
@@ -191,8 +206,10 @@ def teleop(
 
 
 def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str, Any], *, dataset: Optional[Path],
-                     episodes: int, duration: float, max_speed: float, report: Optional[Path]) -> None:
-    """Teleop of an arm through the deploy runtime's robot interfaces (ArmTeleop + safety layer)."""
+                     episodes: int, duration: float, max_speed: float, report: Optional[Path],
+                     camera: Any = None) -> None:
+    """Teleop of an arm through the deploy runtime's robot interfaces (ArmTeleop + safety layer); `camera` (a
+    CameraSpec) is opened first and recorded beside the joints."""
     import json
     import math
 
@@ -216,7 +233,19 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
             with output_folder(folder, option):  # checked before the arm is built
                 pass
     prof = load_profile(robot)
-    arm = make_robot(prof, transport)
+    cam = None
+    if camera is not None:
+        if dataset is None:
+            raise RobolearnError("--camera is recorded: give --dataset PATH")
+        from robolearn.teleop.camera import OpenCVCamera
+
+        cam = OpenCVCamera(camera)  # a missing camera is an error before the arm is touched
+    try:
+        arm = make_robot(prof, transport)
+    except BaseException:
+        if cam is not None:
+            cam.close()
+        raise
     try:  # the arm's teleop first (a legged profile is refused), then the device
         teleop = ArmTeleop(prof, arm, max_speed=max_speed)
         if device == "leader":
@@ -224,10 +253,14 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
         dev = make_device(device, **options)
     except BaseException:
         arm.close()
+        if cam is not None:
+            cam.close()
         raise
     try:
         console.print(f"[bold]teleop[/] {prof.name} via {transport} with {device} at {prof.control_hz:g} Hz"
-                      + (f", recording into {dataset}" if dataset else "") + f"\n{getattr(dev, 'HELP', '')}",
+                      + (f", recording into {dataset}" if dataset else "")
+                      + (f", camera {camera.name} {cam.shape[0]}x{cam.shape[1]}" if cam is not None else "")
+                      + f"\n{getattr(dev, 'HELP', '')}",
                       highlight=False)
         live_line = console.is_terminal
         with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=live_line) as live:
@@ -238,10 +271,14 @@ def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str,
                                 f"{rep['episodes_saved']}" + (f"  DAMPED: {t.damped}" if t.damped else ""))
 
             result = record_arm_teleop(teleop, dev, duration=duration or float("inf"), dataset=dataset,
-                                       episodes=episodes, on_status=status)
+                                       episodes=episodes, on_status=status,
+                                       camera=cam.read if cam is not None else None,
+                                       camera_shape=cam.shape if cam is not None else None)
     finally:
         dev.close()
         arm.close()
+        if cam is not None:
+            cam.close()
     console.print_json(data=result)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

@@ -272,6 +272,66 @@ def distill(
 
 
 @app.command()
+def finetune(
+    run: Annotated[Path, typer.Argument(help="a diffusion run folder or checkpoint (train --algo diffusion)")],
+    method: Annotated[str, typer.Option(help="dsrl: learn the diffusion policy's initial noise with SAC (the "
+                                             "diffusion weights stay frozen)")] = "dsrl",
+    num_envs: Annotated[Optional[int], typer.Option(help="parallel environments")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="iterations (num_envs x steps_per_env chunks each)")] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="wall-clock budget in seconds (0: none)")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: key.sub=value (dsrl.bound, "
+                                                          "dsrl.gradient_steps, eval.episodes, ...)")] = [],  # noqa: B006
+    name: Annotated[Optional[str], typer.Option(help="run name (default <run>-dsrl)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="a DSRL run folder or checkpoint to continue in its folder "
+                                                        "(the replay buffer refills)")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar (or, without a terminal, log lines)")] = True,
+    log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
+) -> None:
+    """Fine-tune a trained diffusion policy in simulation with the task's reward. DSRL (Wagenmaker et al. 2025):
+    SAC learns, per observation, the noise the frozen policy denoises from; each step denoises one chunk (DDIM)
+    and executes its actions. Writes a run folder (checkpoints hold the frozen base model too) that `robolearn eval`
+    evaluates. Ctrl-C saves and exits 130; --resume continues it."""
+    from robolearn.config import from_dict, merge
+    from robolearn.learn.checkpoint import load_checkpoint, run_folder
+    from robolearn.learn.dsrl_run import DSRLTrainCfg, load_dsrl_cfg, make_dsrl_runner
+
+    if method != "dsrl":
+        raise RobolearnError(f"--method must be dsrl, got {method!r}")
+    overrides = parse_sets(set_)
+    for key, value in (("num_envs", num_envs), ("max_iterations", iterations), ("max_time_s", max_time),
+                       ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    if resume is not None:
+        ckpt, file = load_checkpoint(resume, with_path=True)
+        if ckpt["format"] != "robolearn-dsrl":
+            raise RobolearnError(f"{file}: --resume takes a DSRL run (robolearn finetune); this is a "
+                                 f"{ckpt['format']} checkpoint")
+        cfg = from_dict(DSRLTrainCfg, merge(ckpt["config"], overrides),
+                        where=f"{file} (checkpoint config) + command line")
+        run_dir = runs_dir / name if name else run_folder(file)
+    else:
+        cfg = load_dsrl_cfg(run, overrides)
+        run_dir = new_run_dir(runs_dir / (name or f"{run_folder(run).name}-dsrl"))
+    runner = make_dsrl_runner(cfg, run_dir, console=console, log_interval=log_interval)
+    try:
+        if resume is not None:
+            console.print(f"[bold]resuming[/] {runner.resume(file)} at iteration {runner.iteration}",
+                          highlight=False)
+    except BaseException:
+        runner.close(wait_for_peers=False)
+        raise
+    console.print(f"[bold]DSRL[/] steering {cfg.base} on {runner.meta['task']} with {cfg.num_envs} envs "
+                  f"({runner.meta['num_actions']} noise dims, chunks of {runner.task.model.cfg.execute} actions) -> "
+                  f"{run_dir}", highlight=False, soft_wrap=True)
+    summary = _run(runner, progress)
+    _print_summary(summary, ("iterations", "transitions", "sim_steps", "gradient_steps", "wall_time_s"))
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command()
 def risk(
     run: Annotated[Path, typer.Argument(help="a PPO run folder or checkpoint (robolearn train)")],
     iterations: Annotated[int, typer.Option(help="collect-and-fit iterations")] = 100,

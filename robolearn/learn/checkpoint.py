@@ -27,7 +27,8 @@ __all__ = ["CHECKPOINT_VERSION", "CHECKPOINT_FORMATS", "PPO_FORMATS", "checkpoin
 
 CHECKPOINT_VERSION = 1
 # train [--algo ppo-lag]; distill; train --algo diffusion
-CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag", "robolearn-student", "robolearn-diffusion")
+CHECKPOINT_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag", "robolearn-student", "robolearn-diffusion",
+                      "robolearn-dsrl")
 PPO_FORMATS = ("robolearn-ppo", "robolearn-ppo-lag")  # an actor-critic trained by `robolearn train`
 _NUMBERED = re.compile(r"model_(\d+)\.pt")
 
@@ -79,10 +80,10 @@ def load_policy(run: str | Path, *, task: str | None = None, checkpoint: int | N
 
     For a distilled student the training config is its teacher's (task, overrides, evaluation settings)."""
     ckpt, file = load_checkpoint(run, task=task, checkpoint=checkpoint, with_path=True)
-    if ckpt["format"] == "robolearn-diffusion":
-        raise CheckpointError(f"{file}: a diffusion policy (robolearn train --algo diffusion): `robolearn eval` runs "
-                              "it in simulation; play, export, distillation and risk fitting take PPO runs and "
-                              "students")
+    if ckpt["format"] in ("robolearn-diffusion", "robolearn-dsrl"):
+        raise CheckpointError(f"{file}: a diffusion policy (robolearn train --algo diffusion, or its DSRL finetune): "
+                              "`robolearn eval` runs it in simulation; play, export, distillation and risk fitting "
+                              "take PPO runs and students")
     if ckpt["format"] == "robolearn-student":
         cfg, student = load_student(ckpt, str(file))
         return cfg, student, ckpt

@@ -322,11 +322,14 @@ class ChunkPlanner:
     next `plan` (what the warm start's shift assumes)."""
 
     def __init__(self, model: DiffusionModel, batch: int, *, sampler: str | None = None,
-                 generator: torch.Generator | None = None, denoiser: nn.Module | None = None) -> None:
-        self.model, self.batch, self.denoiser = model, batch, denoiser
+                 generator: torch.Generator | None = None, denoiser: nn.Module | None = None,
+                 steer: nn.Module | None = None) -> None:
+        self.model, self.batch, self.denoiser, self.steer = model, batch, denoiser, steer
         self.sampler = sampler or model.cfg.sampler
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if steer is not None and self.sampler != "ddim":
+            raise ConfigError(f"a steered policy (DSRL) plans with ddim from its chosen noise, not {self.sampler!r}")
         self.generator = generator
         self._last: torch.Tensor | None = None  # [B, Tp, A] normalized
         self._cold = torch.ones(batch, dtype=torch.bool)
@@ -340,7 +343,10 @@ class ChunkPlanner:
     @torch.no_grad()
     def plan(self, frames: torch.Tensor) -> torch.Tensor:
         model, cfg = self.model, self.model.cfg
-        if self.sampler != "warm" or self._last is None or bool(self._cold.all()):
+        if self.steer is not None:  # DSRL: the noise is the steering policy's choice for these frames
+            noise = self.steer(model.condition(frames)).reshape(frames.shape[0], cfg.pred_horizon, model.action_dim)
+            x = model.denoise(frames, noise=noise, denoiser=self.denoiser)
+        elif self.sampler != "warm" or self._last is None or bool(self._cold.all()):
             x = model.denoise(frames, sampler="ddpm" if self.sampler == "ddpm" else "ddim", generator=self.generator,
                               denoiser=self.denoiser)
         else:

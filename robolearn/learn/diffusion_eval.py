@@ -62,10 +62,11 @@ def chunk_latency_ms(model: DiffusionModel, sampler: str, *, repeats: int = 30,
 
 @torch.inference_mode()
 def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampler: str, seed: int,
-               on_step: Callable[[Task], None] | None) -> tuple[list[dict[str, Any]], list[float]]:
+               on_step: Callable[[Task], None] | None, steer: torch.nn.Module | None = None
+               ) -> tuple[list[dict[str, Any]], list[float]]:
     cfg, n = model.cfg, task.num_envs
     task.reset()
-    planner = ChunkPlanner(model, n, sampler=sampler, generator=torch.Generator().manual_seed(seed))
+    planner = ChunkPlanner(model, n, sampler=sampler, generator=torch.Generator().manual_seed(seed), steer=steer)
     frames = observation_frames(task, obs_keys).unsqueeze(1).repeat(1, cfg.obs_horizon, 1)
     running = torch.ones(n, dtype=torch.bool)
     reached = torch.zeros(n, dtype=torch.bool)
@@ -110,11 +111,13 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
                        seed: int, sampler: str | None = None, num_envs: int | None = None, backend: str = "mujoco",
                        device: str = "cpu", overrides: dict[str, Any] | None = None,
                        on_first_batch: Callable[[Task], Callable[[Task], None] | None] | None = None,
-                       onnx_latency: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                       onnx_latency: bool = True, steer: torch.nn.Module | None = None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(summary, per-episode results) of `episodes` closed-loop episodes, `num_envs` (default all) at a time,
     batch b seeded seed + b. `on_first_batch(task)` may return a per-step callback (a video recorder).
     `onnx_latency` adds `ms_per_chunk` in onnxruntime (the deploy engine); exporting the denoiser for it takes
-    5-6 s, so the quick evaluation at the end of training reports only the torch latency."""
+    5-6 s, so the quick evaluation at the end of training reports only the torch latency. `steer` (a DSRL actor:
+    condition -> noise) picks each plan's initial noise."""
     sampler = sampler or model.cfg.sampler
     num_envs = min(num_envs or episodes, episodes)
     if episodes < 1 or num_envs < 1:
@@ -128,7 +131,7 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
                          seed=seed + batch, overrides=overrides or {})
         try:
             on_step = on_first_batch(task) if on_first_batch is not None and batch == 0 else None
-            batch_results, batch_ms = _run_batch(model, task, obs_keys, sampler, seed + batch, on_step)
+            batch_results, batch_ms = _run_batch(model, task, obs_keys, sampler, seed + batch, on_step, steer)
         finally:
             task.close()
         for r in batch_results:
@@ -141,7 +144,10 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
     low, high = wilson95(ok, n)
     low_end, high_end = wilson95(ok_end, n)
     summary = {
-        "episodes": n, "sampler": sampler, "success": ok / n, "success_ci95": [round(low, 4), round(high, 4)],
+        "episodes": n, "sampler": sampler, "execute": model.cfg.execute,
+        "denoising_steps": {"ddim": model.cfg.inference_steps, "ddpm": model.cfg.train_steps,
+                            "warm": model.cfg.warm_steps}[sampler],
+        "success": ok / n, "success_ci95": [round(low, 4), round(high, 4)],
         "success_at_end": ok_end / n, "success_at_end_ci95": [round(low_end, 4), round(high_end, 4)],
         "terminated": sum(r["terminated"] for r in results) / n,
         "mean_return": round(sum(r["return"] for r in results) / n, 4),

@@ -14,6 +14,7 @@ recording is its `record_arm_teleop`, both tested without ROS against the MuJoCo
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def run_teleop_node(args: list[str] | None) -> None:
         raise RobolearnError("robolearn_teleop needs the parameter robot:=<hardware profile>")
     profile = load_profile(robot_name)
     robot = RclpyRobot(node, profile)
-    latest: dict[str, np.ndarray | None] = {"image": None}
+    latest: dict[str, tuple[np.ndarray, float] | None] = {"image": None}  # (rgb, receipt time.monotonic())
 
     def on_image(msg) -> None:
         if msg.encoding not in ("rgb8", "bgr8") or (msg.height, msg.width) != (camera_height, camera_width):
@@ -58,7 +59,7 @@ def run_teleop_node(args: list[str] | None) -> None:
             return
         image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
         image = image.reshape(msg.height, msg.width, 3)
-        latest["image"] = image[..., ::-1].copy() if msg.encoding == "bgr8" else image.copy()
+        latest["image"] = (image[..., ::-1].copy() if msg.encoding == "bgr8" else image.copy(), time.monotonic())
 
     if camera_topic:
         node.create_subscription(Image, camera_topic, on_image, qos_profile_sensor_data)

@@ -23,7 +23,7 @@ import numpy as np
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.deploy.safety import SafetyLayer
-from robolearn.errors import ConfigError
+from robolearn.errors import ConfigError, RobolearnError
 from robolearn.sim.ik import dls_ik
 from robolearn.sim.robots.robot_cfg import load_robot_cfg
 from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
@@ -172,6 +172,8 @@ def arm_features(teleop: ArmTeleop, camera_shape: tuple[int, int] | None) -> dic
     }
     if camera_shape is not None:
         features["observation.images.camera"] = FeatureSpec("video", (*camera_shape, 3))
+        # seconds between the frame's capture and the joint state of the same row (image-state alignment)
+        features["observation.camera_age_s"] = FeatureSpec("float32", (1,))
     return features
 
 
@@ -179,8 +181,11 @@ def record_arm_teleop(teleop: ArmTeleop, device, *, duration: float, dataset=Non
                       episodes: int = 1_000_000, language: str = "teleoperation", camera=None,
                       camera_shape: tuple[int, int] | None = None, on_status=None) -> dict:
     """Spin `teleop` at the profile's rate driven by `device` for `duration` s (or until `episodes` are saved or
-    the device says quit); with `dataset`, record a frame every control_hz / fps ticks (`camera() -> uint8
-    [H, W, 3] | None` adds an image). Device events: save, discard/rerecord (drop the episode), quit."""
+    the device says quit); with `dataset`, record a frame every control_hz / fps ticks. `camera() -> (uint8
+    [H, W, 3], capture time on time.monotonic()) | None` adds an image and its age against the row's joint state
+    (None: no frame yet, recorded black with age -1); a camera may raise (robolearn.teleop.camera.CameraError for a
+    disconnect): recording stops, the episode is dropped and the arm damped. Device events: save,
+    discard/rerecord (drop the episode), quit."""
     writer = None
     if dataset is not None:
         from robolearn.data import DatasetWriter
@@ -204,8 +209,8 @@ def record_arm_teleop(teleop: ArmTeleop, device, *, duration: float, dataset=Non
         events, last["events"] = last["events"], []
         if "quit" in events:
             stop["now"] = True
-        if writer is None or t.last_state is None or t.target_q is None:
-            return
+        if writer is None or t.last_state is None or t.target_q is None or stop["now"]:
+            return  # stop["now"]: the last episode was saved (or quit); ticks until spin returns record nothing
         if report["ticks"] % every == 0:
             cmd = last["cmd"]
             frame = {
@@ -216,9 +221,16 @@ def record_arm_teleop(teleop: ArmTeleop, device, *, duration: float, dataset=Non
                 "intervention": np.array([False]),
             }
             if camera_shape is not None:
-                image = camera() if camera is not None else None
+                state_time = time.monotonic()
+                got = camera() if camera is not None else None
+                image, stamp = got if got is not None else (None, None)
+                if image is not None and image.shape[:2] != tuple(camera_shape):
+                    raise RobolearnError(f"camera frame {image.shape[:2]} does not match the recorded size "
+                                         f"{tuple(camera_shape)}")
                 frame["observation.images.camera"] = image if image is not None else np.zeros((*camera_shape, 3),
                                                                                               np.uint8)
+                frame["observation.camera_age_s"] = np.array([-1.0 if stamp is None else state_time - stamp],
+                                                             np.float32)
             writer.add_frame(frame)
             report["frames"] += 1
         if "save" in events and writer.episode_frames > 0:
