@@ -40,6 +40,7 @@ def test_camera_specs_and_their_errors() -> None:
     assert parse_camera("opencv:/dev/video2").source == "/dev/video2"
     spec = parse_camera("opencv:demo.mp4", size="120x160", fps=15)
     assert (spec.source, spec.height, spec.width, spec.fps) == ("demo.mp4", 120, 160, 15)
+    assert spec.max_age_s == 0.5 and parse_camera("opencv:0", fps=2).max_age_s == 1.5  # 3 frame periods
     for text, kwargs, message in [
         ("usb:0", {}, "--camera 'usb:0': expected opencv:<index, device path or video file>"),
         ("opencv:", {}, "expected opencv:"),

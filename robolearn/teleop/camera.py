@@ -38,7 +38,7 @@ class CameraSpec:
     height: int | None = None
     fps: float | None = None
     exposure: float | None = None  # driver units (CAP_PROP_EXPOSURE), where the driver allows it
-    max_age_s: float = 0.5  # a newest frame older than this is a disconnected camera
+    max_age_s: float = 0.5  # a newest frame older than this is a disconnected camera (see parse_camera)
 
     @property
     def name(self) -> str:
@@ -61,7 +61,8 @@ def parse_camera(text: str, *, size: str | None = None, fps: float | None = None
         height, width = int(parts[0]), int(parts[1])
     if fps is not None and not fps > 0:
         raise CameraError(f"--camera-fps: expected frames per second > 0, got {fps:g}")
-    return CameraSpec(source, width, height, fps, exposure)
+    # a frame older than 3 frame periods (at least 0.5 s) is a disconnected camera
+    return CameraSpec(source, width, height, fps, exposure, max_age_s=max(0.5, 3.0 / fps) if fps else 0.5)
 
 
 class OpenCVCamera:
