@@ -41,8 +41,9 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """`--set ppo.learning_rate=3e-4 --set task_overrides.commands.lin_vel_x=[0,1]` (values parsed as YAML)."""
+def parse_sets(items: list[str], **options: Any) -> dict[str, Any]:
+    """`--set ppo.learning_rate=3e-4 --set task_overrides.commands.lin_vel_x=[0,1]` (values parsed as YAML), then
+    the command's own options (`num_envs=...`, top-level config fields) that were given (not None) on top."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -55,6 +56,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             raise RobolearnError(f"--set {key}: cannot parse value {raw!r}") from None
         set_path(out, key, value)
+    out.update({key: value for key, value in options.items() if value is not None})
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -113,9 +114,7 @@ def eval_(
     (train --algo diffusion) runs closed loop with its sampler (--sampler) and reports success rates with 95%
     intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json (with _execute<N>/_warm<N> when --execute or
     --warm-steps change the run's settings)."""
-    import json
 
-    from robolearn.cli.export import output_folder
     from robolearn.learn.checkpoint import checkpoint_file, load_checkpoint, run_folder
     from robolearn.learn.eval_run import evaluate_run
 
@@ -137,24 +136,11 @@ def eval_(
         if value is not None:
             raise RobolearnError(f"{name} is for diffusion runs; {file} is a {ckpt['format']} checkpoint")
 
-    recorder = None
-
-    def first_batch(env: Any) -> Any:
-        nonlocal recorder
-        console.print(f"[bold]eval[/] {run} on {backend} ({randomization} randomization): {env.num_envs} envs per "
-                      "batch", highlight=False)
-        if video is not None:
-            from robolearn.sim.render import VideoRecorder
-
-            recorder = VideoRecorder(env, video)
-        return recorder
-
     console.print(f"policy: {checkpoint_file(run, checkpoint)}", highlight=False)
-    if video is not None:
-        with output_folder(video.parent, "--video folder"):  # checked before the episodes are run
-            pass
+    clip = _EpisodeVideo(video, lambda env: f"[bold]eval[/] {run} on {backend} ({randomization} randomization): "
+                                            f"{env.num_envs} envs per batch")
     report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
-                                   randomization=randomization, task=task, on_first_batch=first_batch,
+                                   randomization=randomization, task=task, on_first_batch=clip.first_batch,
                                    device=device, checkpoint=checkpoint,
                                    safety_filter={"threshold": filter_threshold} if safety_filter else None)
     _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
@@ -162,23 +148,53 @@ def eval_(
         console.print("safety filter: " + " ".join(f"{k}={v:.4g}" for k, v in report["safety_filter"].items()),
                       highlight=False)
     suffix = ("" if randomization == "train" else f"_{randomization}") + ("_filtered" if safety_filter else "")
-    out = run_folder(run) / f"eval_{backend}{suffix}.json"
+    out = _write_report(run_folder(run) / f"eval_{backend}{suffix}.json", report)
+    clip.close()
+    console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
+
+
+class _EpisodeVideo:
+    """`--video` of an evaluation: its folder is checked when built (before any episode runs); `first_batch(env)`,
+    the evaluators' on_first_batch, prints `announce(env)` and starts the recorder; `close()` says where it went."""
+
+    def __init__(self, video: Optional[Path], announce: Optional[Callable[[Any], str]] = None) -> None:
+        from robolearn.cli.export import output_folder
+
+        self.video, self.announce, self.recorder = video, announce, None
+        if video is not None:
+            with output_folder(video.parent, "--video folder"):
+                pass
+
+    def first_batch(self, env: Any) -> Any:
+        if self.announce is not None:
+            console.print(self.announce(env), highlight=False)
+        if self.video is not None:
+            from robolearn.sim.render import VideoRecorder
+
+            self.recorder = VideoRecorder(env, self.video)
+        return self.recorder
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            console.print(f"video: {self.recorder.close()}")
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> Path:
+    """The evaluation report as JSON at `out` (a one-line error when it cannot be written)."""
+    import json
+
     try:
         out.write_text(json.dumps(report, indent=2))
     except OSError as exc:
         raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
-    if recorder is not None:
-        console.print(f"video: {recorder.close()}")
-    console.print(f"{len(results)} episodes in {report['wall_time_s']:.0f} s -> {out}")
+    return out
 
 
 def _eval_dsrl(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, episodes: Optional[int],
                num_envs: Optional[int], video: Optional[Path], device: str, execute: Optional[int]) -> None:
     """`robolearn eval` of a DSRL run: the frozen diffusion policy planning from the actor's noise."""
     import dataclasses
-    import json
 
-    from robolearn.cli.export import output_folder
     from robolearn.learn.checkpoint import run_folder
     from robolearn.learn.dsrl_run import evaluate_dsrl, load_dsrl
 
@@ -189,34 +205,17 @@ def _eval_dsrl(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, epi
         raise RobolearnError(f"--execute: this DSRL run learned its noise for chunks of {model.cfg.execute} actions")
     console.print(f"policy: {file} (DSRL over {ckpt['base']['file']}, {ckpt.get('transitions', 0):,} chunks)",
                   highlight=False)
-    recorder = None
-
-    def first_batch(env: Any) -> Any:
-        nonlocal recorder
-        if video is not None:
-            from robolearn.sim.render import VideoRecorder
-
-            recorder = VideoRecorder(env, video)
-        return recorder
-
-    if video is not None:
-        with output_folder(video.parent, "--video folder"):
-            pass
+    clip = _EpisodeVideo(video)
     summary, results = evaluate_dsrl(actor, model, dcfg, cfg, device, episodes=episodes, num_envs=num_envs,
-                                     on_first_batch=first_batch)
+                                     on_first_batch=clip.first_batch)
     low, high = summary["success_ci95"]
     console.print(f"{summary['episodes']} episodes: success {summary['success']:.0%} [95% {low:.0%}, {high:.0%}], "
                   f"at the end {summary['success_at_end']:.0%}", highlight=False)
-    out = run_folder(run) / f"eval_{backend}.json"
     report = {"run": str(run), "task": dcfg.task, "policy": "dsrl", "checkpoint": str(file),
               "base": ckpt["base"]["file"], "backend": backend, "device": device, "summary": summary,
               "per_episode": results}
-    try:
-        out.write_text(json.dumps(report, indent=2))
-    except OSError as exc:
-        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
-    if recorder is not None:
-        console.print(f"video: {recorder.close()}")
+    out = _write_report(run_folder(run) / f"eval_{backend}.json", report)
+    clip.close()
     console.print(f"-> {out}")
 
 
@@ -225,9 +224,7 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
                     sampler: Optional[str], execute: Optional[int], warm_steps: Optional[int]) -> None:
     """`robolearn eval` of a diffusion run: closed-loop episodes, success with 95% intervals, ms per chunk."""
     import dataclasses
-    import json
 
-    from robolearn.cli.export import output_folder
     from robolearn.config import merge
     from robolearn.learn.checkpoint import run_folder
     from robolearn.learn.diffusion_eval import evaluate_diffusion
@@ -240,24 +237,11 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
     model.cfg = dataclasses.replace(model.cfg, **changed)  # checked as the config is (a one-line error)
     console.print(f"policy: {file} (diffusion, {ckpt.get('steps', 0):,} gradient steps; sampler {sampler})",
                   highlight=False)
-    recorder = None
-
-    def first_batch(env: Any) -> Any:
-        nonlocal recorder
-        console.print(f"[bold]eval[/] {run} on {backend}: {env.num_envs} envs per batch", highlight=False)
-        if video is not None:
-            from robolearn.sim.render import VideoRecorder
-
-            recorder = VideoRecorder(env, video)
-        return recorder
-
-    if video is not None:
-        with output_folder(video.parent, "--video folder"):
-            pass
+    clip = _EpisodeVideo(video, lambda env: f"[bold]eval[/] {run} on {backend}: {env.num_envs} envs per batch")
     summary, results = evaluate_diffusion(
         model, cfg.task, cfg.obs_keys, episodes=episodes or cfg.eval.episodes, num_envs=num_envs or cfg.eval.num_envs,
         seed=cfg.seed + 1000 if seed is None else seed, sampler=sampler, backend=backend, device=device,
-        overrides=merge(cfg.task_overrides, cfg.eval.task_overrides), on_first_batch=first_batch)
+        overrides=merge(cfg.task_overrides, cfg.eval.task_overrides), on_first_batch=clip.first_batch)
     table = Table(title=f"{cfg.task} on {backend}: {summary['episodes']} episodes, diffusion ({sampler})")
     for col in ("env", "success", "at end", "length s", "return"):
         table.add_column(col)
@@ -270,16 +254,11 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
                   f"{summary['success_at_end']:.0%}; {summary['ms_per_chunk']:.1f} ms per chunk (one env)",
                   highlight=False)
     tags = "".join(f"_{'warm' if k == 'warm_steps' else k}{v}" for k, v in changed.items())
-    out = run_folder(run) / f"eval_{backend}_{sampler}{tags}.json"
     report = {"run": str(run), "task": cfg.task, "policy": "diffusion", "checkpoint": str(file), "backend": backend,
               "device": device, "seed": cfg.seed + 1000 if seed is None else seed, "summary": summary,
               "per_episode": results}
-    try:
-        out.write_text(json.dumps(report, indent=2))
-    except OSError as exc:
-        raise RobolearnError(f"cannot write {out}: {exc.strerror}") from None
-    if recorder is not None:
-        console.print(f"video: {recorder.close()}")
+    out = _write_report(run_folder(run) / f"eval_{backend}_{sampler}{tags}.json", report)
+    clip.close()
     console.print(f"{summary['episodes']} episodes in {summary['wall_time_s']:.0f} s -> {out}")
 
 

@@ -167,12 +167,8 @@ def train(
     if video and (video_interval < 1 or video_length < 1):
         raise RobolearnError(f"--video-interval and --video-length must be >= 1, got {video_interval} and "
                              f"{video_length}")
-    overrides = parse_sets(set_)
-    for key, value in (("backend", backend), ("device", device), ("num_envs", num_envs),
-                       ("max_iterations", iterations), ("max_time_s", max_time), ("seed", seed),
-                       ("algorithm", algo)):
-        if value is not None:
-            overrides[key] = value
+    overrides = parse_sets(set_, backend=backend, device=device, num_envs=num_envs, max_iterations=iterations,
+                           max_time_s=max_time, seed=seed, algorithm=algo)
     if dataset is not None:
         overrides["dataset"] = str(dataset)
     if algo == "diffusion" and (resume is None or config is not None):
@@ -254,11 +250,7 @@ def distill(
     from robolearn.learn.distillation import load_distill_cfg, make_distillation_runner
 
     task = load_checkpoint(teacher)["task"]
-    overrides = parse_sets(set_)
-    for key, value in (("num_envs", num_envs), ("max_iterations", iterations), ("max_time_s", max_time),
-                       ("seed", seed)):
-        if value is not None:
-            overrides[key] = value
+    overrides = parse_sets(set_, num_envs=num_envs, max_iterations=iterations, max_time_s=max_time, seed=seed)
     if student is not None:
         set_path(overrides, "student.kind", student)
     cfg = load_distill_cfg(teacher, task, config, overrides)
@@ -299,11 +291,7 @@ def finetune(
 
     if method != "dsrl":
         raise RobolearnError(f"--method must be dsrl, got {method!r}")
-    overrides = parse_sets(set_)
-    for key, value in (("num_envs", num_envs), ("max_iterations", iterations), ("max_time_s", max_time),
-                       ("seed", seed)):
-        if value is not None:
-            overrides[key] = value
+    overrides = parse_sets(set_, num_envs=num_envs, max_iterations=iterations, max_time_s=max_time, seed=seed)
     if resume is not None:
         ckpt, file = load_checkpoint(resume, with_path=True)
         if ckpt["format"] != "robolearn-dsrl":
