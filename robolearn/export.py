@@ -38,7 +38,9 @@ from robolearn.deploy.bundle import (
     CollisionGeom,
     CommandSpec,
     ControlSpec,
+    DiffusionSpec,
     DomainSpec,
+    EeActionSpec,
     GraphSpec,
     InitialStateSpec,
     JointSpec,
@@ -56,7 +58,7 @@ from robolearn.deploy.bundle import (
 )
 from robolearn.deploy.observations import COMMAND_CONTRACT, TERM_CONTRACT
 from robolearn.errors import BundleError, ConfigError
-from robolearn.learn.checkpoint import load_policy, run_folder
+from robolearn.learn.checkpoint import load_checkpoint, load_policy, run_folder
 from robolearn.learn.history import FrameHistory
 from robolearn.learn.onnx_graph import onnx_bytes
 from robolearn.learn.policy import ActorPolicy, Policy
@@ -64,8 +66,8 @@ from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_li
 from robolearn.sim.tasks import Task, make_task
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
-__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "add_graphs", "upgrade_bundle",
-           "bundle_contract", "kinematic_chain", "onnx_bytes", "EXPORT_TOLERANCE"]
+__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "export_diffusion", "add_graphs",
+           "upgrade_bundle", "bundle_contract", "kinematic_chain", "onnx_bytes", "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
@@ -84,6 +86,8 @@ class ExportReport:
     obs_dim: int
     action_dim: int
     onnx_bytes: int
+    graph_file: str = "policy.onnx"
+    parity_of: str = "recorded observations"  # what the parity check compared
 
 
 @dataclass
@@ -244,11 +248,15 @@ def _range(value: Any) -> tuple[float, float] | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
-def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
+def bundle_contract(task: Task, *, backend: str = "mujoco", observation: list[ObsTerm] | None = None,
+                    commands: list[CommandSpec] | None = None) -> dict[str, Any]:
     """The version 2 contract sections of a bundle for a policy trained on `task` (read from the task and its
-    config): observation, commands, action, control, joints, initial_state, domain, robot_model."""
+    config): observation, commands, action, control, joints, initial_state, domain, robot_model. `observation`
+    and `commands` replace the task's policy terms and commands (a policy learned from demonstrations observes
+    the recorded features)."""
     cfg, robot, rcfg, model = task.cfg, task.robot, task.robot_cfg, task.model
-    if type(task).action_to_ctrl is not Task.action_to_ctrl:
+    ee_action = task.ee_action() if hasattr(task, "ee_action") else None
+    if ee_action is None and type(task).action_to_ctrl is not Task.action_to_ctrl:
         raise BundleError(f"task {task.name}: its actions are not joint position offsets (it maps them to joint "
                           f"targets in its own way); the bundle format cannot describe that mapping yet")
     velocity = urdf_velocity_limits(resolve_urdf_path(rcfg.urdf, relative_to=rcfg.folder))
@@ -265,14 +273,20 @@ def bundle_contract(task: Task, *, backend: str = "mujoco") -> dict[str, Any]:
     terrain = getattr(cfg, "terrain", None)
     sites = rcfg.sites
     base = rcfg.base_link or model.body(1).name
+    if ee_action is not None:
+        scale = ee_action.pop("scale")
+        action = ActionSpec(type="ee_delta", dim=task.num_actions, scale=scale, clip=1.0, target_clip="joint_range",
+                            ee=EeActionSpec(**ee_action))
+    else:
+        action = ActionSpec(dim=task.num_actions, scale=float(cfg.action_scale), clip=float(cfg.clip_actions),
+                            target_clip="joint_range" if deploy_targets else "none",
+                            max_target_rate=rate if deploy_targets and rate > 0 else None,
+                            target_fault_margin=float(cfg.target_limit_margin) if deploy_targets else None,
+                            bounds=_action_bounds(task))
     return {
-        "observation": _observation(task),
-        "commands": _commands(task),
-        "action": ActionSpec(dim=task.num_actions, scale=float(cfg.action_scale), clip=float(cfg.clip_actions),
-                             target_clip="joint_range" if deploy_targets else "none",
-                             max_target_rate=rate if deploy_targets and rate > 0 else None,
-                             target_fault_margin=float(cfg.target_limit_margin) if deploy_targets else None,
-                             bounds=_action_bounds(task)),
+        "observation": observation if observation is not None else _observation(task),
+        "commands": commands if commands is not None else _commands(task),
+        "action": action,
         "control": ControlSpec(rate_hz=1.0 / cfg.sim_dt, between_steps="linear" if deploy_targets else "hold",
                                latency_s=(float(latency[0]), float(latency[1]))),
         "joints": JointSpec(
@@ -402,7 +416,10 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
                record_steps: int = 100, seed: int = 0, checkpoint: int | None = None) -> ExportReport:
     """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
     folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
-    cfg, model, ckpt = load_policy(run, checkpoint=checkpoint)
+    ckpt, file = load_checkpoint(run, checkpoint=checkpoint, with_path=True)
+    if ckpt["format"] == "robolearn-diffusion":
+        return export_diffusion(ckpt, file, output if output is not None else run_folder(run) / "export", seed=seed)
+    cfg, model, ckpt = load_policy(file)
     if model.reads_privileged:
         raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
                           f"distil it into a deployable student with `robolearn distill --teacher {run}`")
@@ -419,6 +436,124 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
                          backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
                          source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))}, extra_graphs=extra)
+
+
+# -- diffusion policies -----------------------------------------------------------------------------------------
+DIFFUSION_PARITY_PLANS = 8
+
+
+def _recorded_observation(task: Task, obs_keys: list[str]) -> list[ObsTerm]:
+    """The deploy terms of the recorded features `obs_keys` (unscaled: the bundle's diffusion section normalizes)."""
+    terms_of = task.recording_terms() if hasattr(task, "recording_terms") else {}
+    terms = []
+    for key in obs_keys:
+        if key not in terms_of:
+            raise BundleError(f"task {task.name}: feature {key!r} has no deploy observation terms "
+                              f"(recording_terms: {', '.join(terms_of) or 'none'})")
+        for name, dim in terms_of[key]:
+            meaning = TERM_CONTRACT[name]
+            terms.append(ObsTerm(name=name, dim=dim, scale=[1.0] * dim, clip=None, units=meaning.units,
+                                 frame=meaning.frame, reference=meaning.reference, sign=meaning.sign,
+                                 noise=[0.0] * dim))
+    return terms
+
+
+def _diffusion_spec(model: Any, sampler: str) -> DiffusionSpec:
+    cfg, ddim = model.cfg, model.ddim
+    ddim.set_timesteps(cfg.inference_steps)
+    clip = float(ddim.config.clip_sample_range) if ddim.config.clip_sample else None
+    return DiffusionSpec(
+        sampler="warm" if sampler == "warm" else "ddim", obs_horizon=cfg.obs_horizon, pred_horizon=cfg.pred_horizon,
+        alphas_cumprod=[float(a) for a in ddim.alphas_cumprod], final_alpha_cumprod=float(ddim.final_alpha_cumprod),
+        timesteps=[int(t) for t in ddim.timesteps], warm_steps=cfg.warm_steps, clip_sample=clip,
+        obs_low=[float(x) for x in model.obs_norm.low], obs_span=[float(x) for x in model.obs_norm.span],
+        action_low=[float(x) for x in model.action_norm.low], action_span=[float(x) for x in model.action_norm.span],
+        action_constant=[bool(x) for x in model.action_norm.constant])
+
+
+@torch.no_grad()
+def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, seed: int = 0) -> ExportReport:
+    """A diffusion run's checkpoint -> a version 2 bundle: denoiser.onnx (eps(x, t, cond)), deploy.yaml with the
+    sampler (`graphs[0].diffusion`) and the recorded features as observation terms, parity.npz with observations
+    from closed-loop rollouts, their initial noise and the chunks torch + diffusers plan from them. The deploy
+    runtime's sampler (onnxruntime + numpy DDIM) must plan the same chunks (max abs error <= 1e-4 here)."""
+    from robolearn.deploy.diffusion import DiffusionSampler
+    from robolearn.learn.diffusion_eval import observation_frames
+    from robolearn.learn.diffusion_run import load_diffusion
+
+    cfg, model = load_diffusion(ckpt, file)
+    dcfg = model.cfg
+    if dcfg.sampler == "ddpm":
+        raise BundleError(f"{file}: the run samples with ddpm (100 steps); a bundle runs ddim or warm: set "
+                          f"diffusion.sampler and re-export")
+    folder = Path(output)
+    task = make_task(cfg.task, 4, backend="mujoco", seed=seed, overrides=cfg.task_overrides)
+    try:
+        if not hasattr(task, "goal_ranges") or task.ee_action() is None:
+            raise BundleError(f"task {cfg.task}: a diffusion bundle deploys end-effector manipulation policies "
+                              f"(panda-push, panda-lift with action_space ee)")
+        commands = [CommandSpec(name=k, units=COMMAND_CONTRACT[k][0], frame=COMMAND_CONTRACT[k][1],
+                                range=(float(lo), float(hi))) for k, (lo, hi) in task.goal_ranges().items()]
+        contract = bundle_contract(task, observation=_recorded_observation(task, list(cfg.obs_keys)),
+                                   commands=commands)
+        frame = sum(t.dim for t in contract["observation"])
+        if frame != model.obs_dim or task.num_actions != model.action_dim:
+            raise BundleError(f"{file}: the model reads {model.obs_dim} values per frame and acts with "
+                              f"{model.action_dim}; task {cfg.task}'s recorded features give {frame} and "
+                              f"{task.num_actions}")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "denoiser.onnx"
+        tp, to, a = dcfg.pred_horizon, dcfg.obs_horizon, model.action_dim
+        example = (torch.zeros(2, tp, a), torch.zeros(2, dtype=torch.long), torch.zeros(2, to * model.obs_dim))
+        path.write_bytes(onnx_bytes(model.denoiser.eval(), example, ["x", "t", "cond"], ["eps"]))
+        graph = GraphSpec(
+            name="denoiser", role="policy", file=path.name, sha256=sha256_file(path), rate_hz=1.0 / task.dt,
+            history=to,
+            inputs=[TensorSpec(name="x", shape=[-1, tp, a], meaning="noisy_action_chunk"),
+                    TensorSpec(name="t", shape=[-1], dtype="int64", meaning="noise_level"),
+                    TensorSpec(name="cond", shape=[-1, to * model.obs_dim], meaning="observation")],
+            outputs=[TensorSpec(name="eps", shape=[-1, tp, a], meaning="noise")],
+            chunk=ChunkSpec(horizon=tp - to + 1, execute=dcfg.execute, interpolation="hold"),
+            diffusion=_diffusion_spec(model, dcfg.sampler))
+        # parity: closed-loop observations, their noise, the torch chunks; the runtime's sampler must agree
+        gen = torch.Generator().manual_seed(seed)
+        task.reset()
+        frames = observation_frames(task, cfg.obs_keys).unsqueeze(1).repeat(1, to, 1)
+        obs, noise, chunks = [], [], []
+        for _ in range(DIFFUSION_PARITY_PLANS // task.num_envs):
+            eps = torch.randn(task.num_envs, tp, a, generator=gen)
+            chunk = model.action_norm.inverse(model.denoise(frames, noise=eps))[:, to - 1:]
+            obs.append(frames.reshape(task.num_envs, -1).clone())
+            noise.append(eps)
+            chunks.append(chunk)
+            for k in range(dcfg.execute):
+                task.step(chunk[:, k])
+                frames = torch.cat((frames[:, 1:], observation_frames(task, cfg.obs_keys).unsqueeze(1)), dim=1)
+        obs_np, noise_np, chunks_np = (torch.cat(x).numpy() for x in (obs, noise, chunks))
+        sampler = DiffusionSampler(OnnxGraph(path, graph), dataclasses.replace(
+            graph, diffusion=dataclasses.replace(graph.diffusion, sampler="ddim")))
+        error = 0.0
+        for o, e, c in zip(obs_np, noise_np, chunks_np, strict=True):
+            sampler.noise = e[None]
+            error = max(error, float(np.abs(sampler(o) - c).max()))
+        if not error <= 1e-4:
+            raise BundleError(f"{path}: the runtime's sampler (onnxruntime + numpy DDIM) differs from torch + "
+                              f"diffusers by {error:.2e} on {len(obs_np)} recorded plans (tolerance 1e-4)")
+        np.savez(folder / PARITY, obs=obs_np, noise=noise_np, chunks=chunks_np)
+        manifest = BundleManifest(
+            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
+            kind=task.robot_cfg.kind, graphs=[graph], **contract,
+            source={"run": str(run_folder(file)), "iteration": int(ckpt.get("iteration", 0)),
+                    "algorithm": "diffusion", "dataset": str(cfg.dataset),
+                    "exported": datetime.datetime.now().isoformat(timespec="seconds")})
+        write_manifest(manifest, folder)
+    except ConfigError as exc:
+        raise BundleError(f"export: {exc}") from None
+    finally:
+        task.close()
+    return ExportReport(folder=folder, parity_max_error=error, parity_samples=len(obs_np), obs_dim=graph.obs_dim,
+                        action_dim=model.action_dim, onnx_bytes=path.stat().st_size, graph_file=path.name,
+                        parity_of="planned chunks (runtime sampler vs torch + diffusers)")
 
 
 def add_graphs(folder: str | Path, extra_graphs: list[ExtraGraph]) -> Path:

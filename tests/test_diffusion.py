@@ -153,24 +153,6 @@ def test_policy_plans_every_execute_steps_from_the_current_frame() -> None:
 
 # -- demonstrations from a recorded dataset -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def pushes(tmp_path_factory):
-    """Two scripted-expert panda-push episodes, recorded through the CLI in a subprocess."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = tmp_path_factory.mktemp("demos") / "push"
-    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "robolearn.cli", "record", "--task", "panda-push", "--expert",
-                          "--episodes", "2", "--no-realtime", "--dataset", str(root), "--seed", "5"],
-                         capture_output=True, text=True, env=env, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert out.returncode == 0, out.stderr
-    return root
-
-
 def _copy(root, tmp_path):
     import shutil
 

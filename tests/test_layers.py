@@ -42,7 +42,8 @@ FORBIDDEN_EXTERNAL = {"deploy": HEAVY,
 # (take it off this list) or a new one appears.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 # What `robolearn deploy --transport dds` loads (the CLI shell, the runtime, the DDS transport): none of HEAVY.
-DEPLOY_PATH = ["robolearn.cli", "robolearn.deploy.bundle", "robolearn.deploy.controllers", "robolearn.deploy.keys",
+DEPLOY_PATH = ["robolearn.cli", "robolearn.deploy.bundle", "robolearn.deploy.controllers", "robolearn.deploy.diffusion",
+               "robolearn.deploy.keys",
                "robolearn.deploy.kinematics", "robolearn.deploy.runtime", "robolearn.deploy.safety",
                "robolearn.deploy.session", "robolearn.deploy.transports", "robolearn.ros.dds"]
 

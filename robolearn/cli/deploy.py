@@ -61,6 +61,9 @@ def deploy(
         help="--transport dds: the network interface to the robot (e.g. eth0; lo for a local twin); default: the "
              "profile's dds.network_interface")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a profile field: key.sub=value")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(
+        help="--transport sim with a policy that observes an object (panda-push): the task episode whose block "
+             "and goal the twin starts with")] = 0,
     report: Annotated[Optional[Path], typer.Option(
         help="write the session report (timeline of mode changes and trips, timing, Damp) as JSON")] = None,
 ) -> None:
@@ -135,7 +138,20 @@ def deploy(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("robolearn").setLevel(logging.INFO)
-    rt = DeployRuntime(bundle, prof, make_robot(prof, transport))
+    objects = None
+    if any(t.name == "object_pose" for t in manifest.observation):  # the policy observes a manipulated object
+        if transport != "sim":
+            raise ConfigError(f"{policy}: the policy observes object_pose; --transport {transport} has no object pose "
+                              f"source yet (the sim twin simulates the object: --transport sim)")
+        from robolearn.twin.tabletop import TabletopTwin
+
+        robot_if = TabletopTwin.from_profile(prof, manifest.task, seed=seed)
+        objects = robot_if.object_pose
+        if command is None:  # the goal of the twin's episode
+            command = robot_if.goal.tolist()
+    else:
+        robot_if = make_robot(prof, transport)
+    rt = DeployRuntime(bundle, prof, robot_if, objects=objects)
     if command is not None and not auto:
         rt.set_command(command)
     twist = None

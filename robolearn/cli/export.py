@@ -75,9 +75,9 @@ def export(
     else:
         with output_folder(output, "--output"):  # checked before minutes of recording and checking
             report = export_run(run, output, checkpoint=checkpoint)
-    console.print(f"[bold]bundle[/] {report.folder}: policy.onnx ({report.onnx_bytes / 1024:.0f} KiB), deploy.yaml, "
-                  f"parity.npz")
-    console.print(f"onnxruntime vs torch on {report.parity_samples} recorded observations: max abs error "
+    console.print(f"[bold]bundle[/] {report.folder}: {report.graph_file} ({report.onnx_bytes / 1024:.0f} KiB), "
+                  f"deploy.yaml, parity.npz")
+    console.print(f"onnxruntime vs torch on {report.parity_samples} {report.parity_of}: max abs error "
                   f"{report.parity_max_error:.2e} (tolerance {EXPORT_TOLERANCE:.0e})")
 
 

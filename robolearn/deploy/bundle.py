@@ -3,7 +3,8 @@
 Version 2 (written by `robolearn export`; the format is documented for users in docs/bundle.md):
 - `graphs`: one or more ONNX graphs, each with a role (policy, high_level, low_level, safety_critic), its rate,
   its named inputs and outputs, its observation history and optionally action chunks (horizon, how many to
-  execute, interpolation);
+  execute, interpolation); a diffusion policy's acting graph is its denoiser, with the sampler the runtime runs
+  around it (`diffusion`: noise schedule, DDIM timesteps, horizons, normalization);
 - the contract the policy was trained under: every observation term with its units, frame, reference, sign,
   scale, clip and training noise (`observation`), the command order and units (`commands`), the action-to-target
   mapping (`action`), the PD law and what happens to targets between policy steps, the trained action latency
@@ -34,9 +35,9 @@ from robolearn.config import declarations_root, from_dict, load_yaml, to_dict
 from robolearn.errors import BundleError, ConfigError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "PARITY", "ROLES", "ObsTerm",
-           "JointSpec", "TensorSpec", "ChunkSpec", "GraphSpec", "CommandSpec", "ActionSpec", "ControlSpec",
-           "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom", "KinematicLink",
-           "RobotModelSpec",
+           "JointSpec", "TensorSpec", "ChunkSpec", "DiffusionSpec", "GraphSpec", "EeActionSpec", "CommandSpec",
+           "ActionSpec", "ControlSpec", "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom",
+           "KinematicLink", "RobotModelSpec",
            "BundleManifest", "PolicySpec", "ManifestV1", "PolicyV1", "TermV1", "sha256_file", "read_manifest",
            "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle"]
 
@@ -46,6 +47,7 @@ SUPPORTED_VERSIONS = (1, 2)  # what load_bundle reads
 MANIFEST = "deploy.yaml"
 PARITY = "parity.npz"
 PARITY_TOLERANCE = 1e-4  # onnxruntime on the robot vs the exporter's torch (the exporter itself checks 1e-5)
+DIFFUSION_PARITY_TOLERANCE = 1e-3  # raw actions of a whole denoising loop (10 graph calls, float32)
 ROLES = ("policy", "high_level", "low_level", "safety_critic")
 ACTING_ROLES = ("policy", "low_level")  # graphs whose output is the joint action the runtime applies
 
@@ -108,6 +110,35 @@ class ChunkSpec:
 
 
 @dataclass(kw_only=True)
+class DiffusionSpec:
+    """A denoiser graph `eps = graph(x [B, pred_horizon, A], t [B] (int64 noise level), cond [B, obs_horizon * O])`
+    and the DDIM sampler that turns it into an action chunk (`robolearn.deploy.diffusion.DiffusionSampler`):
+
+    cond = flatten(2 (frames - obs_low) / obs_span - 1) over the last `obs_horizon` observation frames;
+    x = Gaussian noise, then for t in `timesteps`: x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t), clipped to
+    +-clip_sample; x = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps (DDIM, eta 0), a = alphas_cumprod, a_prev that of the
+    next timestep (`final_alpha_cumprod` after the last); actions = (x + 1) / 2 action_span + action_low (held at
+    action_low + 1 where `action_constant`), of which the rows obs_horizon - 1 .. are the chunk from the current
+    frame on. `sampler: warm` (RTI-DP) starts every plan after the first from the previous one shifted by the
+    executed actions, noised to the level of the last `warm_steps` timesteps, and runs only those."""
+
+    prediction: Literal["epsilon"] = "epsilon"
+    sampler: Literal["ddim", "warm"] = "ddim"
+    obs_horizon: int
+    pred_horizon: int
+    alphas_cumprod: list[float]  # per training noise level 0 .. train_steps - 1
+    final_alpha_cumprod: float = 1.0
+    timesteps: list[int]  # the DDIM schedule, in the order they run
+    warm_steps: int
+    clip_sample: float | None = 1.0
+    obs_low: list[float]  # per frame value (O)
+    obs_span: list[float]
+    action_low: list[float]  # per action (A)
+    action_span: list[float]
+    action_constant: list[bool]
+
+
+@dataclass(kw_only=True)
 class GraphSpec:
     name: str
     role: Literal["policy", "high_level", "low_level", "safety_critic"]
@@ -118,6 +149,7 @@ class GraphSpec:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     chunk: ChunkSpec | None = None
+    diffusion: DiffusionSpec | None = None  # the graph is a denoiser; the runtime samples with it
 
     # The single-input, single-output view that the runtime and version 1 use.
     @property
@@ -130,6 +162,9 @@ class GraphSpec:
 
     @property
     def obs_dim(self) -> int:
+        """The stacked observation's size (a denoiser's `cond` input)."""
+        if self.diffusion is not None:
+            return next(i.shape[-1] for i in self.inputs if i.meaning == "observation")
         return self.inputs[0].shape[-1]
 
     @obs_dim.setter
@@ -155,11 +190,31 @@ class CommandSpec:
 
 
 @dataclass(kw_only=True)
-class ActionSpec:
-    """joint target = default_pos + scale * clip(action, -clip, clip) (`joint_position_offset`), then, with
-    `target_clip: joint_range`, clamped into joints.pos_limits and moved at most `max_target_rate` rad/s."""
+class EeActionSpec:
+    """`action.type: ee_delta`: the action is [dx, dy, dz, grip] in [-1, 1]. The commanded end-effector position
+    (base frame; at the start of a run, the measured one) moves by scale * (dx, dy, dz) m per policy step and is
+    clamped into [workspace_low, workspace_high]; `ik_iterations` damped least-squares steps (damping
+    `ik_damping`) from the previous joint targets give the `arm_joints`' targets for that position and the held
+    `orientation`; the targets are clamped into the joint ranges; every gripper joint's target is
+    gripper_open * (1 - (grip + 1) / 2) (-1 open, +1 closed)."""
 
-    type: Literal["joint_position_offset"] = "joint_position_offset"
+    arm_joints: list[str]
+    workspace_low: list[float]  # m, base frame
+    workspace_high: list[float]
+    orientation: list[float]  # (w, x, y, z) held by the IK, base frame
+    ik_damping: float
+    ik_iterations: int
+    gripper_joints: list[str]
+    gripper_open: float  # joint position when open (m or rad)
+
+
+@dataclass(kw_only=True)
+class ActionSpec:
+    """`joint_position_offset`: joint target = default_pos + scale * clip(action, -clip, clip), then, with
+    `target_clip: joint_range`, clamped into joints.pos_limits and moved at most `max_target_rate` rad/s.
+    `ee_delta`: end-effector motion and grip (`ee`); `scale` is m of motion per action unit."""
+
+    type: Literal["joint_position_offset", "ee_delta"] = "joint_position_offset"
     dim: int
     scale: float
     clip: float
@@ -169,6 +224,7 @@ class ActionSpec:
     # this ended the training episode as a failure (the deploy runtime damps on it); None: no such rule
     bounds: list[tuple[float, float]] | None = None  # per action (low, high), applied after `clip`: the actions
     # whose targets lie inside the joint range (trained with `action_bounds: joint_range`); None: only `clip`
+    ee: EeActionSpec | None = None  # type ee_delta
 
 
 @dataclass(kw_only=True)
@@ -308,8 +364,7 @@ class BundleManifest:
                 raise ConfigError(f"observation[{i}] ({t.name}).scale: {len(t.scale)} scales for dim {t.dim}")
             if t.clip is not None and t.clip <= 0:
                 raise ConfigError(f"observation[{i}] ({t.name}).clip: must be > 0 or null, got {t.clip}")
-        if self.action.dim != len(self.joints.names):
-            raise ConfigError(f"action.dim is {self.action.dim}, but there are {len(self.joints.names)} joints")
+        self._check_action()
         bounds = self.action.bounds
         if bounds is not None and (len(bounds) != self.action.dim or any(len(b) != 2 or not b[0] <= b[1]
                                                                          for b in bounds)):
@@ -326,6 +381,28 @@ class BundleManifest:
             value = getattr(self.joints, key)
             if value is not None and len(value) != n:
                 raise ConfigError(f"joints.{key} has {len(value)} entries, joints.names has {n}")
+
+    def _check_action(self) -> None:
+        a, names = self.action, self.joints.names
+        if a.type == "joint_position_offset":
+            if a.dim != len(names):
+                raise ConfigError(f"action.dim is {a.dim}, but there are {len(names)} joints")
+            return
+        ee = a.ee
+        if ee is None:
+            raise ConfigError("action.ee: required for action.type ee_delta")
+        if a.dim != 4:
+            raise ConfigError(f"action.dim: an ee_delta action is [dx, dy, dz, grip], got dim {a.dim}")
+        unknown = [j for j in ee.arm_joints + ee.gripper_joints if j not in names]
+        if unknown:
+            raise ConfigError(f"action.ee: joints {unknown} are not in joints.names")
+        if len(ee.workspace_low) != 3 or len(ee.workspace_high) != 3 or any(
+                lo >= hi for lo, hi in zip(ee.workspace_low, ee.workspace_high, strict=True)):
+            raise ConfigError(f"action.ee.workspace_low/high: expected 3 values each, low < high, got "
+                              f"{ee.workspace_low} and {ee.workspace_high}")
+        if len(ee.orientation) != 4 or ee.ik_iterations < 1 or not ee.ik_damping >= 0:
+            raise ConfigError("action.ee: orientation is a quaternion (w, x, y, z), ik_iterations >= 1, "
+                              "ik_damping >= 0")
 
     def _check_graphs(self) -> None:
         if not self.graphs:
@@ -358,16 +435,47 @@ class BundleManifest:
                 if c.horizon < 1 or not 1 <= c.execute <= c.horizon:
                     raise ConfigError(f"{where}.chunk.execute: must be in 1..horizon ({c.horizon}), got {c.execute}")
                 shape = g.outputs[0].shape
-                if len(shape) != 3 or shape[1] != c.horizon:
+                if g.diffusion is None and (len(shape) != 3 or shape[1] != c.horizon):
                     raise ConfigError(f"{where}.outputs[0].shape: a chunked graph outputs [batch, horizon "
                                       f"{c.horizon}, action_dim], got {shape}")
+            if g.diffusion is not None:
+                self._check_diffusion(g, where)
             if g.role in ACTING_ROLES:
-                if g.action_dim != len(self.joints.names):
-                    raise ConfigError(f"{where}.outputs[0].shape: action size {g.action_dim}, but there are "
-                                      f"{len(self.joints.names)} joints")
+                if g.action_dim != self.action.dim:
+                    raise ConfigError(f"{where}.outputs[0].shape: action size {g.action_dim}, but action.dim is "
+                                      f"{self.action.dim}")
                 if frame * g.history != g.obs_dim:
                     raise ConfigError(f"{where}.inputs[0].shape: observation terms sum to {frame} x history "
                                       f"{g.history}, but the input has {g.obs_dim}")
+
+    def _check_diffusion(self, g: GraphSpec, where: str) -> None:
+        d, frame = g.diffusion, self.frame_dim
+        names = {t.name: t for t in g.inputs}
+        if set(names) != {"x", "t", "cond"} or names["cond"].meaning != "observation" or len(g.outputs) != 1:
+            raise ConfigError(f"{where}: a denoiser graph has inputs x, t, cond (meaning observation) and one output")
+        if g.role not in ACTING_ROLES or g.chunk is None:
+            raise ConfigError(f"{where}: a denoiser graph acts (role policy) and declares its chunk")
+        if d.obs_horizon != g.history or not d.obs_horizon <= d.pred_horizon:
+            raise ConfigError(f"{where}.diffusion.obs_horizon: must equal history ({g.history}) and be <= "
+                              f"pred_horizon ({d.pred_horizon})")
+        if g.chunk.horizon != d.pred_horizon - d.obs_horizon + 1:
+            raise ConfigError(f"{where}.chunk.horizon: the actions from the current frame on, pred_horizon - "
+                              f"obs_horizon + 1 = {d.pred_horizon - d.obs_horizon + 1}, got {g.chunk.horizon}")
+        if g.outputs[0].shape[1:] != [d.pred_horizon, self.action.dim]:
+            raise ConfigError(f"{where}.outputs[0].shape: expected [-1, {d.pred_horizon}, {self.action.dim}], got "
+                              f"{g.outputs[0].shape}")
+        for key, size in (("obs_low", frame), ("obs_span", frame), ("action_low", self.action.dim),
+                          ("action_span", self.action.dim), ("action_constant", self.action.dim)):
+            if len(getattr(d, key)) != size:
+                raise ConfigError(f"{where}.diffusion.{key}: expected {size} values, got {len(getattr(d, key))}")
+        if min(d.obs_span + d.action_span) <= 0:
+            raise ConfigError(f"{where}.diffusion: obs_span and action_span must be > 0")
+        n = len(d.alphas_cumprod)
+        if not d.timesteps or any(not 0 <= t < n for t in d.timesteps) or not 1 <= d.warm_steps <= len(d.timesteps):
+            raise ConfigError(f"{where}.diffusion.timesteps: expected noise levels in 0..{n - 1} and 1 <= warm_steps "
+                              f"<= their number, got {d.timesteps} and {d.warm_steps}")
+        if any(not 0 < a <= 1 for a in d.alphas_cumprod):
+            raise ConfigError(f"{where}.diffusion.alphas_cumprod: expected values in (0, 1]")
 
     def _check_contract(self) -> None:
         for i, t in enumerate(self.observation):
@@ -559,6 +667,7 @@ class OnnxGraph:
         except Exception as exc:  # onnxruntime raises its own exception types for malformed models
             raise BundleError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
         self.spec = spec
+        self._dtypes = {t.name: np.dtype(t.dtype) for t in spec.inputs}
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         for kind, declared, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
@@ -570,7 +679,7 @@ class OnnxGraph:
                                       f"{actual}")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in feeds.items()}
+        feeds = {k: np.asarray(v, dtype=self._dtypes.get(k, np.float32)) for k, v in feeds.items()}
         names = [o.name for o in self.spec.outputs]
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
@@ -594,13 +703,15 @@ class ChunkedPolicy:
     """A chunked graph as a one-action-per-call policy: `policy(obs) -> action [action_dim]`. The graph runs when
     the queue is empty, and the first `execute` actions of its chunk are queued; `reset()` empties the queue."""
 
-    def __init__(self, graph: OnnxPolicy, chunk: ChunkSpec) -> None:
+    def __init__(self, graph: Any, chunk: ChunkSpec) -> None:  # OnnxPolicy, or a DiffusionSampler
         self.graph, self.execute = graph, chunk.execute
         self.queue: deque[np.ndarray] = deque()
         self.calls = 0  # graph evaluations
 
     def reset(self) -> None:
         self.queue.clear()
+        if hasattr(self.graph, "reset"):  # a sampler's previous plan (warm start)
+            self.graph.reset()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if not self.queue:
@@ -636,6 +747,26 @@ def _graph_file(folder: Path, spec: GraphSpec) -> Path:
     return path
 
 
+def _diffusion_parity(path: Path, sampler: Any) -> float:
+    """A denoiser bundle's parity data: recorded observations with their initial noise and the exporter's (torch,
+    diffusers) chunks; this machine's onnxruntime and sampler must plan the same chunks. Returns the max error."""
+    data = np.load(path)
+    if not {"obs", "noise", "chunks"} <= set(data.files):
+        raise BundleError(f"{path}: a diffusion bundle's parity data holds obs, noise and chunks, found "
+                          f"{', '.join(data.files)}")
+    error = 0.0
+    for obs, noise, chunk in zip(data["obs"], data["noise"], data["chunks"], strict=True):
+        sampler.reset()
+        sampler.noise = noise[None]
+        error = max(error, float(np.abs(sampler(obs) - chunk).max()))
+    sampler.noise = None
+    sampler.reset()
+    if not error <= DIFFUSION_PARITY_TOLERANCE:
+        raise BundleError(f"{path}: the denoising loop here (onnxruntime + numpy DDIM) differs from the exporter's "
+                          f"by {error:.2e} (tolerance {DIFFUSION_PARITY_TOLERANCE:.0e})")
+    return error
+
+
 def load_bundle(folder: str | Path) -> Bundle:
     """Read and verify a bundle (a folder, or the name of a shipped one): manifest fields, ONNX checksums,
     model input/output shapes, parity of the acting graph."""
@@ -647,9 +778,18 @@ def load_bundle(folder: str | Path) -> Bundle:
     graphs: dict[str, OnnxGraph] = {}
     for spec in manifest.graphs:
         path = _graph_file(folder, spec)
-        graphs[spec.name] = OnnxPolicy(path, spec) if spec is acting else OnnxGraph(path, spec)
-    onnx_policy = graphs[acting.name]
+        graphs[spec.name] = OnnxPolicy(path, spec) if spec is acting and spec.diffusion is None \
+            else OnnxGraph(path, spec)
     parity_error = None
+    if acting.diffusion is not None:
+        from robolearn.deploy.diffusion import DiffusionSampler
+
+        sampler = DiffusionSampler(graphs[acting.name], acting)
+        if (folder / PARITY).is_file():
+            parity_error = _diffusion_parity(folder / PARITY, sampler)
+        return Bundle(folder=folder, manifest=manifest, policy=ChunkedPolicy(sampler, acting.chunk),
+                      parity_error=parity_error, graphs=graphs)
+    onnx_policy = graphs[acting.name]
     if (folder / PARITY).is_file():
         data = np.load(folder / PARITY)
         parity_error = float(np.abs(onnx_policy.batch(data["obs"]) - data["actions"]).max())

@@ -32,6 +32,7 @@ class Measurement:
     quat: np.ndarray | None = None  # (w, x, y, z)
     gyro: np.ndarray | None = None
     ee_pos: np.ndarray | None = None
+    object_pose: np.ndarray | None = None  # (x, y, z, qw, qx, qy, qz) of the manipulated object, base frame
 
 
 def projected_gravity(quat: np.ndarray) -> np.ndarray:
@@ -42,7 +43,8 @@ def projected_gravity(quat: np.ndarray) -> np.ndarray:
 
 def _need(value: np.ndarray | None, what: str) -> np.ndarray:
     if value is None:
-        raise BundleError(f"the policy observes {what}, but the robot state has none (no IMU or kinematics)")
+        raise BundleError(f"the policy observes {what}, but the robot state has none (no IMU, kinematics or "
+                          f"object tracking)")
     return value
 
 
@@ -51,6 +53,8 @@ TERMS: dict[str, Callable[[Measurement, np.ndarray], np.ndarray]] = {
     "projected_gravity": lambda m, d: projected_gravity(_need(m.quat, "projected_gravity (IMU orientation)")),
     "velocity_command": lambda m, d: m.command[:3],
     "joint_pos": lambda m, d: m.q - d,
+    "joint_pos_abs": lambda m, d: m.q,
+    "object_pose": lambda m, d: _need(m.object_pose, "object_pose (an object pose source)"),
     "joint_vel": lambda m, d: m.dq,
     "last_action": lambda m, d: m.last_action,
     "ee_pos": lambda m, d: _need(m.ee_pos, "ee_pos (forward kinematics)"),
@@ -89,6 +93,12 @@ TERM_CONTRACT: dict[str, TermContract] = {
         "velocity); wz about the base z axis", reference="the commanded (vx, vy, wz), in that order (commands)",
         sign="+vx forward, +vy left, +wz turning left (counter-clockwise)"),
     "joint_pos": TermContract(units="rad", frame=_JOINT_FRAME, reference="q - joints.default_pos", sign=_URDF_AXIS),
+    "joint_pos_abs": TermContract(units="rad (m for prismatic joints)", frame=_JOINT_FRAME,
+                                  reference="q (absolute joint position)", sign=_URDF_AXIS),
+    "object_pose": TermContract(
+        units="m, m, m, then a unit quaternion (w, x, y, z)", frame=_ARM_BASE,
+        reference="the manipulated object's center and orientation relative to the base (from an object pose "
+        "source: motion capture, fiducials, a pose estimator)", sign="right-handed base axes"),
     "joint_vel": TermContract(units="rad/s", frame=_JOINT_FRAME, reference="dq (absolute joint velocity)",
                               sign=_URDF_AXIS),
     "last_action": TermContract(
@@ -124,7 +134,9 @@ class ObservationBuilder:
         self.default_pos = np.asarray(manifest.joints.default_pos)
         self.history = manifest.policy.history
         self.frames: deque[np.ndarray] = deque(maxlen=self.history)
-        self.needs_kinematics = any(t.name in ("ee_pos", "target_error") for t in manifest.observation)
+        self.needs_kinematics = any(t.name in ("ee_pos", "target_error") for t in manifest.observation) \
+            or manifest.action.type == "ee_delta"
+        self.needs_objects = any(t.name == "object_pose" for t in manifest.observation)
 
     def frame(self, m: Measurement) -> np.ndarray:
         parts = []

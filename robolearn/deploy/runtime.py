@@ -18,9 +18,11 @@ in the same tick.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gc
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -40,6 +42,7 @@ from robolearn.errors import BundleError, ConfigError
 __all__ = ["Mode", "Trip", "Transition", "LoopStats", "PolicyWorker", "DeployRuntime", "IMU_TERMS"]
 
 log = logging.getLogger("robolearn.deploy")
+POLICY_NICENESS = 10  # the policy thread's niceness (lower scheduling priority than the control loop)
 SPIN_S = 0.0005  # the last part of each period is busy-waited: time.sleep overshoots by ~0.1 ms
 
 
@@ -101,8 +104,9 @@ class LoopStats:
 class PolicyWorker:
     """Runs `policy(obs) -> actions` in a daemon thread; one request in flight at a time."""
 
-    def __init__(self, policy: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, policy: Callable[[np.ndarray], np.ndarray], *, cpus: set[int] | None = None) -> None:
         self.policy = policy
+        self.cpus = cpus  # pin the thread to these CPUs
         self._request: np.ndarray | None = None
         self._result: tuple[np.ndarray, float, str | None] | None = None
         self._busy = False
@@ -134,6 +138,12 @@ class PolicyWorker:
             self._drop = self._busy
 
     def _loop(self) -> None:
+        # The control loop outranks the policy: on a busy CPU the scheduler runs the control thread first (a late
+        # action is held by the control loop; a late control tick is an overrun). Linux: niceness is per thread.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), POLICY_NICENESS)
+        if self.cpus:
+            _set_affinity(self.cpus)
         while True:
             with self._cv:
                 while self._request is None and not self._closed:
@@ -161,11 +171,37 @@ class PolicyWorker:
             self._cv.notify()
 
 
+def _set_affinity(cpus: set[int]) -> None:
+    """Pin the calling thread to `cpus` (Linux); a failure is logged, never raised (timing, not safety)."""
+    try:
+        os.sched_setaffinity(threading.get_native_id(), cpus)
+    except (OSError, AttributeError, ValueError) as exc:
+        log.warning("cannot pin thread %s to CPUs %s: %s", threading.current_thread().name, sorted(cpus), exc)
+
+
+def thread_cpus(cfg) -> tuple[set[int] | None, set[int] | None]:
+    """(control CPUs, policy CPUs) of a profile's `threads` section; (None, None) when not pinning (or fewer than
+    two CPUs are allowed)."""
+    if not cfg.pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    control = set(cfg.control_cpus) if cfg.control_cpus is not None else set(allowed[:-1])
+    policy = set(cfg.policy_cpus) if cfg.policy_cpus is not None else set(allowed[-1:])
+    bad = sorted((control | policy) - set(allowed))
+    if bad:
+        raise ConfigError(f"threads: CPUs {bad} are not available to this process (allowed: {allowed})")
+    if len(allowed) < 2 or not control or not policy:
+        log.warning("threads.pin: needs two CPUs or more (allowed: %s); not pinning", allowed)
+        return None, None
+    return control, policy
+
+
 class DeployRuntime:
     """Runs a bundle on a robot. Joint arrays inside are in policy order; the robot sees its own order."""
 
     def __init__(self, bundle: Bundle, profile: HardwareProfile, robot: RobotInterface, *,
                  policy: Callable[[np.ndarray], np.ndarray] | None = None, kinematics=None,
+                 objects: Callable[[], tuple[np.ndarray, float] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         m = bundle.manifest
         if m.kind != profile.kind:
@@ -201,11 +237,31 @@ class DeployRuntime:
 
             kinematics = ChainKinematics.from_manifest(m)  # numpy, from the bundle's robot_model.chain
         self.kinematics = kinematics
-        self.worker = PolicyWorker(policy or bundle.policy)
+        # A policy that observes an object (object_pose) reads it from `objects() -> (pose [7], stamp)`: motion
+        # capture, fiducials or a pose estimator on a robot, the simulated object on the twin.
+        if self.observations.needs_objects and objects is None:
+            raise BundleError(f"{bundle.folder}: the policy observes object_pose, but no object pose source was given "
+                              f"(on the twin: robolearn.twin.tabletop; on a robot: a tracked pose topic)")
+        self.objects = objects
+        self.ee = m.action.ee if m.action.type == "ee_delta" else None  # end-effector actions: IK here
+        if self.ee is not None:
+            names = m.joints.names
+            self._grip_index = np.array([names.index(j) for j in self.ee.gripper_joints], dtype=int)
+            self._ws = (np.asarray(self.ee.workspace_low, dtype=float), np.asarray(self.ee.workspace_high, dtype=float))
+            from robolearn.deploy.kinematics import quat_to_mat
+
+            self._ee_rot = quat_to_mat(self.ee.orientation)
+            self._joint_low, self._joint_high = np.asarray(m.joints.pos_limits, dtype=float).T
+        self._ee_target = np.zeros(3)
+        self._control_cpus, policy_cpus = thread_cpus(profile.threads)
+        self.worker = PolicyWorker(policy or bundle.policy, cpus=policy_cpus)
         self.filter: SafetyFilter | None = None  # the learned safety filter, with a safety_critic graph
         self._critic_missing: str | None = None
         critic = m.graph("safety_critic")
         if critic is not None and profile.safety.filter.enabled:
+            if self.ee is not None:
+                raise BundleError(f"{bundle.folder}: the safety filter scores joint-offset actions; this policy's "
+                                  "actions are end-effector motions (action.type ee_delta)")
             if critic.name in bundle.graphs:
                 self.filter = SafetyFilter(bundle.graphs[critic.name], profile.safety.filter, frame_dim=m.frame_dim,
                                            action_dim=m.policy.action_dim)
@@ -273,8 +329,11 @@ class DeployRuntime:
             if self.mode != Mode.STAND or self.stand_progress() < 1.0:
                 return f"run ignored: runtime is in {self.mode}; run starts once the stand ramp is complete"
             self._reset_run()
-            if self.kinematics is not None and not self._command_set:  # an arm holds where it is until told
-                self.command = self.kinematics.fk(self.last_state.q[self.index])
+            if self.kinematics is not None:
+                ee_pos = self.kinematics.fk(self.last_state.q[self.index])
+                self._ee_target = ee_pos  # end-effector actions move the commanded position from here
+                if not self._command_set:  # an arm holds where it is until told
+                    self.command = ee_pos
             self._enter(Mode.RUN, "run requested")
         log.info("run: policy at %.0f Hz, control at %.0f Hz", self.bundle.manifest.policy_hz, self.profile.control_hz)
         return "run"
@@ -439,11 +498,11 @@ class DeployRuntime:
             self.stats.policy_latency.append(latency)
             if error is not None:
                 return f"policy raised {error}"
-            if actions.shape != (m.policy.action_dim,) or not np.all(np.isfinite(actions)):
+            if actions.shape != (m.action.dim,) or not np.all(np.isfinite(actions)):
                 return SafetyLayer.check_finite("action", actions) or f"policy returned shape {actions.shape}"
             self._previous_action = self.last_action  # what the observation that chose this action held
             self.last_action = m.apply_action_clip(actions)
-            self._from, self._to, self._k = self._target.copy(), self.default + m.action_scale * self.last_action, 0
+            self._from, self._to, self._k = self._target.copy(), self._action_targets(self.last_action), 0
             self._submitted_at = None
         elif self._submitted_at is not None:
             waited_ms, limit_ms = (now - self._submitted_at) * 1000.0, self.profile.safety.policy_timeout_ms
@@ -453,8 +512,14 @@ class DeployRuntime:
             ee_pos = None
             if self.kinematics is not None:
                 ee_pos = self.kinematics.fk(q)
+            object_pose = None
+            if self.objects is not None:
+                object_pose, reason = self._object_pose(now)
+                if reason is not None:
+                    return reason
             obs = self.observations.build(Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action,
-                                                      quat=state.quat, gyro=state.gyro, ee_pos=ee_pos))
+                                                      quat=state.quat, gyro=state.gyro, ee_pos=ee_pos,
+                                                      object_pose=object_pose))
             reason = SafetyLayer.check_finite("observation", obs)
             if reason is not None:
                 return reason
@@ -465,6 +530,35 @@ class DeployRuntime:
             # else: the previous request is still running; the watchdog above decides when that is a stall
         self._run_ticks += 1
         return None
+
+    def _object_pose(self, now: float) -> tuple[np.ndarray | None, str | None]:
+        """(the object's pose [7], None) from the object source, or (None, why the robot must damp)."""
+        reading = self.objects()
+        limit_ms = self.profile.safety.object_timeout_ms
+        if reading is None:
+            return None, "no object pose received"
+        pose, stamp = reading
+        pose = np.asarray(pose, dtype=float)
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)):
+            return None, (SafetyLayer.check_finite("object pose", pose)
+                          or f"object pose has shape {pose.shape}, not (7,)")
+        age_ms = (now - stamp) * 1000.0
+        if age_ms > limit_ms:
+            return None, f"object pose is stale: {age_ms:.0f} ms old (limit {limit_ms:g} ms)"
+        return pose, None
+
+    def _action_targets(self, action: np.ndarray) -> np.ndarray:
+        """Joint targets (policy order) for an action as applied (clipped), per the bundle's `action.type`."""
+        m = self.bundle.manifest
+        if self.ee is None:
+            return self.default + m.action_scale * action
+        ee = self.ee
+        self._ee_target = np.clip(self._ee_target + m.action_scale * np.clip(action[:3], -1.0, 1.0), *self._ws)
+        q = self.kinematics.ik(self._to, self._ee_target, self._ee_rot, damping=ee.ik_damping,
+                               iterations=ee.ik_iterations)
+        q = np.clip(q, self._joint_low, self._joint_high)
+        q[self._grip_index] = ee.gripper_open * (1.0 - (np.clip(action[3], -1.0, 1.0) + 1.0) / 2.0)
+        return q
 
     def _filter_step(self, state: RobotState, q: np.ndarray, dq: np.ndarray, now: float) -> tuple[str | None, float]:
         """Score the executed action in the state just measured; a replacing candidate becomes the action (and the
@@ -493,11 +587,16 @@ class DeployRuntime:
         stop = stop or threading.Event()
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a collection pause is a missed deadline; the loop allocates no reference cycles
+        was_on = os.sched_getaffinity(0) if self._control_cpus else None
+        if self._control_cpus:
+            _set_affinity(self._control_cpus)
         try:
             self._spin(duration, stop, on_tick)
         finally:
             if gc_was_enabled:
                 gc.enable()
+            if was_on is not None:
+                _set_affinity(was_on)
 
     def _spin(self, duration: float | None, stop: threading.Event,
               on_tick: Callable[[DeployRuntime], None] | None) -> None:

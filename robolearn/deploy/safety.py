@@ -11,11 +11,13 @@ Arrays are in the policy's joint order; messages name the joint.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from robolearn.deploy.observations import projected_gravity
 from robolearn.deploy.profile import SafetyCfg
+from robolearn.errors import ConfigError
 
 __all__ = ["SafetyLayer"]
 
@@ -28,9 +30,19 @@ class SafetyLayer:
         self.lo, self.hi = np.asarray(pos_limits, dtype=float).T
         self.vel = np.asarray(vel_limits, dtype=float) * cfg.velocity_limit_scale
         self.torque = np.asarray(torque_limits, dtype=float) * cfg.torque_limit_scale
-        self.max_step = cfg.max_target_rate * control_dt
+        self.max_step = np.array([self._rate(j) for j in joint_names]) * control_dt
         self.legged = legged
         self.min_up = math.cos(math.radians(cfg.max_tilt_deg))
+
+    def _rate(self, joint: str) -> float:
+        hits = [r for pattern, r in self.cfg.joint_target_rates.items() if re.fullmatch(pattern, joint)]
+        if len(hits) > 1:
+            raise ConfigError(f"safety.joint_target_rates: joint {joint!r} matches several patterns of "
+                              f"{list(self.cfg.joint_target_rates)}")
+        rate = hits[0] if hits else self.cfg.max_target_rate
+        if not rate > 0:
+            raise ConfigError(f"safety.joint_target_rates: the rate of joint {joint!r} must be > 0, got {rate}")
+        return float(rate)
 
     def _first(self, bad: np.ndarray) -> int:
         return int(np.flatnonzero(bad)[0])

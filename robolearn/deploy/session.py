@@ -247,6 +247,9 @@ def run_session(rt: DeployRuntime, *, duration: float, auto: bool, command: list
         if sim and phase["name"] == "walk" and r.mode == Mode.RUN and r.ticks % 10 == 0:
             if r.kinematics is not None:  # arm: where the end effector is while the policy still runs
                 walk.update(ee=r.kinematics.fk(r.last_state.q[r.index]), t1=now)
+                if hasattr(robot, "goal_distance"):  # a tabletop twin: how close the object came to its goal
+                    d = robot.goal_distance()
+                    walk.update(goal=d, best_goal=min(d, walk.get("best_goal", d)))
             else:
                 walk.update(end=robot.base_pos, t1=now)
         if command_source is not None and r.ticks % 10 == 0:
@@ -273,6 +276,9 @@ def run_session(rt: DeployRuntime, *, duration: float, auto: bool, command: list
             report["sim"].update(run_time_s=round(walk["t1"] - walk["t0"], 3),
                                  ee_pos_m=[round(float(x), 4) for x in walk["ee"]],
                                  ee_distance_to_command_m=round(float(np.linalg.norm(walk["ee"] - rt.command)), 4))
+        if "goal" in walk:
+            report["sim"].update(object_goal_distance_m=round(float(walk["goal"]), 4),
+                                 object_best_goal_distance_m=round(float(walk["best_goal"]), 4))
     elif sim:
         report["sim"] = {"final_base_height_m": round(float(robot.base_pos[2]), 4)}
         if "end" in walk:

@@ -13,6 +13,7 @@ robot (the deploy runtime at real time). `lockstep=False`: the owner calls `adva
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import mujoco
@@ -35,11 +36,13 @@ class SimRobot(RobotInterface):
 
     def __init__(self, robot: str, control_dt: float = 0.002, *, joint_names: list[str] | None = None,
                  start: Literal["lying", "standing"] = "standing", start_pose: dict[str, float] | None = None,
-                 lockstep: bool = True) -> None:
+                 lockstep: bool = True, scene: Callable[[mujoco.MjSpec], None] | None = None) -> None:
         self.cfg = load_robot_cfg(robot)
         self.substeps = max(1, int(np.ceil(control_dt / MAX_PHYSICS_DT - 1e-9)))
         self.control_dt = control_dt
         spec = build_robot_scene(self.cfg, timestep=control_dt / self.substeps)
+        if scene is not None:  # objects around the robot (a tabletop's block)
+            scene(spec)
         self.model = spec.compile()
         info = robot_info(self.model, self.cfg)
         # Actuators become inert: torques enter through qfrc_applied, computed here like a motor driver would.

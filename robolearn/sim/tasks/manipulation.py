@@ -25,7 +25,7 @@ from robolearn.sim.ik import dls_ik
 from robolearn.sim.math import sample_uniform, yaw_quat
 from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
-__all__ = ["CameraCfg", "ManipulationCfg", "ManipulationTask", "PushTask", "LiftTask"]
+__all__ = ["CameraCfg", "ManipulationCfg", "add_tabletop_objects", "ManipulationTask", "PushTask", "LiftTask"]
 
 Range = tuple[float, float]
 
@@ -69,6 +69,19 @@ class ManipulationCfg(TaskCfg):
             raise ConfigError(f"camera names must be unique, got {names}")
 
 
+def add_tabletop_objects(spec: mujoco.MjSpec, cfg: ManipulationCfg) -> None:
+    """The block (free body `block`) and the goal marker (mocap body `goal`, no collision) of a tabletop task; the
+    floor is the table. Shared by the tasks and the Panda twin (`robolearn.twin.tabletop`)."""
+    s = cfg.block_size
+    block = spec.worldbody.add_body(name="block", pos=[0.5, 0.0, s])
+    block.add_freejoint(name="block")
+    block.add_geom(name="block", type=mujoco.mjtGeom.mjGEOM_BOX, size=[s, s, s], mass=cfg.block_mass,
+                   friction=[cfg.block_friction, 0.01, 0.001], condim=4, rgba=[0.85, 0.35, 0.2, 1.0])
+    goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.0])
+    goal.add_geom(name="goal", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.03, 0.001, 0],
+                  rgba=[0.2, 0.8, 0.3, 0.6], contype=0, conaffinity=0)
+
+
 class ManipulationTask(Task):
     """Policy observations: joint positions (relative to default), joint velocities, end-effector position, block
     position, goal position, last action. Privileged adds the block's orientation and velocity.
@@ -85,14 +98,7 @@ class ManipulationTask(Task):
         if robot.end_effector is None or robot.floating_base:
             raise ConfigError(f"task {self.name}: needs a fixed-base arm with an end_effector site; "
                               f"robot {robot.name} is not one")
-        s = cfg.block_size
-        block = spec.worldbody.add_body(name="block", pos=[0.5, 0.0, s])
-        block.add_freejoint(name="block")
-        block.add_geom(name="block", type=mujoco.mjtGeom.mjGEOM_BOX, size=[s, s, s], mass=cfg.block_mass,
-                       friction=[cfg.block_friction, 0.01, 0.001], condim=4, rgba=[0.85, 0.35, 0.2, 1.0])
-        goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.0])
-        goal.add_geom(name="goal", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.03, 0.001, 0],
-                      rgba=[0.2, 0.8, 0.3, 0.6], contype=0, conaffinity=0)
+        add_tabletop_objects(spec, cfg)
         spec.add_sensor(name="ee_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS, objtype=mujoco.mjtObj.mjOBJ_SITE,
                         objname=robot.end_effector)
         for cam in cfg.cameras:
@@ -281,6 +287,32 @@ class ManipulationTask(Task):
             "action": ("float32", (self.num_actions,), self.action_names()),
         }
 
+    def recording_terms(self) -> dict[str, list[tuple[str, int]]]:
+        """The deploy runtime's observation terms (`robolearn.deploy.observations.TERMS`) that make up each
+        recorded feature, in order: what a policy learned from demonstrations observes on a robot. The goal is the
+        runtime's command (`target_pos`)."""
+        return {"observation.state": [("joint_pos_abs", len(self.robot.joint_names))],
+                "observation.ee_pos": [("ee_pos", 3)],
+                "observation.environment_state": [("object_pose", 7), ("target_pos", 3)]}
+
+    def goal_ranges(self) -> dict[str, tuple[float, float]]:
+        """{target_x, target_y, target_z: (low, high)}: where goals are drawn (the deployed command's range)."""
+        raise NotImplementedError
+
+    def ee_action(self) -> dict[str, object] | None:
+        """The end-effector action mapping (the bundle's `action.ee`, see `robolearn.deploy.bundle.EeActionSpec`)
+        with `scale` (m per action unit), or None for joint actions."""
+        c = self.cfg
+        if c.action_space != "ee":
+            return None
+        names = list(self.robot.joint_names)
+        return {"scale": float(c.max_ee_step), "arm_joints": [names[i] for i in self._arm],
+                "workspace_low": [float(x) for x in c.workspace_low],
+                "workspace_high": [float(x) for x in c.workspace_high],
+                "orientation": [float(x) for x in self._ee_quat], "ik_damping": float(c.ik_damping),
+                "ik_iterations": int(c.ik_iterations), "gripper_joints": [names[i] for i in self._fingers],
+                "gripper_open": float(c.finger_open)}
+
     def recording_frames(self) -> dict[str, torch.Tensor]:
         """The observation part of the current frame of every env (before its action), {feature: [N, d]} matching
         `recording_features`: what a demonstration stores, and what a policy learned from one reads."""
@@ -340,6 +372,9 @@ class PushTask(ManipulationTask):
             goal[near, 1] = sample_uniform(*c.goal_y, (m,), g)
         return goal
 
+    def goal_ranges(self) -> dict[str, tuple[float, float]]:
+        return {"target_x": tuple(self.cfg.goal_x), "target_y": tuple(self.cfg.goal_y), "target_z": (0.0, 0.0)}
+
     def goal_distance(self) -> torch.Tensor:
         return (self.block_pos[:, :2] - self.goal[:, :2]).norm(dim=1)
 
@@ -379,6 +414,10 @@ class LiftTask(ManipulationTask):
         goal = block[:, :3].clone()
         goal[:, 2] = self.cfg.block_size + self.cfg.lift_height
         return goal
+
+    def goal_ranges(self) -> dict[str, tuple[float, float]]:
+        z = self.cfg.block_size + self.cfg.lift_height
+        return {"target_x": tuple(self.cfg.block_x), "target_y": tuple(self.cfg.block_y), "target_z": (z, z)}
 
     def lift(self) -> torch.Tensor:
         return self.block_pos[:, 2] - self.cfg.block_size

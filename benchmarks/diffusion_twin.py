@@ -1,0 +1,117 @@
+"""A diffusion policy bundle (robolearn export of a panda-push diffusion run) through the deploy runtime on the
+Panda twin with the block, in real time: success rate with a 95% interval, loop timing and inference latency.
+
+Each episode: a fresh `TabletopTwin` placed as the task's reset draws it (block pose, goal; seeds seed..), the
+runtime stands (0.2 s: the twin starts in the default pose), runs the policy for the task's episode length with
+the goal as its command, and the episode succeeds when the block's center comes within the task's
+success_distance of the goal (Diffusion Policy's protocol, as `robolearn eval`). Overruns are control ticks that
+ended after their deadline during Run. `--baseline` first runs one episode with a policy that returns zeros at
+once: the overruns the machine and the twin's physics cause without any inference.
+
+    python benchmarks/diffusion_twin.py runs/push/export --episodes 20 [--execute 4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+
+import numpy as np
+
+from robolearn.config import from_dict, merge, to_dict
+from robolearn.deploy.bundle import load_bundle
+from robolearn.deploy.profile import HardwareProfile, load_profile
+from robolearn.deploy.runtime import DeployRuntime
+from robolearn.learn.eval_run import wilson95
+from robolearn.sim.tasks import load_task_cfg
+from robolearn.twin.tabletop import TabletopTwin, sample_scenes
+
+
+def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarray, seconds: float, success_m: float,
+            policy=None) -> dict:
+    robot = TabletopTwin(bundle.manifest.task, 1.0 / profile.control_hz, joint_names=profile.joint_names)
+    robot.place(block, goal)
+    rt = DeployRuntime(bundle, profile, robot, objects=robot.object_pose, policy=policy)
+    try:
+        rt.tick()
+        assert rt.stand() == "stand", "the twin refused to stand"
+        rt.spin(profile.stand.duration_s + 0.05)
+        rt.set_command(goal)
+        assert rt.run() == "run", "the twin refused to run"
+        rt.stats.overruns = 0
+        rt.stats.compute.clear()
+        rt.stats.periods.clear()
+        best = [robot.goal_distance()]
+        rt.spin(seconds, on_tick=lambda r: best.__setitem__(0, min(best[0], robot.goal_distance())))
+        timing = rt.stats.summary()
+        calls = getattr(bundle.policy.graph, "calls", 0)
+        return {"success": best[0] < success_m, "best_goal_distance_m": round(best[0], 4),
+                "final_goal_distance_m": round(robot.goal_distance(), 4), "mode": str(rt.mode),
+                "trips": [t.reason for t in rt.trips], "overruns": int(timing["overruns"]),
+                "ticks": int(timing["ticks"]), "compute_p99_ms": round(timing["compute_p99_ms"], 3),
+                "compute_max_ms": round(timing["compute_max_ms"], 3),
+                "period_err_p99_ms": round(timing["period_err_p99_ms"], 3),
+                "policy_p99_ms": round(timing.get("policy_p99_ms", 0.0), 3),
+                "policy_max_ms": round(timing.get("policy_max_ms", 0.0), 3), "denoiser_calls": calls}
+    finally:
+        rt.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--execute", type=int, default=0, help="actions executed per chunk (default: the bundle's)")
+    ap.add_argument("--sampler", choices=["ddim", "warm"], default=None, help="default: the bundle's")
+    ap.add_argument("--baseline", action="store_true", help="first one episode with an instant zero policy")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    bundle = load_bundle(args.bundle)
+    graph = bundle.manifest.policy
+    if args.execute:
+        graph.chunk.execute = args.execute
+        bundle.policy.execute = bundle.policy.graph.execute = args.execute
+    if args.sampler:
+        bundle.policy.graph.d = dataclasses.replace(graph.diffusion, sampler=args.sampler)
+    profile = load_profile("panda_gripper")
+    profile = from_dict(HardwareProfile, merge(to_dict(profile), {"stand": {"duration_s": 0.2}}), where="benchmark")
+    _, task_cfg = load_task_cfg(bundle.manifest.task)
+    blocks, goals = sample_scenes(bundle.manifest.task, args.episodes, args.seed)
+    seconds, success_m = task_cfg.episode_length_s, task_cfg.success_distance
+    out = {"bundle": args.bundle, "execute": bundle.policy.execute, "sampler": bundle.policy.graph.d.sampler,
+           "control_hz": profile.control_hz, "policy_hz": bundle.manifest.policy_hz}
+    if args.baseline:
+        out["baseline"] = episode(bundle, profile, blocks[0], goals[0], seconds, success_m,
+                                  policy=lambda obs: np.zeros(4))
+        print("baseline (zero policy, no inference):", {k: out["baseline"][k] for k in ("overruns", "ticks",
+                                                                                         "compute_p99_ms")})
+    results = []
+    start = time.time()
+    for i in range(args.episodes):
+        r = episode(bundle, profile, blocks[i], goals[i], seconds, success_m)
+        results.append(r)
+        print(f"episode {i}: {'success' if r['success'] else 'fail   '} best {r['best_goal_distance_m']:.3f} m, "
+              f"overruns {r['overruns']}/{r['ticks']}, policy p99 {r['policy_p99_ms']:.1f} ms, "
+              f"compute p99 {r['compute_p99_ms']:.2f} ms, trips {r['trips'] or 'none'}", flush=True)
+    ok = sum(r["success"] for r in results)
+    low, high = wilson95(ok, len(results))
+    out["summary"] = {
+        "episodes": len(results), "success": ok / len(results), "success_ci95": [round(low, 4), round(high, 4)],
+        "overruns": sum(r["overruns"] for r in results), "ticks": sum(r["ticks"] for r in results),
+        "episodes_with_trips": sum(bool(r["trips"]) for r in results),
+        "compute_p99_ms_median": statistics.median(r["compute_p99_ms"] for r in results),
+        "policy_p99_ms_median": statistics.median(r["policy_p99_ms"] for r in results),
+        "policy_max_ms": max(r["policy_max_ms"] for r in results), "wall_s": round(time.time() - start, 1)}
+    out["episodes"] = results
+    print(json.dumps(out["summary"], indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The denoising loop of a diffusion policy on the robot's computer: numpy around the bundle's denoiser graph.
+
+The robot computer has no torch and no diffusers, so the sampler the bundle declares (`graphs[].diffusion`, see
+`robolearn.deploy.bundle.DiffusionSpec`) is written out here: deterministic DDIM (eta 0) with epsilon prediction
+and sample clipping, over the exact timesteps and cumulative alphas that training's diffusers scheduler used (the
+exporter writes them; `tests/test_diffusion_deploy.py` checks this loop against diffusers' `DDIMScheduler` step
+for step). One plan is `len(timesteps)` graph calls at batch 1 (`warm`: `warm_steps` after the first plan).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robolearn.deploy.bundle import DiffusionSpec, GraphSpec, OnnxGraph
+from robolearn.errors import BundleError
+
+__all__ = ["DiffusionSampler"]
+
+
+class DiffusionSampler:
+    """`sampler(obs [obs_horizon * O]) -> chunk [pred_horizon - obs_horizon + 1, A]` (raw actions from the current
+    frame on); `reset()` forgets the previous plan (a warm start begins cold again). `noise` fixes the initial
+    noise of the next plans (tests, parity); else it is drawn from a generator seeded with `seed`."""
+
+    def __init__(self, graph: OnnxGraph, spec: GraphSpec, *, seed: int = 0) -> None:
+        if spec.diffusion is None or spec.chunk is None:
+            raise BundleError(f"graph {spec.name!r}: not a denoiser (no diffusion section)")
+        d: DiffusionSpec = spec.diffusion
+        self.graph, self.spec, self.d = graph, spec, d
+        self.execute = spec.chunk.execute
+        self.alphas = np.asarray(d.alphas_cumprod, dtype=np.float64)
+        self.timesteps = [int(t) for t in d.timesteps]
+        self.obs_low = np.asarray(d.obs_low, dtype=np.float32)
+        self.obs_span = np.asarray(d.obs_span, dtype=np.float32)
+        self.act_low = np.asarray(d.action_low, dtype=np.float32)
+        self.act_span = np.asarray(d.action_span, dtype=np.float32)
+        self.act_constant = np.asarray(d.action_constant, dtype=bool)
+        self.shape = (1, d.pred_horizon, len(d.action_low))
+        self.rng = np.random.default_rng(seed)
+        self.noise: np.ndarray | None = None
+        self._last: np.ndarray | None = None  # the previous plan, normalized [1, Tp, A]
+        self.calls = 0  # graph evaluations
+
+    def reset(self) -> None:
+        self._last = None
+
+    def condition(self, obs: np.ndarray) -> np.ndarray:
+        frames = np.asarray(obs, dtype=np.float32).reshape(self.d.obs_horizon, -1)
+        return (2.0 * (frames - self.obs_low) / self.obs_span - 1.0).reshape(1, -1).astype(np.float32)
+
+    def _alpha_prev(self, i: int, timesteps: list[int]) -> float:
+        return float(self.alphas[timesteps[i + 1]]) if i + 1 < len(timesteps) else self.d.final_alpha_cumprod
+
+    def denoise(self, cond: np.ndarray, x: np.ndarray, timesteps: list[int]) -> np.ndarray:
+        """Run the DDIM steps `timesteps` from `x` [1, Tp, A] (normalized) under `cond`."""
+        x = x.astype(np.float64)
+        clip = self.d.clip_sample
+        for i, t in enumerate(timesteps):
+            eps = self.graph.run({"x": x.astype(np.float32), "t": np.array([t], dtype=np.int64),
+                                  "cond": cond})["eps"].astype(np.float64)
+            self.calls += 1
+            a_t, a_prev = float(self.alphas[t]), self._alpha_prev(i, timesteps)
+            x0 = (x - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)
+            if clip is not None:
+                x0 = np.clip(x0, -clip, clip)
+            x = np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps
+        return x
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        cond = self.condition(obs)
+        eps = self.noise if self.noise is not None else self.rng.standard_normal(self.shape)
+        if self.d.sampler == "warm" and self._last is not None:
+            k = self.execute
+            shifted = np.concatenate([self._last[:, k:], np.repeat(self._last[:, -1:], k, axis=1)], axis=1)
+            steps = self.timesteps[-self.d.warm_steps:]
+            a = float(self.alphas[steps[0]])
+            x = self.denoise(cond, np.sqrt(a) * shifted + np.sqrt(1.0 - a) * eps, steps)
+        else:
+            x = self.denoise(cond, eps, self.timesteps)
+        self._last = x
+        actions = np.where(self.act_constant, self.act_low + 1.0, (x[0] + 1.0) * 0.5 * self.act_span + self.act_low)
+        return actions[self.d.obs_horizon - 1:].astype(np.float32)

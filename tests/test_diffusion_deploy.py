@@ -1,0 +1,286 @@
+"""A diffusion policy from export to the Panda twin: the denoiser bundle, the runtime's numpy DDIM loop against
+diffusers, end-effector actions through the bundle's kinematic chain, the object pose source, late chunks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from robolearn.config import from_dict, merge, to_dict
+from robolearn.deploy.bundle import MANIFEST, PARITY, load_bundle
+from robolearn.deploy.profile import HardwareProfile, load_profile
+from robolearn.deploy.runtime import DeployRuntime, Mode
+from robolearn.errors import BundleError
+
+
+@pytest.fixture(scope="module")
+def push_bundle(pushes, tmp_path_factory):
+    """A tiny diffusion run on two panda-push demos (replanning every 4 actions), exported."""
+    from robolearn.export import export_run
+    from robolearn.learn.diffusion_run import load_diffusion_cfg, make_diffusion_runner
+
+    root = tmp_path_factory.mktemp("dp")
+    small = {"steps_per_iteration": 3, "max_iterations": 1, "dataset": str(pushes),
+             "diffusion": {"down_dims": [16, 32, 64], "batch_size": 8}, "eval": {"episodes": 1},
+             "task_overrides": {"episode_length_s": 1.0}}
+    runner = make_diffusion_runner(load_diffusion_cfg("panda-push", overrides=small), root / "run", log_interval=0)
+    runner.learn(progress=False)
+    runner.close()
+    report = export_run(root / "run", root / "bundle")
+    assert report.graph_file == "denoiser.onnx" and report.parity_max_error <= 1e-4
+    return root
+
+
+def _profile(**changes) -> HardwareProfile:
+    prof = load_profile("panda_gripper")
+    return from_dict(HardwareProfile, merge(to_dict(prof), {"stand": {"duration_s": 0.05}, **changes}), where="test")
+
+
+def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle) -> None:
+    """deploy.yaml carries the denoiser graph, DDIM schedule, horizons and normalization; the runtime's
+    onnxruntime + numpy loop plans the chunk that torch + diffusers plan from the same noise, cold and warm."""
+    from robolearn.learn.checkpoint import load_checkpoint
+    from robolearn.learn.diffusion_run import load_diffusion
+
+    bundle = load_bundle(push_bundle / "bundle")
+    m = bundle.manifest
+    g = m.policy
+    assert m.action.type == "ee_delta" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
+    assert [t.name for t in m.observation] == ["joint_pos_abs", "ee_pos", "object_pose", "target_pos"]
+    assert [c.name for c in m.commands] == ["target_x", "target_y", "target_z"]
+    assert g.chunk.horizon == 15 and g.chunk.execute == 4 and g.history == 2
+    assert g.diffusion.timesteps == list(range(90, -1, -10)) and len(g.diffusion.alphas_cumprod) == 100
+    assert bundle.parity_error is not None and bundle.parity_error <= 1e-3
+
+    ckpt, file = load_checkpoint(push_bundle / "run", with_path=True)
+    _, model = load_diffusion(ckpt, file)
+    sampler = bundle.policy.graph
+    gen = torch.Generator().manual_seed(3)
+    frames = torch.rand(1, 2, model.obs_dim, generator=gen) * torch.tensor(g.diffusion.obs_span) + torch.tensor(
+        g.diffusion.obs_low)
+    noise = torch.randn(1, 16, 4, generator=gen)
+    with torch.no_grad():
+        cold = model.denoise(frames, noise=noise)
+    sampler.reset()
+    sampler.noise = noise.numpy()
+    got = sampler(frames.reshape(-1).numpy())
+    want = model.action_norm.inverse(cold)[0, 1:].numpy()
+    assert np.abs(got - want).max() < 1e-4
+    # warm start: the previous plan shifted by the executed actions, re-noised to the last warm_steps levels
+    sampler.d = type(g.diffusion)(**{**to_dict(g.diffusion), "sampler": "warm"})
+    noise2 = torch.randn(1, 16, 4, generator=gen)
+    sampler.noise = noise2.numpy()
+    calls = sampler.calls
+    got = sampler(frames.reshape(-1).numpy())
+    assert sampler.calls - calls == g.diffusion.warm_steps
+    shifted = torch.cat((cold[:, 4:], cold[:, -1:].expand(-1, 4, -1)), dim=1)
+    with torch.no_grad():
+        warm = model.denoise(frames, noise=noise2, start=shifted, start_steps=g.diffusion.warm_steps)
+    assert np.abs(got - model.action_norm.inverse(warm)[0, 1:].numpy()).max() < 1e-4
+    sampler.noise = None
+
+
+def test_a_tampered_or_malformed_diffusion_bundle_is_a_one_line_error(push_bundle, tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "b"
+    shutil.copytree(push_bundle / "bundle", folder)
+    data = dict(np.load(folder / PARITY))
+    data["chunks"] = data["chunks"] + 0.01
+    np.savez(folder / PARITY, **data)
+    with pytest.raises(BundleError, match=r"parity.npz: the denoising loop here .* differs from the exporter's"):
+        load_bundle(folder)
+    shutil.copyfile(push_bundle / "bundle" / PARITY, folder / PARITY)
+    manifest = yaml.safe_load((folder / MANIFEST).read_text())
+    manifest["graphs"][0]["diffusion"]["timesteps"] = [100, 50]
+    (folder / MANIFEST).write_text(yaml.safe_dump(manifest))
+    with pytest.raises(BundleError, match=r"graphs\[0\].diffusion.timesteps: expected noise levels in 0..99"):
+        load_bundle(folder)
+    manifest["graphs"][0]["diffusion"]["timesteps"] = [90, 50, 0]
+    manifest["action"]["ee"]["gripper_joints"] = ["panda_thumb"]
+    (folder / MANIFEST).write_text(yaml.safe_dump(manifest))
+    with pytest.raises(BundleError, match=r"action.ee: joints \['panda_thumb'\] are not in joints.names"):
+        load_bundle(folder)
+
+
+def test_ee_actions_follow_the_training_ik_through_the_bundle_chain(push_bundle) -> None:
+    """The runtime's numpy IK over the bundle's kinematic chain is the training task's MuJoCo IK (1e-9)."""
+    from robolearn.deploy.kinematics import ChainKinematics, quat_to_mat
+    from robolearn.sim.ik import dls_ik
+    from robolearn.sim.tasks import make_task
+
+    m = load_bundle(push_bundle / "bundle").manifest
+    kin = ChainKinematics.from_manifest(m)
+    task = make_task("panda-push", 1, seed=0)
+    try:
+        import mujoco
+
+        data = mujoco.MjData(task.model)
+        rng = np.random.default_rng(0)
+        rot = quat_to_mat(m.action.ee.orientation)
+        for _ in range(5):
+            q = np.asarray(m.joints.default_pos) + np.r_[rng.uniform(-0.3, 0.3, 7), 0.0, 0.0]
+            target = kin.fk(q) + rng.uniform(-0.03, 0.03, 3)
+            want = dls_ik(task.model, data, task._site, task._arm_qpos, task._arm_dof, q[:7], target,
+                          np.asarray(m.action.ee.orientation), damping=m.action.ee.ik_damping,
+                          iterations=m.action.ee.ik_iterations)
+            got = kin.ik(q, target, rot, damping=m.action.ee.ik_damping, iterations=m.action.ee.ik_iterations)
+            assert np.abs(got[:7] - want).max() < 1e-9 and np.array_equal(got[7:], q[7:])
+    finally:
+        task.close()
+
+
+def _runtime(push_bundle, *, objects=None, policy=None, profile=None):
+    from robolearn.twin.tabletop import TabletopTwin, sample_scene
+
+    bundle = load_bundle(push_bundle / "bundle")
+    prof = profile or _profile()
+    twin = TabletopTwin("panda-push", 1.0 / prof.control_hz, joint_names=prof.joint_names)
+    block, goal = sample_scene("panda-push", 4)
+    twin.place(block, goal)
+    rt = DeployRuntime(bundle, prof, twin, objects=objects or twin.object_pose, policy=policy)
+    rt.tick()
+    assert rt.stand() == "stand"
+    rt.spin(0.1)
+    rt.set_command(goal)
+    return rt, twin, bundle
+
+
+def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_bundle) -> None:
+    """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every 4 actions, end-effector
+    actions become joint targets, the fingers follow the grip, nothing trips."""
+    rt, twin, bundle = _runtime(push_bundle)
+    try:
+        start_ee = rt.kinematics.fk(rt.last_state.q[rt.index])
+        calls = bundle.policy.graph.calls  # the loader's parity check planned already
+        assert rt.run() == "run"
+        rt.spin(1.0)
+        assert rt.mode == Mode.RUN and not rt.trips
+        steps = rt._run_ticks // rt.policy_every  # policy steps asked for
+        chunks = (bundle.policy.graph.calls - calls) // 10
+        assert abs(chunks - steps / 4) <= 1.5, (chunks, steps)
+        assert np.linalg.norm(rt._ee_target - start_ee) > 1e-3  # the commanded end effector moved
+        assert rt.last_action.shape == (4,) and np.all(np.abs(rt.last_action) <= 1.0)
+        assert np.allclose(rt._to[7:], 0.04 * (1.0 - (rt.last_action[3] + 1.0) / 2.0))  # the fingers' targets
+        assert rt.stats.summary()["policy_p50_ms"] >= 0.0
+    finally:
+        rt.close()
+
+
+def test_a_late_chunk_is_held_then_damped_and_a_bad_object_pose_damps(push_bundle) -> None:
+    """A chunk later than the policy timeout: the control loop keeps ticking (holding the target), then damps.
+    A stale or NaN object pose, and no pose source at all, are refused as well."""
+    state = {"slow": False}
+
+    def slow_policy(obs):
+        bundle_policy = slow_policy.inner
+        if state["slow"] and not bundle_policy.queue:
+            time.sleep(0.4)  # a stalled denoising loop
+        return bundle_policy(obs)
+
+    slow_policy.inner = load_bundle(push_bundle / "bundle").policy
+    rt, twin, _ = _runtime(push_bundle, policy=slow_policy)
+    try:
+        rt.run()
+        rt.spin(0.3)
+        assert rt.mode == Mode.RUN
+        state["slow"] = True
+        ticks = rt.ticks
+        rt.spin(0.4)
+        assert rt.mode == Mode.DAMP and "policy stalled" in rt.trips[-1].reason
+        assert rt.ticks - ticks > 0.3 * 480  # the loop ticked on at the control rate meanwhile
+    finally:
+        rt.close()
+
+    stamp = [time.monotonic()]
+    rt, twin, _ = _runtime(push_bundle, objects=lambda: (twin_pose(), stamp[0]))
+    try:
+        rt.run()
+        rt.spin(0.15)
+        assert rt.mode == Mode.DAMP and "object pose is stale" in rt.trips[-1].reason
+    finally:
+        rt.close()
+    rt, twin, _ = _runtime(push_bundle, objects=lambda: (np.full(7, np.nan), time.monotonic()))
+    try:
+        rt.run()
+        rt.spin(0.05)
+        assert rt.mode == Mode.DAMP and "object pose" in rt.trips[-1].reason and "NaN" in rt.trips[-1].reason
+    finally:
+        rt.close()
+    from robolearn.twin.sim_robot import SimRobot
+
+    prof = _profile()
+    with pytest.raises(BundleError, match="the policy observes object_pose, but no object pose source was given"):
+        DeployRuntime(load_bundle(push_bundle / "bundle"), prof,
+                      SimRobot("panda_gripper", 1.0 / prof.control_hz, joint_names=prof.joint_names))
+
+
+def twin_pose() -> np.ndarray:
+    return np.array([0.5, 0.0, 0.025, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, tmp_path) -> None:
+    """`robolearn deploy --robot panda_gripper --policy B --auto` stands, runs and damps the twin with the block;
+    the report says how close the block came to its goal; a transport without an object source is refused."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cli_batch import run_cli_batch
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "robolearn.cli", "deploy", "--robot", "panda_gripper", "--policy",
+                          str(push_bundle / "bundle"), "--auto", "--duration", "4", "--seed", "2", "--set",
+                          "stand.duration_s=0.5", "--report",
+                          str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=120, cwd=root,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [t["to"] for t in report["timeline"]] == ["stand", "run", "damp"] and not report["trips"]
+    assert 0.0 <= report["sim"]["object_best_goal_distance_m"] <= report["sim"]["object_goal_distance_m"] + 1e-9
+    assert report["timing"]["policy_p99_ms"] > 0
+
+    bad = [(("deploy", "--robot", "panda_gripper", "--policy", str(push_bundle / "bundle"), "--transport", "dds",
+             "--auto", "--duration", "1"), "--transport dds has no object pose source yet")]
+    for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_pinned_threads_keep_their_cpus() -> None:
+    """threads.pin: the policy thread runs on the profile's policy CPUs, the control loop on its own while it
+    spins, and the caller's affinity comes back afterwards."""
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    from robolearn.deploy.runtime import PolicyWorker, thread_cpus
+
+    prof = _profile(threads={"pin": True})
+    control, policy = thread_cpus(prof.threads)
+    assert control == set(allowed[:-1]) and policy == {allowed[-1]}
+    seen = {}
+
+    def where(obs):
+        seen["cpus"] = os.sched_getaffinity(threading.get_native_id())
+        return obs
+
+    worker = PolicyWorker(where, cpus=policy)
+    assert worker.submit(np.zeros(1))
+    for _ in range(200):
+        if worker.poll() is not None:
+            break
+        time.sleep(0.005)
+    worker.close()
+    assert seen["cpus"] == policy
+    with pytest.raises(Exception, match=r"threads: CPUs \[4096\] are not available"):
+        thread_cpus(_profile(threads={"pin": True, "policy_cpus": [4096]}).threads)
