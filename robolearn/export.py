@@ -483,6 +483,10 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
 
     cfg, model = load_diffusion(ckpt, file)
     dcfg = model.cfg
+    if model.cameras:
+        raise BundleError(f"{file}: an image-based diffusion policy ({', '.join(cfg.image_keys)}); bundles carry "
+                          f"state-based ones so far (the camera encoder graph and camera feeds in the runtime are "
+                          f"not built yet)")
     if dcfg.sampler == "ddpm":
         raise BundleError(f"{file}: the run samples with ddpm (100 steps); a bundle runs ddim or warm: set "
                           f"diffusion.sampler and re-export")

@@ -428,3 +428,40 @@ def test_sim_server_publishes_applies_and_stops_on_sigterm(domain: int, protocol
             assert int(counters["rejected"]) >= 1  # wrong CRC: counted, not applied
     finally:
         server.kill()
+
+
+POSE_PEER = """
+    import sys, time
+    from robolearn.ros.dds import make_writer, participant
+    from robolearn.ros.dds_types import Header_, Point_, Pose_, PoseStamped_, Quaternion_
+    dp = participant(int(sys.argv[1]), "lo")
+    w = make_writer(dp, "rt/block_pose", PoseStamped_)
+    print("ready", flush=True)
+    q = Quaternion_(x=0.0, y=0.0, z=0.6, w=0.8)
+    for i in range(400):
+        frame = "camera" if i % 2 else "panda_link0"  # every other sample in the wrong frame
+        pose = Pose_(position=Point_(0.5, -0.1, 0.025), orientation=q)
+        w.write(PoseStamped_(header=Header_(frame_id=frame), pose=pose))
+        w.write(PoseStamped_(header=Header_(frame_id="panda_link0"),
+                             pose=Pose_(position=Point_(float("nan"), 0.0, 0.0), orientation=q)))
+        time.sleep(0.005)
+"""
+
+
+def test_object_pose_source_reads_pose_stamped_and_rejects_bad_samples(domain: int) -> None:
+    """A tracker in another process publishes geometry_msgs/PoseStamped: the runtime's object source gets
+    (x, y, z, qw, qx, qy, qz) in the base frame; NaN poses and poses in another frame are rejected."""
+    from robolearn.ros.dds import DdsPoseSource
+
+    source = DdsPoseSource("/block_pose", frame_id="panda_link0", domain_id=domain, network_interface="lo")
+    peer = _child(POSE_PEER, domain)
+    _wait_line(peer, "ready")
+    try:
+        assert _until(lambda: source.read() is not None and source.rejected > 4)
+        pose, stamp = source.read()
+        np.testing.assert_allclose(pose, [0.5, -0.1, 0.025, 0.8, 0.0, 0.0, 0.6])
+        assert time.monotonic() - stamp < 1.0
+        assert source.received > 0
+    finally:
+        peer.kill()
+        source.close()

@@ -31,7 +31,8 @@ def test_windows_clamp_to_their_episode() -> None:
     eps = [(np.arange(4.0)[:, None], np.arange(4.0)[:, None]), (np.array([[10.0], [11.0]]), np.array([[10.0], [11.0]]))]
     w = ChunkWindows(eps, obs_horizon=2, pred_horizon=4)
     assert len(w) == 6
-    obs, act = w.batch(torch.arange(6))
+    obs, act, images = w.batch(torch.arange(6))
+    assert images is None  # no cameras
     assert obs[:, :, 0].tolist() == [[0, 0], [0, 1], [1, 2], [2, 3], [10, 10], [10, 11]]
     assert act[:, :, 0].tolist() == [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 3], [2, 3, 3, 3], [10, 10, 11, 11],
                                      [10, 11, 11, 11]]
@@ -447,3 +448,99 @@ def test_dsrl_finetune_leaves_the_diffusion_weights_unchanged_and_evaluates(push
     assert report["policy"] == "dsrl" and report["summary"]["episodes"] == 2
     _, _, model, _ = load_dsrl(ckpt, "model.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+# -- image-based policies -----------------------------------------------------------------------------------------
+
+def test_image_encoder_crops_randomly_in_training_and_centered_when_acting() -> None:
+    from robolearn.learn.models.image_encoder import ImageEncoder, resize_frames
+
+    enc = ImageEncoder(crop=(40, 52), channels=(8, 16, 16, 32), keypoints=8, feature_dim=16)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in enc.modules())  # GroupNorm: no batch statistics
+    images = torch.randint(0, 256, (4, 2, 3, 48, 64), dtype=torch.uint8)
+    enc.eval()
+    a, b = enc(images), enc(images)
+    assert a.shape == (4, 2, 16) and torch.equal(a, b)
+    flat = images.reshape(-1, 3, 48, 64)
+    assert torch.equal(enc._crop(flat), flat[..., 4:44, 6:58])  # centered when acting
+    torch.manual_seed(0)
+    enc.train()
+    crops = [enc._crop(flat) for _ in range(2)]
+    assert crops[0].shape == (8, 3, 40, 52) and not torch.equal(*crops)  # a new random crop per call
+    windows = flat[0].unfold(1, 40, 1).unfold(2, 52, 1).permute(1, 2, 0, 3, 4)  # every 40 x 52 window
+    assert torch.all(windows == crops[0][0], dim=(2, 3, 4)).any()  # a crop of the image, not a resample
+    (enc(images) ** 2).sum().backward()
+    assert enc.stem[0].weight.grad.abs().sum() > 0  # through the spatial softmax (a 3 x 4 map) to the stem
+    frames = np.zeros((2, 240, 320, 3), np.uint8)
+    frames[:, :120, :160] = 200  # the top-left quarter
+    small = resize_frames(frames, (24, 32))
+    assert small.shape == (2, 3, 24, 32) and small.dtype == torch.uint8
+    assert int(small[0, 0, 5, 5]) == 200 and int(small[0, 0, 20, 30]) == 0
+
+
+def test_short_image_training_lowers_the_loss_and_the_encoder_learns() -> None:
+    """Actions given only by where a bright square is in the image: the loss falls and the EMA encoder moves."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    episodes, images = [], []
+    for _ in range(6):
+        pos = rng.uniform(0.0, 1.0, size=(30, 2)).astype(np.float32)
+        frames = np.zeros((30, 1, 3, 32, 32), np.uint8)
+        for t, (x, y) in enumerate(pos):
+            r, c = int(4 + y * 20), int(4 + x * 20)
+            frames[t, 0, :, r : r + 6, c : c + 6] = 255
+        episodes.append((np.zeros((30, 1), np.float32), pos * 2.0 - 1.0))
+        images.append(frames)
+    cfg = DiffusionCfg(down_dims=[16, 32, 64], batch_size=16, learning_rate=2e-3, warmup_steps=10, total_steps=200,
+                       image_size=[32, 32], crop=[30, 30], encoder_channels=[8, 16, 16, 32], keypoints=8,
+                       image_features=16)
+    model = DiffusionModel(cfg, 1, 2, MinMaxNormalizer(np.zeros(1), np.zeros(1), name="o"),
+                           MinMaxNormalizer(-np.ones(2), np.ones(2), name="a"), cameras=1)
+    initial = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    learner = DiffusionLearner(model, ChunkWindows(episodes, cfg.obs_horizon, cfg.pred_horizon, images=images),
+                               generator=torch.Generator().manual_seed(1))
+    before = np.mean([float(learner.step()) for _ in range(10)])
+    for _ in range(120):
+        learner.step()
+    after = np.mean([float(learner.step()) for _ in range(20)])
+    assert after < 0.5 * before, (before, after)
+    moved = max((learner.ema_model.encoder.state_dict()[k] - v).abs().max().item() for k, v in initial.items()
+                if v.is_floating_point())
+    assert moved > 0  # the encoder is in the optimizer and the EMA
+    frames = torch.zeros(2, cfg.obs_horizon, 1)
+    with pytest.raises(ConfigError, match="sees 1 camera"):
+        learner.ema_model.sample(frames)
+    shot = torch.from_numpy(np.stack([images[0][:2], images[0][1:3]]))
+    assert learner.ema_model.sample(frames, images=shot).shape == (2, cfg.pred_horizon, 2)
+
+
+def test_acting_cameras_render_what_the_demonstrations_recorded(pushes) -> None:
+    """The evaluation's rendered, resized camera at a recorded episode's first state is the recorded (decoded,
+    resized) frame, up to video compression."""
+    from robolearn.data.lerobot_reader import DatasetReader
+    from robolearn.learn.demonstrations import load_demonstrations
+    from robolearn.learn.diffusion_eval import CameraFrames
+    from robolearn.sim.tasks import make_task
+
+    demos = load_demonstrations(pushes, task="panda-push", obs_keys=["observation.state"],
+                                image_keys=["observation.images.front"], image_size=(72, 96))
+    assert demos.images is not None and demos.images[0].shape[1:] == (1, 3, 72, 96)
+    assert [len(x) for x in demos.images] == [len(o) for o, _ in demos.episodes]
+    reader = DatasetReader(pushes)
+    task = make_task("panda-push", 1, seed=0)
+    cameras = CameraFrames(task, ["observation.images.front"], (72, 96))
+    try:
+        first = {k: v[0] for k, v in reader.episode(0).items()}
+        task.restart(*task.scene_from_frame(first))
+        rendered = cameras()[0].float()
+        recorded = torch.from_numpy(demos.images[0][0]).float()
+        assert (rendered - recorded).abs().mean() < 6.0, (rendered - recorded).abs().mean()
+        assert (rendered - torch.from_numpy(demos.images[1][0]).float()).abs().mean() > \
+            (rendered - recorded).abs().mean()  # another episode's scene looks different
+    finally:
+        cameras.close()
+        task.close()
+    from robolearn.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="image key 'observation.state' is a float32 feature, not a video"):
+        load_demonstrations(pushes, obs_keys=["observation.state"], image_keys=["observation.state"])

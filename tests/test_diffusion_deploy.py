@@ -249,8 +249,12 @@ def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, 
     assert 0.0 <= report["sim"]["object_best_goal_distance_m"] <= report["sim"]["object_goal_distance_m"] + 1e-9
     assert report["timing"]["policy_p99_ms"] > 0
 
-    bad = [(("deploy", "--robot", "panda_gripper", "--policy", str(push_bundle / "bundle"), "--transport", "dds",
-             "--auto", "--duration", "1"), "--transport dds has no object pose source yet")]
+    bundle = str(push_bundle / "bundle")
+    bad = [(("deploy", "--robot", "panda_gripper", "--policy", bundle, "--transport", "dds", "--set",
+             "dds.object_topic=''", "--auto", "--duration", "1"),
+            "the policy observes object_pose; give it a pose source: --transport dds with dds.object_topic"),
+           (("deploy", "--robot", "panda_gripper", "--policy", bundle, "--transport", "dds", "--auto", "--duration",
+             "1"), "the policy's command is its goal (target_x, target_y, target_z): give it with --cmd x,y,z")]
     for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
 

@@ -138,18 +138,30 @@ def deploy(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("robolearn").setLevel(logging.INFO)
-    objects = None
-    if any(t.name == "object_pose" for t in manifest.observation):  # the policy observes a manipulated object
-        if transport != "sim":
-            raise ConfigError(f"{policy}: the policy observes object_pose; --transport {transport} has no object pose "
-                              f"source yet (the sim twin simulates the object: --transport sim)")
+    objects, object_source = None, None
+    observes_object = any(t.name == "object_pose" for t in manifest.observation)
+    if observes_object and transport == "sim":  # the twin simulates the object and draws the goal
         from robolearn.twin.tabletop import TabletopTwin
 
         robot_if = TabletopTwin.from_profile(prof, manifest.task, seed=seed)
         objects = robot_if.object_pose
-        if command is None:  # the goal of the twin's episode
+        if command is None:
             command = robot_if.goal.tolist()
     else:
+        if observes_object:  # a real robot: the object's pose comes from a tracker over DDS (geometry_msgs/PoseStamped)
+            if transport != "dds" or not prof.dds.object_topic:
+                raise ConfigError(f"{policy}: the policy observes object_pose; give it a pose source: --transport dds "
+                                  f"with dds.object_topic in {prof.source} (geometry_msgs/PoseStamped in the base "
+                                  f"frame), or --transport sim")
+            if command is None:
+                goal = ", ".join(c.name for c in manifest.commands)
+                raise ConfigError(f"{policy}: the policy's command is its goal ({goal}): give it with --cmd x,y,z")
+            from robolearn.ros.dds import DdsPoseSource
+
+            object_source = DdsPoseSource(prof.dds.object_topic, frame_id=prof.dds.object_frame,
+                                          domain_id=prof.dds.domain_id,
+                                          network_interface=prof.dds.network_interface or None)
+            objects = object_source.read
         robot_if = make_robot(prof, transport)
     rt = DeployRuntime(bundle, prof, robot_if, objects=objects)
     if command is not None and not auto:
@@ -196,6 +208,8 @@ def deploy(
         rt.robot.close()
         if twist is not None:
             twist.close()
+        if object_source is not None:
+            object_source.close()
     if no_robot is not None:
         err.print(f"[red]error:[/] {escape(no_robot)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_NO_ROBOT)

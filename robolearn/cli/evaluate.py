@@ -239,7 +239,8 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
                   highlight=False)
     clip = _EpisodeVideo(video, lambda env: f"[bold]eval[/] {run} on {backend}: {env.num_envs} envs per batch")
     summary, results = evaluate_diffusion(
-        model, cfg.task, cfg.obs_keys, episodes=episodes or cfg.eval.episodes, num_envs=num_envs or cfg.eval.num_envs,
+        model, cfg.task, cfg.obs_keys, image_keys=cfg.image_keys, episodes=episodes or cfg.eval.episodes,
+        num_envs=num_envs or cfg.eval.num_envs,
         seed=cfg.seed + 1000 if seed is None else seed, sampler=sampler, backend=backend, device=device,
         overrides=merge(cfg.task_overrides, cfg.eval.task_overrides), on_first_batch=clip.first_batch)
     table = Table(title=f"{cfg.task} on {backend}: {summary['episodes']} episodes, diffusion ({sampler})")

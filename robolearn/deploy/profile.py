@@ -91,6 +91,8 @@ class DdsCfg:
     command_topic: str = ""  # default per protocol: rt/lowcmd or rt/<controller>/commands
     imu_topic: str = ""  # protocol ros2 (sensor_msgs/Imu); default: ros2.imu_topic. unitree: inside rt/lowstate
     cmd_vel_topic: str = "rt/cmd_vel"
+    object_topic: str = ""  # geometry_msgs/PoseStamped of the manipulated object (a policy observing object_pose)
+    object_frame: str = ""  # the frame_id its poses must carry (the robot's base frame); "" accepts any
 
 
 @dataclass(kw_only=True)

@@ -60,6 +60,13 @@ class DiffusionCfg:
     total_steps: int = 0  # gradient steps of the cosine decay (to 0); 0: the run's budget (set by its config)
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
+    # image policies (the run's image_keys): each camera frame is resized to image_size (H, W), cropped to crop
+    # (random in training, centered when acting) and encoded (ImageEncoder) to image_features numbers per camera
+    image_size: list[int] = field(default_factory=lambda: [96, 128])
+    crop: list[int] = field(default_factory=lambda: [88, 120])
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    keypoints: int = 32
+    image_features: int = 64
 
     def __post_init__(self) -> None:
         if self.obs_horizon < 1 or self.pred_horizon < 1:
@@ -79,6 +86,10 @@ class DiffusionCfg:
         if not 1 <= self.warm_steps <= self.inference_steps:
             raise ConfigError(f"diffusion.warm_steps must be in [1, inference_steps={self.inference_steps}], got "
                               f"{self.warm_steps}")
+        if len(self.image_size) != 2 or len(self.crop) != 2 or not all(
+                0 < c <= s for c, s in zip(self.crop, self.image_size, strict=True)):
+            raise ConfigError(f"diffusion.crop must be 2 sizes within diffusion.image_size, got {self.crop} and "
+                              f"{self.image_size}")
 
 
 class MinMaxNormalizer(nn.Module):
@@ -119,9 +130,11 @@ class MinMaxNormalizer(nn.Module):
 
 
 class ChunkWindows:
-    """Training samples from episodes: (observations [obs_horizon, O], actions [pred_horizon, A]) per frame."""
+    """Training samples from episodes: (observations [obs_horizon, O], actions [pred_horizon, A], camera images
+    [obs_horizon, K, 3, H, W] uint8 or None) per frame. `images`: per episode [T, K, 3, H, W] uint8."""
 
-    def __init__(self, episodes: list[tuple[np.ndarray, np.ndarray]], obs_horizon: int, pred_horizon: int) -> None:
+    def __init__(self, episodes: list[tuple[np.ndarray, np.ndarray]], obs_horizon: int, pred_horizon: int,
+                 images: list[np.ndarray] | None = None) -> None:
         if not episodes:
             raise ConfigError("diffusion: no episodes to train on")
         obs = [np.asarray(o, dtype=np.float32) for o, _ in episodes]
@@ -133,6 +146,11 @@ class ChunkWindows:
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         self.obs = torch.from_numpy(np.concatenate(obs))
         self.actions = torch.from_numpy(np.concatenate(act))
+        self.images = None
+        if images is not None:
+            if [len(x) for x in images] != [len(o) for o in obs]:
+                raise ConfigError("diffusion: the camera frames do not match the episodes' lengths")
+            self.images = torch.from_numpy(np.concatenate(images))
         # index tables [windows, horizon] into the concatenated frames, clamped to each window's episode
         first = np.repeat(starts, lengths)
         last = np.repeat(starts + lengths - 1, lengths)
@@ -147,39 +165,58 @@ class ChunkWindows:
 
     def to(self, device: torch.device | str) -> ChunkWindows:
         """Move the frames and index tables (e.g. to the GPU that trains); returns self."""
-        for name in ("obs", "actions", "obs_index", "act_index"):
-            setattr(self, name, getattr(self, name).to(device))
+        for name in ("obs", "actions", "obs_index", "act_index", "images"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.obs[self.obs_index[idx]], self.actions[self.act_index[idx]]
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        images = None if self.images is None else self.images[self.obs_index[idx]]
+        return self.obs[self.obs_index[idx]], self.actions[self.act_index[idx]], images
 
 
 class DiffusionModel(nn.Module):
-    """Normalizers + denoiser + the samplers: raw observation frames [B, To, O] -> raw action chunk [B, Tp, A]."""
+    """Normalizers + denoiser (+ camera encoder) + the samplers: raw observation frames [B, To, O] (and camera
+    images [B, To, K, 3, H, W] uint8 for `cameras` K > 0) -> raw action chunk [B, Tp, A]."""
 
     def __init__(self, cfg: DiffusionCfg, obs_dim: int, action_dim: int, obs_norm: MinMaxNormalizer,
-                 action_norm: MinMaxNormalizer) -> None:
+                 action_norm: MinMaxNormalizer, cameras: int = 0) -> None:
         super().__init__()
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        self.cfg, self.obs_dim, self.action_dim = cfg, obs_dim, action_dim
+        from robolearn.learn.models.image_encoder import ImageEncoder
+
+        self.cfg, self.obs_dim, self.action_dim, self.cameras = cfg, obs_dim, action_dim, cameras
         self.obs_norm, self.action_norm = obs_norm, action_norm
-        self.denoiser = ConditionalUnet1D(action_dim, cfg.obs_horizon * obs_dim, down_dims=cfg.down_dims,
+        self.encoder = ImageEncoder(crop=cfg.crop, channels=cfg.encoder_channels, keypoints=cfg.keypoints,
+                                    feature_dim=cfg.image_features) if cameras else None
+        self.cond_dim = cfg.obs_horizon * (obs_dim + cameras * cfg.image_features)
+        self.denoiser = ConditionalUnet1D(action_dim, self.cond_dim, down_dims=cfg.down_dims,
                                           kernel_size=cfg.kernel_size, groups=cfg.groups, step_dim=cfg.step_dim)
         schedule = dict(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule, clip_sample=True,
                         prediction_type="epsilon")
         self.ddim = DDIMScheduler(**schedule)
         self.ddpm = DDPMScheduler(**schedule)
 
-    def condition(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.obs_norm(obs).flatten(1)
+    def nets(self) -> list[nn.Module]:
+        """The trained networks (the optimizer's and the EMA's parameters): the denoiser and the camera encoder."""
+        return [self.denoiser] + ([self.encoder] if self.encoder is not None else [])
+
+    def condition(self, obs: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser's conditioning [B, cond_dim]: per frame the normalized observation and each camera's
+        features, frames flattened."""
+        cond = self.obs_norm(obs)
+        if self.encoder is not None:
+            if images is None:
+                raise ConfigError(f"this diffusion policy sees {self.cameras} camera(s): give their images")
+            cond = torch.cat([cond, self.encoder(images).flatten(2)], dim=-1)
+        return cond.flatten(1)
 
     @torch.no_grad()
     def denoise(self, obs: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                 start: torch.Tensor | None = None, start_steps: int | None = None,
-                denoiser: nn.Module | None = None) -> torch.Tensor:
+                denoiser: nn.Module | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
         """The normalized chunk [B, Tp, A] for observation frames `obs` [B, To, O].
 
         ddim (`steps`, default `inference_steps`) or ddpm (all `train_steps`) from Gaussian noise (or `noise`);
@@ -187,7 +224,7 @@ class DiffusionModel(nn.Module):
         the `steps`-step schedule and runs only those steps. `denoiser`: another engine for the same network (an
         `OnnxDenoiser`)."""
         net = denoiser if denoiser is not None else self.denoiser
-        cond = self.condition(obs)
+        cond = self.condition(obs, images)
         shape = (obs.shape[0], self.cfg.pred_horizon, self.action_dim)
         eps = noise if noise is not None else torch.randn(shape, generator=generator, device=obs.device)
         if sampler == "ddpm":
@@ -209,9 +246,10 @@ class DiffusionModel(nn.Module):
         return x
 
     def sample(self, obs: torch.Tensor, *, steps: int | None = None, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise from Gaussian noise (or `noise`, [B, Tp, A]) with DDIM in `steps` steps; raw actions."""
-        return self.action_norm.inverse(self.denoise(obs, steps=steps, generator=generator, noise=noise))
+        return self.action_norm.inverse(self.denoise(obs, steps=steps, generator=generator, noise=noise,
+                                                     images=images))
 
 
 class DiffusionLearner:
@@ -230,42 +268,46 @@ class DiffusionLearner:
         self.noise = DDPMScheduler(num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule,
                                    clip_sample=True, prediction_type="epsilon")
         # fused: one kernel for all parameters (10% less time per step than the default on a 2-core CPU)
-        self.optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=cfg.learning_rate,
-                                           weight_decay=cfg.weight_decay, fused=True)
+        self.optimizer = torch.optim.AdamW(self._params(model), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           fused=True)
         self.schedule = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.total_steps)
         self._ema_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.ema = EMAModel(self._ema_model.denoiser.parameters(), use_ema_warmup=True, power=cfg.ema_power,
+        self.ema = EMAModel(self._params(self._ema_model), use_ema_warmup=True, power=cfg.ema_power,
                             decay=cfg.ema_max_decay, foreach=True)
         self._ema_stale = False
         self.steps = 0
+
+    @staticmethod
+    def _params(model: DiffusionModel) -> list[nn.Parameter]:
+        return [p for net in model.nets() for p in net.parameters()]
 
     @property
     def ema_model(self) -> DiffusionModel:
         """The model with the EMA weights (what acts and is exported), brought up to date when read."""
         if self._ema_stale:
-            self.ema.copy_to(self._ema_model.denoiser.parameters())
+            self.ema.copy_to(self._params(self._ema_model))
             self._ema_stale = False
         return self._ema_model
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         target = self.model.action_norm(actions)
         eps = torch.randn(target.shape, generator=self.generator, device=target.device)
         t = torch.randint(0, self.cfg.train_steps, (target.shape[0],), generator=self.generator,
                           device=target.device)
         noisy = self.noise.add_noise(target, eps, t)
-        return nn.functional.mse_loss(self.model.denoiser(noisy, t, self.model.condition(obs)), eps)
+        return nn.functional.mse_loss(self.model.denoiser(noisy, t, self.model.condition(obs, images)), eps)
 
     def step(self) -> float:
         idx = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.generator,
                             device=self.generator.device)
-        obs, actions = self.windows.batch(idx)
-        loss = self.loss(obs, actions)
+        obs, actions, images = self.windows.batch(idx)
+        loss = self.loss(obs, actions, images)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.schedule.last_epoch < self.cfg.total_steps:  # past the end (a resumed run) the rate stays at 0
             self.schedule.step()
-        self.ema.step(self.model.denoiser.parameters())
+        self.ema.step(self._params(self.model))
         self._ema_stale = True
         self.steps += 1
         return loss.detach()
@@ -303,7 +345,7 @@ class OnnxDenoiser(nn.Module):
 
         cfg = model.cfg
         example = (torch.zeros(2, cfg.pred_horizon, model.action_dim), torch.zeros(2, dtype=torch.long),
-                   torch.zeros(2, cfg.obs_horizon * model.obs_dim))
+                   torch.zeros(2, model.cond_dim))
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(onnx_bytes(model.denoiser.eval(), example, ["x", "t", "cond"], ["eps"]),
@@ -341,21 +383,23 @@ class ChunkPlanner:
             self._cold |= mask.to(self._cold.device)
 
     @torch.no_grad()
-    def plan(self, frames: torch.Tensor) -> torch.Tensor:
+    def plan(self, frames: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """`frames` [B, To, O]; `images` [B, To, K, 3, H, W] uint8 for a policy with cameras."""
         model, cfg = self.model, self.model.cfg
         if self.steer is not None:  # DSRL: the noise is the steering policy's choice for these frames
             noise = self.steer(model.condition(frames)).reshape(frames.shape[0], cfg.pred_horizon, model.action_dim)
             x = model.denoise(frames, noise=noise, denoiser=self.denoiser)
         elif self.sampler != "warm" or self._last is None or bool(self._cold.all()):
             x = model.denoise(frames, sampler="ddpm" if self.sampler == "ddpm" else "ddim", generator=self.generator,
-                              denoiser=self.denoiser)
+                              denoiser=self.denoiser, images=images)
         else:
             shifted = torch.cat((self._last[:, cfg.execute:],
                                  self._last[:, -1:].expand(-1, cfg.execute, -1)), dim=1)
-            x = model.denoise(frames, start=shifted, generator=self.generator, denoiser=self.denoiser)
+            x = model.denoise(frames, start=shifted, generator=self.generator, denoiser=self.denoiser, images=images)
             if self._cold.any():  # envs that started a new episode: a full plan from noise
                 cold = self._cold.to(frames.device)
-                x[cold] = model.denoise(frames[cold], generator=self.generator, denoiser=self.denoiser)
+                x[cold] = model.denoise(frames[cold], generator=self.generator, denoiser=self.denoiser,
+                                        images=None if images is None else images[cold])
         self._last = x
         self._cold[:] = False
         return model.action_norm.inverse(x)[:, cfg.obs_horizon - 1:]
@@ -382,6 +426,9 @@ class DiffusionPolicy(Policy):
 
     def __init__(self, model: DiffusionModel, *, sampler: str | None = None) -> None:
         cfg = model.cfg
+        if model.cameras:
+            raise ConfigError("a diffusion policy with cameras acts through `robolearn eval` (rendered cameras); as "
+                              "a state-only Policy it would have no images")
         model.eval()
         self._graph = _ChunkGraph(model)
         self.planner = ChunkPlanner(model, 1, sampler=sampler)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
@@ -26,7 +27,7 @@ from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel, OnnxDenoiser
 from robolearn.learn.eval_run import wilson95
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["observation_frames", "evaluate_diffusion", "chunk_latency_ms"]
+__all__ = ["observation_frames", "CameraFrames", "evaluate_diffusion", "chunk_latency_ms"]
 
 
 def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
@@ -43,31 +44,65 @@ def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
     return torch.cat([frames[k].reshape(task.num_envs, -1) for k in obs_keys], dim=1).float()
 
 
+class CameraFrames:
+    """The task's cameras named by an image policy's video features (`observation.images.<camera>`), rendered for
+    every env and resized as in training: `__call__()` -> [N, K, 3, H, W] uint8. One offscreen render per env and
+    camera (~5 ms at 240 x 320 with software EGL)."""
+
+    def __init__(self, task: Task, image_keys: Sequence[str], size: Sequence[int]) -> None:
+        from robolearn.sim.render import CameraRig
+
+        cameras = {c.name for c in getattr(task.cfg, "cameras", [])}
+        self.names = [key.rsplit(".", 1)[-1] for key in image_keys]
+        missing = [k for k, n in zip(image_keys, self.names, strict=True) if n not in cameras]
+        if missing:
+            raise ConfigError(f"task {task.name}: no camera for {missing[0]!r} (its cameras: "
+                              f"{', '.join(sorted(cameras)) or 'none'}); the policy was trained on {list(image_keys)}")
+        self.task, self.size = task, size
+        self.rig = CameraRig(task)
+
+    def __call__(self) -> torch.Tensor:
+        from robolearn.learn.models.image_encoder import resize_frames
+
+        per_env = []
+        for env in range(self.task.num_envs):
+            rendered = self.rig.frames(self.task, env)
+            per_env.append(resize_frames(np.stack([rendered[n] for n in self.names]), self.size))
+        return torch.stack(per_env)
+
+    def close(self) -> None:
+        self.rig.close()
+
+
 @torch.inference_mode()
 def chunk_latency_ms(model: DiffusionModel, sampler: str, *, repeats: int = 30,
                      denoiser: torch.nn.Module | None = None) -> float:
     """Median ms of one env's plan (batch 1) with `sampler` (and `denoiser`, e.g. an OnnxDenoiser); warm plans
     follow a cold one as when deployed."""
     frames = torch.zeros(1, model.cfg.obs_horizon, model.obs_dim)
+    images = None
+    if model.cameras:  # the encoder runs once per plan: part of its time
+        images = torch.zeros(1, model.cfg.obs_horizon, model.cameras, 3, *model.cfg.image_size, dtype=torch.uint8)
     planner = ChunkPlanner(model, 1, sampler=sampler, generator=torch.Generator().manual_seed(0), denoiser=denoiser)
     for _ in range(3):
-        planner.plan(frames)
+        planner.plan(frames, images)
     times = []
     for _ in range(repeats if sampler != "ddpm" else max(3, repeats // 10)):
         t0 = time.perf_counter()
-        planner.plan(frames)
+        planner.plan(frames, images)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
 @torch.inference_mode()
 def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampler: str, seed: int,
-               on_step: Callable[[Task], None] | None, steer: torch.nn.Module | None = None
-               ) -> tuple[list[dict[str, Any]], list[float]]:
+               on_step: Callable[[Task], None] | None, steer: torch.nn.Module | None = None,
+               cameras: CameraFrames | None = None) -> tuple[list[dict[str, Any]], list[float]]:
     cfg, n = model.cfg, task.num_envs
     task.reset()
     planner = ChunkPlanner(model, n, sampler=sampler, generator=torch.Generator().manual_seed(seed), steer=steer)
     frames = observation_frames(task, obs_keys).unsqueeze(1).repeat(1, cfg.obs_horizon, 1)
+    images = None if cameras is None else cameras().unsqueeze(1).repeat(1, cfg.obs_horizon, 1, 1, 1, 1)
     running = torch.ones(n, dtype=torch.bool)
     reached = torch.zeros(n, dtype=torch.bool)
     at_end = torch.zeros(n, dtype=torch.bool)
@@ -79,7 +114,7 @@ def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampl
     for _ in range(task.max_episode_steps):
         if k == cfg.execute:
             t0 = time.perf_counter()
-            chunk = planner.plan(frames)
+            chunk = planner.plan(frames, images)
             plan_ms.append((time.perf_counter() - t0) * 1e3 / n)
             k = 0
         _, reward, _, terminated, truncated, info = task.step(chunk[:, k])
@@ -99,6 +134,8 @@ def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampl
         if not running.any():
             break
         frames = torch.cat((frames[:, 1:], observation_frames(task, obs_keys).unsqueeze(1)), dim=1)
+        if cameras is not None:
+            images = torch.cat((images[:, 1:], cameras().unsqueeze(1)), dim=1)
     at_end = torch.where(running, task.success(), at_end)  # envs still running when the step limit came
     task.check()
     episodes = [{"env_id": i, "success": bool(reached[i]), "success_at_end": bool(at_end[i]),
@@ -108,6 +145,7 @@ def _run_batch(model: DiffusionModel, task: Task, obs_keys: Sequence[str], sampl
 
 
 def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence[str], *, episodes: int,
+                       image_keys: Sequence[str] = (),
                        seed: int, sampler: str | None = None, num_envs: int | None = None, backend: str = "mujoco",
                        device: str = "cpu", overrides: dict[str, Any] | None = None,
                        on_first_batch: Callable[[Task], Callable[[Task], None] | None] | None = None,
@@ -129,10 +167,16 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
     for batch, first in enumerate(range(0, episodes, num_envs)):
         task = make_task(task_name, min(num_envs, episodes - first), backend=backend, device=device,
                          seed=seed + batch, overrides=overrides or {})
+        cameras = None
         try:
+            if model.cameras:
+                cameras = CameraFrames(task, image_keys, model.cfg.image_size)
             on_step = on_first_batch(task) if on_first_batch is not None and batch == 0 else None
-            batch_results, batch_ms = _run_batch(model, task, obs_keys, sampler, seed + batch, on_step, steer)
+            batch_results, batch_ms = _run_batch(model, task, obs_keys, sampler, seed + batch, on_step, steer,
+                                                 cameras)
         finally:
+            if cameras is not None:
+                cameras.close()
             task.close()
         for r in batch_results:
             r["env_id"] += first

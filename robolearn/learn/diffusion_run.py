@@ -52,6 +52,7 @@ class DiffusionTrainCfg:
     algorithm: str = "diffusion"
     dataset: str = ""  # a robolearn/LeRobot v3 dataset folder (robolearn record ...); `--dataset` sets it
     obs_keys: list[str] = field(default_factory=lambda: ["observation.state"])  # features, side by side
+    image_keys: list[str] = field(default_factory=list)  # camera (video) features: an image-based policy
     action_key: str = "action"
     max_episodes: int = 0  # train on the first N episodes (0: all)
     backend: str = "mujoco"  # of the closing evaluation
@@ -155,13 +156,14 @@ def _build_model(cfg: DiffusionTrainCfg, obs_dim: int, action_dim: int, obs_norm
     """The model; without normalizers, placeholders of the right size (a checkpoint's buffers replace them)."""
     obs_norm = obs_norm or MinMaxNormalizer(np.zeros(obs_dim), np.ones(obs_dim), name="observation")
     action_norm = action_norm or MinMaxNormalizer(np.zeros(action_dim), np.ones(action_dim), name="action")
-    return DiffusionModel(cfg.diffusion, obs_dim, action_dim, obs_norm, action_norm)
+    return DiffusionModel(cfg.diffusion, obs_dim, action_dim, obs_norm, action_norm, cameras=len(cfg.image_keys))
 
 
 def _evaluate(model: DiffusionModel, cfg: DiffusionTrainCfg, device: str) -> dict[str, Any]:
     from robolearn.learn.diffusion_eval import evaluate_diffusion
 
-    summary, _ = evaluate_diffusion(model, cfg.task, cfg.obs_keys, episodes=cfg.eval.episodes,
+    summary, _ = evaluate_diffusion(model, cfg.task, cfg.obs_keys, image_keys=cfg.image_keys,
+                                    episodes=cfg.eval.episodes,
                                     num_envs=cfg.eval.num_envs, seed=cfg.seed + 1000, backend=cfg.backend,
                                     device=device, overrides=merge(cfg.task_overrides, cfg.eval.task_overrides),
                                     onnx_latency=False)
@@ -176,16 +178,19 @@ def make_diffusion_runner(cfg: DiffusionTrainCfg, run_dir: str | Path, *, consol
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     demos = load_demonstrations(cfg.dataset, task=cfg.task, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
-                                max_episodes=cfg.max_episodes or None)
+                                max_episodes=cfg.max_episodes or None, image_keys=cfg.image_keys,
+                                image_size=cfg.diffusion.image_size, console=console)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     with device:
         model = _build_model(cfg, demos.obs_dim, demos.action_dim, demos.obs_norm, demos.action_norm)
-    windows = ChunkWindows(demos.episodes, cfg.diffusion.obs_horizon, cfg.diffusion.pred_horizon).to(device)
+    windows = ChunkWindows(demos.episodes, cfg.diffusion.obs_horizon, cfg.diffusion.pred_horizon,
+                           images=demos.images).to(device)
     learner = DiffusionLearner(model, windows, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
     algorithm = DiffusionAlgorithm(learner, cfg.steps_per_iteration, demos=len(demos.episodes), frames=demos.frames)
     meta = {"task": cfg.task, "obs_dims": {"observation": demos.obs_dim}, "num_actions": demos.action_dim,
-            "obs_keys": list(cfg.obs_keys), "action_key": cfg.action_key, "dataset": str(cfg.dataset),
+            "obs_keys": list(cfg.obs_keys), "image_keys": list(cfg.image_keys),
+            "action_key": cfg.action_key, "dataset": str(cfg.dataset),
             "held_action_dims": demos.action_norm.constant_dims}
     settings = RunnerCfg(max_iterations=cfg.max_iterations, max_time_s=cfg.max_time_s,
                          save_interval=cfg.save_interval, log_interval=log_interval)

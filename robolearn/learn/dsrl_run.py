@@ -63,7 +63,11 @@ def _base_model(ckpt: dict[str, Any], file: Any) -> tuple[Any, DiffusionModel]:
     if ckpt["format"] != "robolearn-diffusion":
         raise CheckpointError(f"{file}: DSRL steers a diffusion run (robolearn train --algo diffusion); this is a "
                               f"{ckpt['format']} checkpoint")
-    return load_diffusion(ckpt, file)
+    dcfg, model = load_diffusion(ckpt, file)
+    if model.cameras:
+        raise CheckpointError(f"{file}: DSRL steers state-based diffusion policies; this one sees cameras "
+                              f"({', '.join(dcfg.image_keys)})")
+    return dcfg, model
 
 
 def evaluate_dsrl(actor: NoiseActor, model: DiffusionModel, dcfg: Any, cfg: DSRLTrainCfg, device: str,

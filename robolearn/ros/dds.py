@@ -49,6 +49,7 @@ from robolearn.ros.dds_types import (
     LowState_,
     MultiArrayDimension_,
     MultiArrayLayout_,
+    PoseStamped_,
     Twist_,
 )
 from robolearn.ros.joint_states import JointStateAssembler, position_targets
@@ -58,7 +59,7 @@ __all__ = [
     "robot_from_profile",
     "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
     "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
-    "DdsTwistSource", "DdsDomainError",
+    "DdsTwistSource", "DdsPoseSource", "DdsDomainError",
 ]
 
 log = logging.getLogger("robolearn.dds")
@@ -511,6 +512,45 @@ class DdsTwistSource:
             return None
         cmd, stamp = latest
         return cmd.copy(), time.monotonic() - stamp
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class DdsPoseSource:
+    """A tracked object's pose from a `geometry_msgs/PoseStamped` topic (motion capture, fiducials, a pose estimator
+    publishing in the robot's base frame): the deploy runtime's object pose source, `read() -> ((x, y, z, qw, qx,
+    qy, qz), receipt stamp) | None`. A sample with a non-finite or zero quaternion, or (with `frame_id`) another
+    frame, is rejected and counted: the previous pose stays and ages, and the runtime damps once it is stale."""
+
+    def __init__(self, topic: str, *, frame_id: str = "", domain_id: int = 0,
+                 network_interface: str | None = None) -> None:
+        self.topic, self.frame_id = dds_topic(topic), frame_id
+        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, PoseStamped_,
+                                    self._to_array)
+
+    def _to_array(self, m: PoseStamped_, stamp: float) -> np.ndarray:
+        if self.frame_id and m.header.frame_id != self.frame_id:
+            raise ValueError(f"PoseStamped_ in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
+        p, q = m.pose.position, m.pose.orientation
+        pose = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
+        norm = np.linalg.norm(pose[3:])
+        if not np.all(np.isfinite(pose)) or not norm > 1e-6:
+            raise ValueError(f"PoseStamped_ pose {pose.tolist()} is not finite or has a zero quaternion")
+        pose[3:] /= norm
+        return pose
+
+    @property
+    def received(self) -> int:
+        return self._reader.received
+
+    @property
+    def rejected(self) -> int:
+        return self._reader.rejected
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        latest = self._reader.latest()
+        return None if latest is None else (latest[0].copy(), latest[1])
 
     def close(self) -> None:
         self._reader.close()

@@ -5,7 +5,7 @@ DDS type names follow the ROS 2 convention `pkg::msg::dds_::T_` (`pkg/msg/T` in 
 are those of the `.msg` definitions:
 
 - ROS 2 (ros2/common_interfaces, rcl_interfaces): `builtin_interfaces/Time`, `std_msgs/Header`,
-  `sensor_msgs/JointState`, `geometry_msgs/{Vector3,Quaternion,Twist}`, `sensor_msgs/Imu`,
+  `sensor_msgs/JointState`, `geometry_msgs/{Vector3,Quaternion,Twist,Point,Pose,PoseStamped}`, `sensor_msgs/Imu`,
   `std_msgs/{MultiArrayDimension,MultiArrayLayout,Float64MultiArray}`.
 - Unitree Go2 (`unitree_go/msg`, as in unitree_sdk2 / unitree_sdk2_python): `MotorCmd`, `MotorState`, `BmsCmd`,
   `BmsState`, `IMUState`, `LowCmd` (20 motor commands), `LowState` (20 motor states).
@@ -26,7 +26,7 @@ from cyclonedds.idl.annotations import final
 from cyclonedds.idl.types import array, float32, float64, int16, int32, sequence, uint8, uint16, uint32
 
 __all__ = [
-    "Time_", "Header_", "JointState_", "Vector3_", "Quaternion_", "Imu_", "Twist_",
+    "Time_", "Header_", "JointState_", "Vector3_", "Quaternion_", "Imu_", "Twist_", "Point_", "Pose_", "PoseStamped_",
     "MultiArrayDimension_", "MultiArrayLayout_", "Float64MultiArray_",
     "MotorCmd_", "MotorState_", "BmsCmd_", "BmsState_", "IMUState_", "LowCmd_", "LowState_",
     "NUM_MOTORS", "dds_type_name",
@@ -131,6 +131,34 @@ class Twist_(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
 
     linear: Vector3_ = field(default_factory=Vector3_)
     angular: Vector3_ = field(default_factory=Vector3_)
+
+
+@dataclass
+@final
+class Point_(IdlStruct, typename="geometry_msgs::msg::dds_::Point_"):
+    """geometry_msgs/Point: float64 x, y, z."""
+
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+
+
+@dataclass
+@final
+class Pose_(IdlStruct, typename="geometry_msgs::msg::dds_::Pose_"):
+    """geometry_msgs/Pose: Point position, Quaternion orientation."""
+
+    position: Point_ = field(default_factory=Point_)
+    orientation: Quaternion_ = field(default_factory=Quaternion_)
+
+
+@dataclass
+@final
+class PoseStamped_(IdlStruct, typename="geometry_msgs::msg::dds_::PoseStamped_"):
+    """geometry_msgs/PoseStamped: Header header, Pose pose (a tracked object, a goal)."""
+
+    header: Header_ = field(default_factory=Header_)
+    pose: Pose_ = field(default_factory=Pose_)
 
 
 @dataclass
