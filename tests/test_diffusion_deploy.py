@@ -254,7 +254,11 @@ def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, 
              "dds.object_topic=''", "--auto", "--duration", "1"),
             "the policy observes object_pose; give it a pose source: --transport dds with dds.object_topic"),
            (("deploy", "--robot", "panda_gripper", "--policy", bundle, "--transport", "dds", "--auto", "--duration",
-             "1"), "the policy's command is its goal (target_x, target_y, target_z): give it with --cmd x,y,z")]
+             "1"), "the policy's command is its goal (target_x, target_y, target_z): give it with --cmd x,y,z"),
+           (("deploy", "--robot", "panda", "--policy", bundle, "--auto", "--duration", "1"),
+            "joints ['panda_finger_joint1', 'panda_finger_joint2'] of the policy are not on robot panda"),
+           (("deploy", "--robot", "go2", "--policy", bundle, "--auto", "--duration", "1"),
+            "this arm policy cannot run on the legged robot go2")]
     for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
 

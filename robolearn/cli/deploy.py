@@ -143,6 +143,7 @@ def deploy(
     if observes_object and transport == "sim":  # the twin simulates the object and draws the goal
         from robolearn.twin.tabletop import TabletopTwin
 
+        DeployRuntime.check_fit(bundle, prof, prof.joint_names)  # before building a twin of the wrong robot
         robot_if = TabletopTwin.from_profile(prof, manifest.task, seed=seed)
         objects = robot_if.object_pose
         if command is None:

@@ -204,13 +204,7 @@ class DeployRuntime:
                  objects: Callable[[], tuple[np.ndarray, float] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         m = bundle.manifest
-        if m.kind != profile.kind:
-            raise BundleError(f"{bundle.folder}: this {m.kind} policy cannot run on the {profile.kind} robot "
-                              f"{profile.name}")
-        missing = [j for j in m.joints.names if j not in robot.joint_names]
-        if missing:
-            raise BundleError(f"{bundle.folder}: joints {missing} of the policy are not on robot {profile.name} "
-                              f"(its joints: {', '.join(robot.joint_names)})")
+        self.check_fit(bundle, profile, robot.joint_names)
         ratio = profile.control_hz / m.policy_hz
         if abs(ratio - round(ratio)) > 1e-6 or ratio < 1:
             raise ConfigError(f"{profile.source}: control_hz {profile.control_hz:g} must be a multiple of the "
@@ -287,6 +281,18 @@ class DeployRuntime:
         self._start_time = clock()
         self._target = self.default.copy()  # last commanded joint targets (policy order)
         self._reset_run()
+
+    @staticmethod
+    def check_fit(bundle: Bundle, profile: HardwareProfile, joint_names: list[str]) -> None:
+        """A BundleError unless the bundle's policy can drive this robot: the same kind, all its joints present."""
+        m = bundle.manifest
+        if m.kind != profile.kind:
+            raise BundleError(f"{bundle.folder}: this {m.kind} policy cannot run on the {profile.kind} robot "
+                              f"{profile.name}")
+        missing = [j for j in m.joints.names if j not in joint_names]
+        if missing:
+            raise BundleError(f"{bundle.folder}: joints {missing} of the policy are not on robot {profile.name} "
+                              f"(its joints: {', '.join(joint_names)})")
 
     # -- requests (any thread: CLI, ROS services, DDS) -----------------------------------------------------
     def set_command(self, command: np.ndarray | list[float]) -> None:
