@@ -8,7 +8,10 @@ success_distance of the goal (Diffusion Policy's protocol, as `robolearn eval`).
 ended after their deadline during Run. `--baseline` first runs one episode with a policy that returns zeros at
 once: the overruns the machine and the twin's physics cause without any inference.
 
-    python benchmarks/diffusion_twin.py runs/push/export --episodes 20 [--execute 4] [--json out.json]
+    python benchmarks/diffusion_twin.py runs/push/export --episodes 20 [--execute 4] [--json out.json] [--video v.mp4]
+
+The video's rendering runs in the control loop (a few ms per frame): episode 0's timing is not representative
+when `--video` is given.
 """
 
 from __future__ import annotations
@@ -26,14 +29,36 @@ from robolearn.deploy.bundle import load_bundle
 from robolearn.deploy.profile import HardwareProfile, load_profile
 from robolearn.deploy.runtime import DeployRuntime
 from robolearn.learn.eval_run import wilson95
+from robolearn.sim.render import write_mp4
 from robolearn.sim.tasks import load_task_cfg
 from robolearn.twin.tabletop import TabletopTwin, sample_scenes
 
 
+class TwinVideo:
+    """Frames of the twin at the policy rate, from a fixed camera over the table (collision shapes: the twin's
+    model carries no visual meshes)."""
+
+    def __init__(self, robot: TabletopTwin, every: int) -> None:
+        import mujoco
+
+        self.robot, self.every, self.frames = robot, every, []
+        self.renderer = mujoco.Renderer(robot.model, height=360, width=480)
+        self.camera = mujoco.MjvCamera()
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        self.camera.lookat[:] = [0.5, 0.0, 0.1]
+        self.camera.distance, self.camera.azimuth, self.camera.elevation = 1.3, 180.0, -35.0
+
+    def __call__(self, rt: DeployRuntime) -> None:
+        if rt.ticks % self.every == 0:
+            self.renderer.update_scene(self.robot.data, camera=self.camera)
+            self.frames.append(self.renderer.render().copy())
+
+
 def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarray, seconds: float, success_m: float,
-            policy=None) -> dict:
+            policy=None, video: str | None = None) -> dict:
     robot = TabletopTwin(bundle.manifest.task, 1.0 / profile.control_hz, joint_names=profile.joint_names)
     robot.place(block, goal)
+    recorder = TwinVideo(robot, round(profile.control_hz / bundle.manifest.policy_hz)) if video else None
     rt = DeployRuntime(bundle, profile, robot, objects=robot.object_pose, policy=policy)
     try:
         rt.tick()
@@ -45,7 +70,15 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
         rt.stats.compute.clear()
         rt.stats.periods.clear()
         best = [robot.goal_distance()]
-        rt.spin(seconds, on_tick=lambda r: best.__setitem__(0, min(best[0], robot.goal_distance())))
+
+        def on_tick(r: DeployRuntime) -> None:
+            best[0] = min(best[0], robot.goal_distance())
+            if recorder is not None:
+                recorder(r)
+
+        rt.spin(seconds, on_tick=on_tick)
+        if recorder is not None:
+            write_mp4(video, recorder.frames, bundle.manifest.policy_hz)
         timing = rt.stats.summary()
         calls = getattr(bundle.policy.graph, "calls", 0)
         return {"success": best[0] < success_m, "best_goal_distance_m": round(best[0], 4),
@@ -69,6 +102,7 @@ def main() -> None:
     ap.add_argument("--sampler", choices=["ddim", "warm"], default=None, help="default: the bundle's")
     ap.add_argument("--baseline", action="store_true", help="first one episode with an instant zero policy")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--video", default=None, help="an mp4 of the first episode (rendering costs loop time)")
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
     graph = bundle.manifest.policy
@@ -92,7 +126,8 @@ def main() -> None:
     results = []
     start = time.time()
     for i in range(args.episodes):
-        r = episode(bundle, profile, blocks[i], goals[i], seconds, success_m)
+        r = episode(bundle, profile, blocks[i], goals[i], seconds, success_m,
+                    video=args.video if i == 0 else None)
         results.append(r)
         print(f"episode {i}: {'success' if r['success'] else 'fail   '} best {r['best_goal_distance_m']:.3f} m, "
               f"overruns {r['overruns']}/{r['ticks']}, policy p99 {r['policy_p99_ms']:.1f} ms, "

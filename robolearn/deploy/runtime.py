@@ -242,9 +242,11 @@ class DeployRuntime:
             names = m.joints.names
             self._grip_index = np.array([names.index(j) for j in self.ee.gripper_joints], dtype=int)
             self._ws = (np.asarray(self.ee.workspace_low, dtype=float), np.asarray(self.ee.workspace_high, dtype=float))
-            from robolearn.deploy.kinematics import quat_to_mat
+            from robolearn.deploy.kinematics import ChainKinematics, quat_to_mat
 
             self._ee_rot = quat_to_mat(self.ee.orientation)
+            # the IK runs over the bundle's chain (a given kinematics object may only do forward kinematics)
+            self._ik = kinematics if hasattr(kinematics, "ik") else ChainKinematics.from_manifest(m)
             self._joint_low, self._joint_high = np.asarray(m.joints.pos_limits, dtype=float).T
         self._ee_target = np.zeros(3)
         self._control_cpus, policy_cpus = thread_cpus(profile.threads)
@@ -560,8 +562,7 @@ class DeployRuntime:
             return self.default + m.action_scale * action
         ee = self.ee
         self._ee_target = np.clip(self._ee_target + m.action_scale * np.clip(action[:3], -1.0, 1.0), *self._ws)
-        q = self.kinematics.ik(self._to, self._ee_target, self._ee_rot, damping=ee.ik_damping,
-                               iterations=ee.ik_iterations)
+        q = self._ik.ik(self._to, self._ee_target, self._ee_rot, damping=ee.ik_damping, iterations=ee.ik_iterations)
         q = np.clip(q, self._joint_low, self._joint_high)
         q[self._grip_index] = ee.gripper_open * (1.0 - (np.clip(action[3], -1.0, 1.0) + 1.0) / 2.0)
         return q

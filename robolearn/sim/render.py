@@ -11,7 +11,7 @@ import numpy as np
 from robolearn.errors import RobolearnError
 from robolearn.sim.tasks import Task
 
-__all__ = ["VideoRecorder", "CameraRig"]
+__all__ = ["VideoRecorder", "CameraRig", "write_mp4"]
 
 
 def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
@@ -75,21 +75,27 @@ class VideoRecorder:
         self.frames.append(self.renderer.render().copy())
 
     def close(self) -> Path:
-        """Write the mp4: h264 through imageio's FFmpeg, or MPEG-4 (mp4v) through OpenCV where imageio-ffmpeg is
-        not installed (a GPU machine that carries only what training needs)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import imageio_ffmpeg  # noqa: F401 - imageio's FFmpeg writer needs it
-        except ImportError:
-            _write_mp4v(self.path, self.frames, self.fps)
-        else:
-            import imageio.v2 as imageio
-
-            with imageio.get_writer(self.path, fps=self.fps, codec="libx264", quality=7, macro_block_size=8) as w:
-                for frame in self.frames:
-                    w.append_data(frame)
+        write_mp4(self.path, self.frames, self.fps)
         self.renderer.close()
         return self.path
+
+
+def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Write RGB frames as an mp4: h264 through imageio's FFmpeg, or MPEG-4 (mp4v) through OpenCV where
+    imageio-ffmpeg is not installed (a GPU machine that carries only what training needs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import imageio_ffmpeg  # noqa: F401 - imageio's FFmpeg writer needs it
+    except ImportError:
+        _write_mp4v(path, frames, fps)
+    else:
+        import imageio.v2 as imageio
+
+        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=8) as w:
+            for frame in frames:
+                w.append_data(frame)
+    return path
 
 
 def _write_mp4v(path: Path, frames: list[np.ndarray], fps: float) -> None:
