@@ -88,6 +88,7 @@ class ExportReport:
     onnx_bytes: int
     graph_file: str = "policy.onnx"
     parity_of: str = "recorded observations"  # what the parity check compared
+    tolerance: float = 1e-5  # EXPORT_TOLERANCE; a diffusion sampler's whole loop: DIFFUSION_EXPORT_TOLERANCE
 
 
 @dataclass
@@ -440,6 +441,7 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
 
 # -- diffusion policies -----------------------------------------------------------------------------------------
 DIFFUSION_PARITY_PLANS = 8
+DIFFUSION_EXPORT_TOLERANCE = 1e-4  # raw actions after a whole denoising loop (10 graph calls)
 
 
 def _recorded_observation(task: Task, obs_keys: list[str]) -> list[ObsTerm]:
@@ -540,9 +542,10 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
         for o, e, c in zip(obs_np, noise_np, chunks_np, strict=True):
             sampler.noise = e[None]
             error = max(error, float(np.abs(sampler(o) - c).max()))
-        if not error <= 1e-4:
+        if not error <= DIFFUSION_EXPORT_TOLERANCE:
             raise BundleError(f"{path}: the runtime's sampler (onnxruntime + numpy DDIM) differs from torch + "
-                              f"diffusers by {error:.2e} on {len(obs_np)} recorded plans (tolerance 1e-4)")
+                              f"diffusers by {error:.2e} on {len(obs_np)} recorded plans (tolerance "
+                              f"{DIFFUSION_EXPORT_TOLERANCE:.0e})")
         np.savez(folder / PARITY, obs=obs_np, noise=noise_np, chunks=chunks_np)
         manifest = BundleManifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
@@ -557,7 +560,8 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
         task.close()
     return ExportReport(folder=folder, parity_max_error=error, parity_samples=len(obs_np), obs_dim=graph.obs_dim,
                         action_dim=model.action_dim, onnx_bytes=path.stat().st_size, graph_file=path.name,
-                        parity_of="planned chunks (runtime sampler vs torch + diffusers)")
+                        parity_of="planned chunks (runtime sampler vs torch + diffusers)",
+                        tolerance=DIFFUSION_EXPORT_TOLERANCE)
 
 
 def add_graphs(folder: str | Path, extra_graphs: list[ExtraGraph]) -> Path:

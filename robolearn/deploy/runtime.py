@@ -34,7 +34,7 @@ import numpy as np
 from robolearn.deploy.bundle import Bundle
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.observations import Measurement, ObservationBuilder
-from robolearn.deploy.profile import HardwareProfile
+from robolearn.deploy.profile import HardwareProfile, ThreadsCfg
 from robolearn.deploy.safety import SafetyLayer
 from robolearn.deploy.safety_filter import SafetyFilter
 from robolearn.errors import BundleError, ConfigError
@@ -179,7 +179,7 @@ def _set_affinity(cpus: set[int]) -> None:
         log.warning("cannot pin thread %s to CPUs %s: %s", threading.current_thread().name, sorted(cpus), exc)
 
 
-def thread_cpus(cfg) -> tuple[set[int] | None, set[int] | None]:
+def thread_cpus(cfg: ThreadsCfg) -> tuple[set[int] | None, set[int] | None]:
     """(control CPUs, policy CPUs) of a profile's `threads` section; (None, None) when not pinning (or fewer than
     two CPUs are allowed)."""
     if not cfg.pin or not hasattr(os, "sched_getaffinity"):
