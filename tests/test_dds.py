@@ -465,3 +465,49 @@ def test_object_pose_source_reads_pose_stamped_and_rejects_bad_samples(domain: i
     finally:
         peer.kill()
         source.close()
+
+
+PATH_PEER = """
+    import sys, time
+    from robolearn.ros.dds import make_writer, participant
+    from robolearn.ros.dds_types import Header_, Path_, Point_, Pose_, PoseStamped_
+
+    def path(frame, *xy):
+        poses = [PoseStamped_(header=Header_(frame_id=frame), pose=Pose_(position=Point_(x, y, 0.0))) for x, y in xy]
+        return Path_(header=Header_(frame_id=frame), poses=poses)
+
+    dp = participant(int(sys.argv[1]), "lo")
+    w = make_writer(dp, "rt/plan", Path_)
+    print("ready", flush=True)
+    good = path("odom", (0.0, 0.0), (1.5, 0.25), (3.0, -1.0))
+    bad = [path("odom"), path("odom", (0.0, 0.0), (float("nan"), 1.0)), path("map", (0.0, 0.0), (1.0, 1.0)),
+           path("odom", *((0.1 * i, 0.0) for i in range(4)))]  # empty, NaN, another frame, over max_points
+    for i in range(400):
+        w.write(good)
+        for m in bad:  # after the good one: if one were accepted, it would be the latest
+            w.write(m)
+        time.sleep(0.005)
+"""
+
+
+def test_path_source_reads_nav_msgs_path_and_rejects_bad_samples(domain: int) -> None:
+    """A planner in another process publishes nav_msgs/Path: the path source gets the (x, y) waypoints in the
+    expected frame; empty paths, NaN positions, another frame and too many poses are rejected and counted."""
+    from robolearn.ros.dds import DdsPathSource
+
+    assert T.dds_type_name(T.Path_) == "nav_msgs::msg::dds_::Path_"
+    assert T.Path_.__idl_annotations__["extensibility"] == "final"
+    source = DdsPathSource("/plan", frame_id="odom", max_points=3, domain_id=domain, network_interface="lo")
+    peer = _child(PATH_PEER, domain)
+    _wait_line(peer, "ready")
+    try:
+        assert _until(lambda: source.read() is not None and source.rejected >= 12)
+        waypoints, stamp = source.read()
+        np.testing.assert_array_equal(waypoints, [[0.0, 0.0], [1.5, 0.25], [3.0, -1.0]])
+        assert waypoints.shape == (3, 2) and time.monotonic() - stamp < 1.0
+        assert source.received > 0
+        with pytest.raises(ValueError, match="max_points"):
+            DdsPathSource("/plan", max_points=0, domain_id=domain, network_interface="lo")
+    finally:
+        peer.kill()
+        source.close()

@@ -1,5 +1,6 @@
 """Raw-DDS transports (cyclonedds, no ROS install): a Unitree Go2 over `rt/lowcmd` / `rt/lowstate`, a ros2_control
-robot over `rt/joint_states` / `rt/<controller>/commands`, and a `cmd_vel` Twist source.
+robot over `rt/joint_states` / `rt/<controller>/commands`, a `cmd_vel` Twist source, an object pose source
+(`PoseStamped`) and a planner's path source (`nav_msgs/Path`).
 
 - Participants: `participant(domain_id, network_interface)`; `network_interface="lo"` gives loopback-only traffic
   (`loopback_config`: interface `lo`, no multicast, unicast peer 127.0.0.1), which these machines need because
@@ -49,6 +50,7 @@ from robolearn.ros.dds_types import (
     LowState_,
     MultiArrayDimension_,
     MultiArrayLayout_,
+    Path_,
     PoseStamped_,
     Twist_,
 )
@@ -59,7 +61,7 @@ __all__ = [
     "robot_from_profile",
     "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
     "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
-    "DdsTwistSource", "DdsPoseSource", "DdsDomainError",
+    "DdsTwistSource", "DdsPoseSource", "DdsPathSource", "DdsDomainError",
 ]
 
 log = logging.getLogger("robolearn.dds")
@@ -549,6 +551,51 @@ class DdsPoseSource:
         return self._reader.rejected
 
     def read(self) -> tuple[np.ndarray, float] | None:
+        latest = self._reader.latest()
+        return None if latest is None else (latest[0].copy(), latest[1])
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class DdsPathSource:
+    """Waypoints from a `nav_msgs/Path` topic (a global planner, e.g. Nav2's `/plan`): `read() -> ((x, y) waypoints
+    [N, 2], receipt stamp) | None`. A path with no poses, a non-finite position, more than `max_points` poses, or
+    (with `frame_id`) another header frame is rejected and counted: the previous path stays. The poses' own
+    headers and orientations are not read."""
+
+    def __init__(self, topic: str = "/plan", *, frame_id: str = "", max_points: int = 10000, domain_id: int = 0,
+                 network_interface: str | None = None) -> None:
+        if not isinstance(max_points, int) or max_points < 1:
+            raise ValueError(f"DdsPathSource: max_points: expected an integer >= 1, got {max_points!r}")
+        self.topic, self.frame_id, self.max_points = dds_topic(topic), frame_id, max_points
+        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, Path_, self._to_array)
+
+    def _to_array(self, m: Path_, stamp: float) -> np.ndarray:
+        if self.frame_id and m.header.frame_id != self.frame_id:
+            raise ValueError(f"Path_ in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
+        n = len(m.poses)
+        if not 0 < n <= self.max_points:
+            raise ValueError(f"Path_ with {n} poses, expected 1 to max_points = {self.max_points}")
+        xy = np.array([(p.pose.position.x, p.pose.position.y) for p in m.poses], dtype=float)
+        finite = np.isfinite(xy).all(axis=1)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise ValueError(f"Path_ pose {i} of {n}: position (x, y) = {xy[i].tolist()} is not finite")
+        return xy
+
+    @property
+    def received(self) -> int:
+        """Paths accepted so far."""
+        return self._reader.received
+
+    @property
+    def rejected(self) -> int:
+        """Paths dropped (empty, too long, non-finite, another frame)."""
+        return self._reader.rejected
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """((x, y) waypoints [N, 2], receipt stamp) of the latest accepted path, or None if none arrived."""
         latest = self._reader.latest()
         return None if latest is None else (latest[0].copy(), latest[1])
 

@@ -6,7 +6,7 @@ are those of the `.msg` definitions:
 
 - ROS 2 (ros2/common_interfaces, rcl_interfaces): `builtin_interfaces/Time`, `std_msgs/Header`,
   `sensor_msgs/JointState`, `geometry_msgs/{Vector3,Quaternion,Twist,Point,Pose,PoseStamped}`, `sensor_msgs/Imu`,
-  `std_msgs/{MultiArrayDimension,MultiArrayLayout,Float64MultiArray}`.
+  `std_msgs/{MultiArrayDimension,MultiArrayLayout,Float64MultiArray}`, `nav_msgs/Path`.
 - Unitree Go2 (`unitree_go/msg`, as in unitree_sdk2 / unitree_sdk2_python): `MotorCmd`, `MotorState`, `BmsCmd`,
   `BmsState`, `IMUState`, `LowCmd` (20 motor commands), `LowState` (20 motor states).
 
@@ -27,7 +27,7 @@ from cyclonedds.idl.types import array, float32, float64, int16, int32, sequence
 
 __all__ = [
     "Time_", "Header_", "JointState_", "Vector3_", "Quaternion_", "Imu_", "Twist_", "Point_", "Pose_", "PoseStamped_",
-    "MultiArrayDimension_", "MultiArrayLayout_", "Float64MultiArray_",
+    "Path_", "MultiArrayDimension_", "MultiArrayLayout_", "Float64MultiArray_",
     "MotorCmd_", "MotorState_", "BmsCmd_", "BmsState_", "IMUState_", "LowCmd_", "LowState_",
     "NUM_MOTORS", "dds_type_name",
     "LOWCMD_C_LAYOUT", "LOWSTATE_C_LAYOUT", "LOWCMD_CDR_LAYOUT", "LOWSTATE_CDR_LAYOUT",
@@ -159,6 +159,15 @@ class PoseStamped_(IdlStruct, typename="geometry_msgs::msg::dds_::PoseStamped_")
 
     header: Header_ = field(default_factory=Header_)
     pose: Pose_ = field(default_factory=Pose_)
+
+
+@dataclass
+@final
+class Path_(IdlStruct, typename="nav_msgs::msg::dds_::Path_"):
+    """nav_msgs/Path: Header header, PoseStamped[] poses (waypoints, e.g. a global planner's `/plan`)."""
+
+    header: Header_ = field(default_factory=Header_)
+    poses: sequence[PoseStamped_] = field(default_factory=list)
 
 
 @dataclass
