@@ -5,10 +5,11 @@ Each episode: a fresh `TabletopTwin` placed as the task's reset draws it (block 
 runtime stands (0.2 s: the twin starts in the default pose), runs the policy for the task's episode length with
 the goal as its command, and the episode succeeds when the block's center comes within the task's
 success_distance of the goal (Diffusion Policy's protocol, as `robolearn eval`). Overruns are control ticks that
-ended after their deadline during Run. `--baseline` first runs one episode with a policy that returns zeros at
+ended after their deadline during Run. `--baseline N` first runs N episodes with a policy that returns zeros at
 once: the overruns the machine and the twin's physics cause without any inference.
 
-    python benchmarks/diffusion_twin.py runs/push/export --episodes 20 [--execute 4] [--json out.json] [--video v.mp4]
+    python benchmarks/diffusion_twin.py runs/push/export --episodes 20 --baseline 5 [--execute 4] [--json out.json]
+        [--video v.mp4] [--sampler ddim|warm]
 
 The video's rendering runs in the control loop (a few ms per frame): episode 0's timing is not representative
 when `--video` is given.
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--execute", type=int, default=0, help="actions executed per chunk (default: the bundle's)")
     ap.add_argument("--sampler", choices=["ddim", "warm"], default=None, help="default: the bundle's")
-    ap.add_argument("--baseline", action="store_true", help="first one episode with an instant zero policy")
+    ap.add_argument("--baseline", type=int, default=0, help="first N episodes with an instant zero policy")
     ap.add_argument("--json", default=None)
     ap.add_argument("--video", default=None, help="an mp4 of the first episode (rendering costs loop time)")
     args = ap.parse_args()
@@ -119,10 +120,12 @@ def main() -> None:
     out = {"bundle": args.bundle, "execute": bundle.policy.execute, "sampler": bundle.policy.graph.d.sampler,
            "control_hz": profile.control_hz, "policy_hz": bundle.manifest.policy_hz}
     if args.baseline:
-        out["baseline"] = episode(bundle, profile, blocks[0], goals[0], seconds, success_m,
-                                  policy=lambda obs: np.zeros(4))
-        print("baseline (zero policy, no inference):", {k: out["baseline"][k] for k in ("overruns", "ticks",
-                                                                                         "compute_p99_ms")})
+        base = [episode(bundle, profile, blocks[i % len(blocks)], goals[i % len(goals)], seconds, success_m,
+                        policy=lambda obs: np.zeros(4)) for i in range(args.baseline)]
+        out["baseline"] = {"episodes": len(base), "overruns": sum(b["overruns"] for b in base),
+                           "ticks": sum(b["ticks"] for b in base),
+                           "compute_p99_ms_median": statistics.median(b["compute_p99_ms"] for b in base)}
+        print("baseline (zero policy, no inference):", out["baseline"])
     results = []
     start = time.time()
     for i in range(args.episodes):

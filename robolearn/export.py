@@ -414,12 +414,18 @@ def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_ov
 
 
 def export_run(run: str | Path, output: str | Path | None = None, *, record_envs: int = 16,
-               record_steps: int = 100, seed: int = 0, checkpoint: int | None = None) -> ExportReport:
+               record_steps: int = 100, seed: int = 0, checkpoint: int | None = None,
+               sampling: dict[str, Any] | None = None) -> ExportReport:
     """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
-    folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5."""
+    folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5.
+    `sampling` (diffusion runs): execute, sampler, warm_steps for the robot instead of the run's."""
     ckpt, file = load_checkpoint(run, checkpoint=checkpoint, with_path=True)
     if ckpt["format"] == "robolearn-diffusion":
-        return export_diffusion(ckpt, file, output if output is not None else run_folder(run) / "export", seed=seed)
+        return export_diffusion(ckpt, file, output if output is not None else run_folder(run) / "export", seed=seed,
+                                sampling=sampling)
+    if sampling:
+        raise BundleError(f"{file}: --{next(iter(sampling)).replace('_', '-')} is for diffusion runs; this is a "
+                          f"{ckpt['format']} checkpoint")
     cfg, model, ckpt = load_policy(file)
     if model.reads_privileged:
         raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
@@ -474,7 +480,8 @@ def _diffusion_spec(model: Any, sampler: str) -> DiffusionSpec:
 
 
 @torch.no_grad()
-def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, seed: int = 0) -> ExportReport:
+def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, seed: int = 0,
+                     sampling: dict[str, Any] | None = None) -> ExportReport:
     """A diffusion run's checkpoint -> a version 2 bundle: denoiser.onnx (eps(x, t, cond)), deploy.yaml with the
     sampler (`graphs[0].diffusion`) and the recorded features as observation terms, parity.npz with observations
     from closed-loop rollouts, their initial noise and the chunks torch + diffusers plan from them. The deploy
@@ -484,14 +491,19 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
     from robolearn.learn.diffusion_run import load_diffusion
 
     cfg, model = load_diffusion(ckpt, file)
+    if sampling:
+        try:  # checked as the config is: execute within the chunk, warm_steps within the DDIM steps
+            model.cfg = dataclasses.replace(model.cfg, **sampling)
+        except ConfigError as exc:
+            raise BundleError(f"export: {exc}") from None
     dcfg = model.cfg
     if model.cameras:
         raise BundleError(f"{file}: an image-based diffusion policy ({', '.join(cfg.image_keys)}); bundles carry "
                           f"state-based ones so far (the camera encoder graph and camera feeds in the runtime are "
                           f"not built yet)")
     if dcfg.sampler == "ddpm":
-        raise BundleError(f"{file}: the run samples with ddpm (100 steps); a bundle runs ddim or warm: set "
-                          f"diffusion.sampler and re-export")
+        raise BundleError(f"{file}: a bundle plans with ddim or warm (--sampler ddim|warm), not ddpm (all "
+                          f"{dcfg.train_steps} steps)")
     folder = Path(output)
     task = make_task(cfg.task, 4, backend="mujoco", seed=seed, overrides=cfg.task_overrides)
     try:

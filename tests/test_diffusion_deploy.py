@@ -258,7 +258,11 @@ def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, 
            (("deploy", "--robot", "panda", "--policy", bundle, "--auto", "--duration", "1"),
             "joints ['panda_finger_joint1', 'panda_finger_joint2'] of the policy are not on robot panda"),
            (("deploy", "--robot", "go2", "--policy", bundle, "--auto", "--duration", "1"),
-            "this arm policy cannot run on the legged robot go2")]
+            "this arm policy cannot run on the legged robot go2"),
+           (("export", str(push_bundle / "run"), "--output", str(tmp_path / "b"), "--execute", "20"),
+            "diffusion.execute must be in [1, pred_horizon - obs_horizon + 1] = [1, 15]"),
+           (("export", str(push_bundle / "run"), "--output", str(tmp_path / "b"), "--sampler", "ddpm"),
+            "a bundle plans with ddim or warm (--sampler ddim|warm), not ddpm")]
     for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
 

@@ -66,16 +66,24 @@ def export(
     output: Annotated[Optional[Path], typer.Option(help="bundle folder (default RUN/export)")] = None,
     checkpoint: Annotated[Optional[int], typer.Option(help="export model_<N>.pt of the run (default: the latest)")
                           ] = None,
+    execute: Annotated[Optional[int], typer.Option(
+        help="diffusion runs: actions executed from each chunk on the robot (default: the run's)")] = None,
+    sampler: Annotated[Optional[str], typer.Option(
+        help="diffusion runs: ddim or warm (RTI-DP warm start) on the robot (default: the run's)")] = None,
+    warm_steps: Annotated[Optional[int], typer.Option(
+        help="diffusion runs: DDIM steps of a warm-started plan (default: the run's)")] = None,
 ) -> None:
     """Export a trained policy to a bundle: policy.onnx (a diffusion run: denoiser.onnx and its sampler) +
     deploy.yaml, checked against torch (1e-5; a diffusion sampler's whole loop 1e-4)."""
     from robolearn.export import export_run
 
+    sampling = {k: v for k, v in (("execute", execute), ("sampler", sampler), ("warm_steps", warm_steps))
+                if v is not None}
     if output is None:
-        report = export_run(run, output, checkpoint=checkpoint)
+        report = export_run(run, output, checkpoint=checkpoint, sampling=sampling)
     else:
         with output_folder(output, "--output"):  # checked before minutes of recording and checking
-            report = export_run(run, output, checkpoint=checkpoint)
+            report = export_run(run, output, checkpoint=checkpoint, sampling=sampling)
     console.print(f"[bold]bundle[/] {report.folder}: {report.graph_file} ({report.onnx_bytes / 1024:.0f} KiB), "
                   f"deploy.yaml, parity.npz")
     console.print(f"onnxruntime vs torch on {report.parity_samples} {report.parity_of}: max abs error "
