@@ -38,6 +38,7 @@ from robolearn.deploy.bundle import (
     CollisionGeom,
     CommandSpec,
     ControlSpec,
+    DiffusionCamera,
     DiffusionSpec,
     DomainSpec,
     EeActionSpec,
@@ -52,6 +53,7 @@ from robolearn.deploy.bundle import (
     SimulatorSpec,
     TensorSpec,
     UrdfRef,
+    diffusion_parity,
     read_manifest,
     sha256_file,
     write_manifest,
@@ -479,6 +481,28 @@ def _diffusion_spec(model: Any, sampler: str) -> DiffusionSpec:
         action_constant=[bool(x) for x in model.action_norm.constant])
 
 
+class _EncoderGraph(nn.Module):
+    """The camera encoder as the bundle runs it: image [B, 3, h, w] (0..255, float32) -> features [B, F], center
+    crop (evaluation mode)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+
+def _encoder_graph(model: Any, folder: Path, rate_hz: float) -> GraphSpec:
+    h, w = model.cfg.image_size
+    path = folder / "encoder.onnx"
+    module = _EncoderGraph(model.encoder).eval()
+    path.write_bytes(onnx_bytes(module, (torch.zeros(2, 3, h, w),), ["image"], ["features"]))
+    return GraphSpec(name="encoder", role="encoder", file=path.name, sha256=sha256_file(path), rate_hz=rate_hz,
+                     inputs=[TensorSpec(name="image", shape=[-1, 3, h, w], meaning="image")],
+                     outputs=[TensorSpec(name="features", shape=[-1, model.cfg.image_features], meaning="latent")])
+
+
 @torch.no_grad()
 def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, seed: int = 0,
                      sampling: dict[str, Any] | None = None) -> ExportReport:
@@ -487,7 +511,7 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
     from closed-loop rollouts, their initial noise and the chunks torch + diffusers plan from them. The deploy
     runtime's sampler (onnxruntime + numpy DDIM) must plan the same chunks (max abs error <= 1e-4 here)."""
     from robolearn.deploy.diffusion import DiffusionSampler
-    from robolearn.learn.diffusion_eval import observation_frames
+    from robolearn.learn.diffusion_eval import CameraFrames, observation_frames
     from robolearn.learn.diffusion_run import load_diffusion
 
     cfg, model = load_diffusion(ckpt, file)
@@ -497,10 +521,6 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
         except ConfigError as exc:
             raise BundleError(f"export: {exc}") from None
     dcfg = model.cfg
-    if model.cameras:
-        raise BundleError(f"{file}: an image-based diffusion policy ({', '.join(cfg.image_keys)}); bundles carry "
-                          f"state-based ones so far (the camera encoder graph and camera feeds in the runtime are "
-                          f"not built yet)")
     if dcfg.sampler == "ddpm":
         raise BundleError(f"{file}: a bundle plans with ddim or warm (--sampler ddim|warm), not ddpm (all "
                           f"{dcfg.train_steps} steps)")
@@ -522,46 +542,64 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "denoiser.onnx"
         tp, to, a = dcfg.pred_horizon, dcfg.obs_horizon, model.action_dim
-        example = (torch.zeros(2, tp, a), torch.zeros(2, dtype=torch.long), torch.zeros(2, to * model.obs_dim))
+        example = (torch.zeros(2, tp, a), torch.zeros(2, dtype=torch.long), torch.zeros(2, model.cond_dim))
         path.write_bytes(onnx_bytes(model.denoiser.eval(), example, ["x", "t", "cond"], ["eps"]))
+        spec = _diffusion_spec(model, dcfg.sampler)
+        encoders: list[GraphSpec] = []
+        if model.cameras:  # one encoder graph, shared by the cameras as in training
+            encoders.append(_encoder_graph(model, folder, rate_hz=1.0 / task.dt))
+            spec.cameras = [DiffusionCamera(name=key.rsplit(".", 1)[-1], feature=key, height=dcfg.image_size[0],
+                                            width=dcfg.image_size[1], graph=encoders[0].name)
+                            for key in cfg.image_keys]
         graph = GraphSpec(
             name="denoiser", role="policy", file=path.name, sha256=sha256_file(path), rate_hz=1.0 / task.dt,
             history=to,
             inputs=[TensorSpec(name="x", shape=[-1, tp, a], meaning="noisy_action_chunk"),
                     TensorSpec(name="t", shape=[-1], dtype="int64", meaning="noise_level"),
-                    TensorSpec(name="cond", shape=[-1, to * model.obs_dim], meaning="observation")],
+                    TensorSpec(name="cond", shape=[-1, model.cond_dim], meaning="observation")],
             outputs=[TensorSpec(name="eps", shape=[-1, tp, a], meaning="noise")],
-            chunk=ChunkSpec(horizon=tp - to + 1, execute=dcfg.execute, interpolation="hold"),
-            diffusion=_diffusion_spec(model, dcfg.sampler))
-        # parity: closed-loop observations, their noise, the torch chunks; the runtime's sampler must agree
+            chunk=ChunkSpec(horizon=tp - to + 1, execute=dcfg.execute, interpolation="hold"), diffusion=spec)
+        # parity: closed-loop observations (and camera frames), their noise, the torch chunks; the runtime's
+        # sampler must agree
         gen = torch.Generator().manual_seed(seed)
         task.reset()
+        cameras = CameraFrames(task, cfg.image_keys, dcfg.image_size) if model.cameras else None
         frames = observation_frames(task, cfg.obs_keys).unsqueeze(1).repeat(1, to, 1)
-        obs, noise, chunks = [], [], []
-        for _ in range(DIFFUSION_PARITY_PLANS // task.num_envs):
-            eps = torch.randn(task.num_envs, tp, a, generator=gen)
-            chunk = model.action_norm.inverse(model.denoise(frames, noise=eps))[:, to - 1:]
-            obs.append(frames.reshape(task.num_envs, -1).clone())
-            noise.append(eps)
-            chunks.append(chunk)
-            for k in range(dcfg.execute):
-                task.step(chunk[:, k])
-                frames = torch.cat((frames[:, 1:], observation_frames(task, cfg.obs_keys).unsqueeze(1)), dim=1)
+        images = None if cameras is None else cameras().unsqueeze(1).repeat(1, to, 1, 1, 1, 1)
+        obs, noise, chunks, shots = [], [], [], []
+        try:
+            for _ in range(DIFFUSION_PARITY_PLANS // task.num_envs):
+                eps = torch.randn(task.num_envs, tp, a, generator=gen)
+                chunk = model.action_norm.inverse(model.denoise(frames, noise=eps, images=images))[:, to - 1:]
+                obs.append(frames.reshape(task.num_envs, -1).clone())
+                noise.append(eps)
+                chunks.append(chunk)
+                if images is not None:
+                    shots.append(images.clone())
+                for k in range(dcfg.execute):
+                    task.step(chunk[:, k])
+                    frames = torch.cat((frames[:, 1:], observation_frames(task, cfg.obs_keys).unsqueeze(1)), dim=1)
+                    if cameras is not None:
+                        images = torch.cat((images[:, 1:], cameras().unsqueeze(1)), dim=1)
+        finally:
+            if cameras is not None:
+                cameras.close()
         obs_np, noise_np, chunks_np = (torch.cat(x).numpy() for x in (obs, noise, chunks))
-        sampler = DiffusionSampler(OnnxGraph(path, graph), dataclasses.replace(
-            graph, diffusion=dataclasses.replace(graph.diffusion, sampler="ddim")))
-        error = 0.0
-        for o, e, c in zip(obs_np, noise_np, chunks_np, strict=True):
-            sampler.noise = e[None]
-            error = max(error, float(np.abs(sampler(o) - c).max()))
-        if not error <= DIFFUSION_EXPORT_TOLERANCE:
+        parity = {"obs": obs_np, "noise": noise_np, "chunks": chunks_np}
+        if shots:
+            parity["images"] = torch.cat(shots).numpy()  # [N, To, K, 3, h, w] uint8
+        np.savez(folder / PARITY, **parity)
+        check_graph = dataclasses.replace(graph, diffusion=dataclasses.replace(spec, sampler="ddim"))
+        sampler = DiffusionSampler(OnnxGraph(path, graph), check_graph,
+                                   encoders={e.name: OnnxGraph(folder / e.file, e) for e in encoders})
+        try:
+            error = diffusion_parity(folder / PARITY, sampler, tolerance=DIFFUSION_EXPORT_TOLERANCE)
+        except BundleError as exc:
             raise BundleError(f"{path}: the runtime's sampler (onnxruntime + numpy DDIM) differs from torch + "
-                              f"diffusers by {error:.2e} on {len(obs_np)} recorded plans (tolerance "
-                              f"{DIFFUSION_EXPORT_TOLERANCE:.0e})")
-        np.savez(folder / PARITY, obs=obs_np, noise=noise_np, chunks=chunks_np)
+                              f"diffusers: {exc}") from None
         manifest = BundleManifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
-            kind=task.robot_cfg.kind, graphs=[graph], **contract,
+            kind=task.robot_cfg.kind, graphs=[graph, *encoders], **contract,
             source={"run": str(run_folder(file)), "iteration": int(ckpt.get("iteration", 0)),
                     "algorithm": "diffusion", "dataset": str(cfg.dataset),
                     "exported": datetime.datetime.now().isoformat(timespec="seconds")})

@@ -296,3 +296,85 @@ def test_pinned_threads_keep_their_cpus() -> None:
     assert seen["cpus"] == policy
     with pytest.raises(Exception, match=r"threads: CPUs \[4096\] are not available"):
         thread_cpus(_profile(threads={"pin": True, "policy_cpus": [4096]}).threads)
+
+
+def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_the_camera(pushes, tmp_path) -> None:
+    """An image-based run exports denoiser + encoder graphs (parity through both); on the twin the runtime reads
+    the camera (a recorded video file standing in for the device) and the policy thread resizes and encodes it;
+    a stale or failing camera damps; a missing camera source is refused."""
+    from robolearn.export import export_run
+    from robolearn.learn.diffusion_run import load_diffusion_cfg, make_diffusion_runner
+    from robolearn.teleop.camera import CameraError, OpenCVCamera, parse_camera
+
+    small = {"steps_per_iteration": 2, "max_iterations": 1, "dataset": str(pushes), "max_episodes": 1,
+             "obs_keys": ["observation.state", "observation.ee_pos", "observation.environment_state"],
+             "image_keys": ["observation.images.front"],
+             "diffusion": {"down_dims": [16, 32, 64], "batch_size": 4, "image_size": [48, 64], "crop": [44, 60],
+                           "encoder_channels": [8, 8, 16, 16], "keypoints": 8, "image_features": 8},
+             "eval": {"episodes": 1, "num_envs": 1}, "task_overrides": {"episode_length_s": 0.2}}
+    runner = make_diffusion_runner(load_diffusion_cfg("panda-push", overrides=small), tmp_path / "run",
+                                   log_interval=0)
+    runner.learn(progress=False)
+    runner.close()
+    report = export_run(tmp_path / "run", tmp_path / "bundle")
+    assert report.parity_max_error <= 1e-4 and (tmp_path / "bundle" / "encoder.onnx").is_file()
+    bundle = load_bundle(tmp_path / "bundle")
+    cams = bundle.manifest.policy.diffusion.cameras
+    assert [(c.name, c.feature, c.height, c.width, c.graph) for c in cams] == [
+        ("front", "observation.images.front", 48, 64, "encoder")]
+    assert bundle.parity_error <= 1e-3
+
+    video = sorted((pushes / "videos" / "observation.images.front").rglob("*.mp4"))[0]
+    camera = OpenCVCamera(parse_camera(f"opencv:{video}"))
+    encoder = bundle.graphs["encoder"]
+    runs = []
+    original = encoder.run
+    encoder.run = lambda feeds: runs.append(feeds["image"].shape) or original(feeds)
+    from robolearn.twin.tabletop import TabletopTwin, sample_scene
+
+    prof = _profile()
+    try:
+        twin = TabletopTwin("panda-push", 1.0 / prof.control_hz, joint_names=prof.joint_names)
+        twin.place(*sample_scene("panda-push", 4))
+        with pytest.raises(BundleError, match=r"the policy sees camera\(s\) \['front'\], but no source was given"):
+            DeployRuntime(bundle, prof, twin, objects=twin.object_pose)
+        rt = DeployRuntime(bundle, prof, twin, objects=twin.object_pose, cameras={"front": camera.read})
+        rt.tick()
+        rt.stand()
+        rt.spin(0.1)
+        rt.run()
+        rt.spin(0.6)
+        assert rt.mode == Mode.RUN and not rt.trips, rt.trips
+        assert runs and all(shape == (2, 3, 48, 64) for shape in runs)  # both frames of the history, resized
+        rt.close()
+    finally:
+        camera.close()
+
+    def stale():
+        return np.zeros((240, 320, 3), np.uint8), time.monotonic() - 1.0
+
+    def unplugged():
+        raise CameraError("--camera opencv:0: disconnected (the device stopped delivering)")
+
+    for source, reason in ((stale, "camera front: the newest frame is"), (unplugged, "camera front: CameraError")):
+        twin = TabletopTwin("panda-push", 1.0 / prof.control_hz, joint_names=prof.joint_names)
+        rt = DeployRuntime(bundle, prof, twin, objects=twin.object_pose, cameras={"front": source})
+        rt.tick()
+        rt.stand()
+        rt.spin(0.1)
+        rt.run()
+        rt.spin(0.05)
+        assert rt.mode == Mode.DAMP and reason in rt.trips[-1].reason, rt.trips
+        rt.close()
+
+    from cli_batch import run_cli_batch
+
+    b = str(tmp_path / "bundle")
+    bad = [(("deploy", "--robot", "panda_gripper", "--policy", b, "--camera", "side=opencv:0", "--auto"),
+            "--camera side: the policy sees no camera of that name (its cameras: front)"),
+           (("deploy", "--robot", "panda_gripper", "--policy", b, "--camera", "front", "--auto"),
+            "--camera 'front': expected NAME=opencv:<index, device or file>"),
+           (("deploy", "--robot", "panda_gripper", "--policy", b, "--auto", "--duration", "1"),
+            "the policy sees camera(s) ['front'], but no source was given for them")]
+    for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -61,6 +61,9 @@ def deploy(
         help="--transport dds: the network interface to the robot (e.g. eth0; lo for a local twin); default: the "
              "profile's dds.network_interface")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a profile field: key.sub=value")] = [],  # noqa: B006
+    camera: Annotated[list[str], typer.Option(
+        help="an image policy's camera: NAME=opencv:<index | /dev/videoN | video file> (repeat per camera)")
+    ] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(
         help="--transport sim with a policy that observes an object (panda-push): the task episode whose block "
              "and goal the twin starts with")] = 0,
@@ -164,7 +167,14 @@ def deploy(
                                           network_interface=prof.dds.network_interface or None)
             objects = object_source.read
         robot_if = make_robot(prof, transport)
-    rt = DeployRuntime(bundle, prof, robot_if, objects=objects)
+    sources = _open_cameras(camera, manifest)
+    try:
+        rt = DeployRuntime(bundle, prof, robot_if, objects=objects,
+                           cameras={name: cam.read for name, cam in sources.items()})
+    except BaseException:
+        for cam in sources.values():
+            cam.close()
+        raise
     if command is not None and not auto:
         rt.set_command(command)
     twist = None
@@ -211,6 +221,8 @@ def deploy(
             twist.close()
         if object_source is not None:
             object_source.close()
+        for cam in sources.values():
+            cam.close()
     if no_robot is not None:
         err.print(f"[red]error:[/] {escape(no_robot)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_NO_ROBOT)
@@ -228,3 +240,27 @@ def deploy(
         err.print(f"[red]ended in a fault:[/] {escape(why)} (exit {code}; the report's timeline has every change)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(code)
+
+
+def _open_cameras(options: list[str], manifest) -> dict:
+    """`--camera NAME=opencv:SOURCE` -> {name: an open OpenCVCamera}; names must be cameras the policy sees."""
+    from robolearn.teleop.camera import OpenCVCamera, parse_camera
+
+    wanted = [c.name for c in manifest.policy.diffusion.cameras] if manifest.policy.diffusion is not None else []
+    opened: dict = {}
+    try:
+        for option in options:
+            name, sep, source = option.partition("=")
+            if not sep or not name:
+                raise ConfigError(f"--camera {option!r}: expected NAME=opencv:<index, device or file>, e.g. "
+                                  f"front=opencv:0")
+            if name not in wanted:
+                raise ConfigError(f"--camera {name}: the policy sees no camera of that name (its cameras: "
+                                  f"{', '.join(wanted) or 'none'})")
+            opened[name] = OpenCVCamera(parse_camera(source))
+    except BaseException:
+        for cam in opened.values():
+            cam.close()
+        raise
+    return opened
+

@@ -36,10 +36,11 @@ from robolearn.errors import BundleError, ConfigError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "PARITY", "ROLES", "ObsTerm",
            "JointSpec", "TensorSpec", "ChunkSpec", "DiffusionSpec", "GraphSpec", "EeActionSpec", "CommandSpec",
-           "ActionSpec", "ControlSpec", "InitialStateSpec", "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom",
-           "KinematicLink", "RobotModelSpec",
+           "ActionSpec", "ControlSpec", "DiffusionCamera", "InitialStateSpec", "SimulatorSpec", "DomainSpec",
+           "UrdfRef", "CollisionGeom", "KinematicLink", "RobotModelSpec",
            "BundleManifest", "PolicySpec", "ManifestV1", "PolicyV1", "TermV1", "sha256_file", "read_manifest",
-           "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle"]
+           "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle",
+           "diffusion_parity"]
 
 BUNDLE_FORMAT = "robolearn-bundle"
 BUNDLE_VERSION = 2  # what export writes
@@ -48,7 +49,7 @@ MANIFEST = "deploy.yaml"
 PARITY = "parity.npz"
 PARITY_TOLERANCE = 1e-4  # onnxruntime on the robot vs the exporter's torch (the exporter itself checks 1e-5)
 DIFFUSION_PARITY_TOLERANCE = 1e-3  # raw actions of a whole denoising loop (10 graph calls, float32)
-ROLES = ("policy", "high_level", "low_level", "safety_critic")
+ROLES = ("policy", "high_level", "low_level", "safety_critic", "encoder")
 ACTING_ROLES = ("policy", "low_level")  # graphs whose output is the joint action the runtime applies
 
 Range = tuple[float, float]
@@ -110,6 +111,19 @@ class ChunkSpec:
 
 
 @dataclass(kw_only=True)
+class DiffusionCamera:
+    """A camera an image-based diffusion policy sees: each frame is resized (area averaging) to `height` x `width`,
+    run through the `graph` (role encoder: image [B, 3, height, width] float32 in 0..255 -> features [B, F]),
+    and its features follow the frame's normalized state in `cond`."""
+
+    name: str  # the camera (the robot's, and the training task's)
+    feature: str  # the dataset feature it was recorded as (observation.images.<name>)
+    height: int
+    width: int
+    graph: str  # the encoder graph's name
+
+
+@dataclass(kw_only=True)
 class DiffusionSpec:
     """A denoiser graph `eps = graph(x [B, pred_horizon, A], t [B] (int64 noise level), cond [B, obs_horizon * O])`
     and the DDIM sampler that turns it into an action chunk (`robolearn.deploy.diffusion.DiffusionSampler`):
@@ -120,7 +134,8 @@ class DiffusionSpec:
     next timestep (`final_alpha_cumprod` after the last); actions = (x + 1) / 2 action_span + action_low (held at
     action_low + 1 where `action_constant`), of which the rows obs_horizon - 1 .. are the chunk from the current
     frame on. `sampler: warm` (RTI-DP) starts every plan after the first from the previous one shifted by the
-    executed actions, noised to the level of the last `warm_steps` timesteps, and runs only those."""
+    executed actions, noised to the level of the last `warm_steps` timesteps, and runs only those. With `cameras`,
+    each frame of `cond` is [normalized state, camera 1's features, ...] (`DiffusionCamera`)."""
 
     prediction: Literal["epsilon"] = "epsilon"
     sampler: Literal["ddim", "warm"] = "ddim"
@@ -136,12 +151,13 @@ class DiffusionSpec:
     action_low: list[float]  # per action (A)
     action_span: list[float]
     action_constant: list[bool]
+    cameras: list[DiffusionCamera] = field(default_factory=list)  # an image-based policy's cameras, in cond order
 
 
 @dataclass(kw_only=True)
 class GraphSpec:
     name: str
-    role: Literal["policy", "high_level", "low_level", "safety_critic"]
+    role: Literal["policy", "high_level", "low_level", "safety_critic", "encoder"]
     file: str
     sha256: str
     rate_hz: float  # actions (or values) per second; a chunked graph runs every chunk.execute actions
@@ -444,12 +460,12 @@ class BundleManifest:
                 if g.action_dim != self.action.dim:
                     raise ConfigError(f"{where}.outputs[0].shape: action size {g.action_dim}, but action.dim is "
                                       f"{self.action.dim}")
-                if frame * g.history != g.obs_dim:
+                if g.diffusion is None and frame * g.history != g.obs_dim:
                     raise ConfigError(f"{where}.inputs[0].shape: observation terms sum to {frame} x history "
                                       f"{g.history}, but the input has {g.obs_dim}")
 
     def _check_diffusion(self, g: GraphSpec, where: str) -> None:
-        d, frame = g.diffusion, self.frame_dim
+        d, frame = g.diffusion, self.frame_dim  # (the cond size check below covers the observation frames)
         names = {t.name: t for t in g.inputs}
         if set(names) != {"x", "t", "cond"} or names["cond"].meaning != "observation" or len(g.outputs) != 1:
             raise ConfigError(f"{where}: a denoiser graph has inputs x, t, cond (meaning observation) and one output")
@@ -461,6 +477,19 @@ class BundleManifest:
         if g.chunk.horizon != d.pred_horizon - d.obs_horizon + 1:
             raise ConfigError(f"{where}.chunk.horizon: the actions from the current frame on, pred_horizon - "
                               f"obs_horizon + 1 = {d.pred_horizon - d.obs_horizon + 1}, got {g.chunk.horizon}")
+        features = 0
+        for j, cam in enumerate(d.cameras):
+            enc = next((e for e in self.graphs if e.name == cam.graph and e.role == "encoder"), None)
+            if enc is None:
+                raise ConfigError(f"{where}.diffusion.cameras[{j}].graph: no encoder graph named {cam.graph!r}")
+            if enc.inputs[0].shape[1:] != [3, cam.height, cam.width] or len(enc.outputs[0].shape) != 2:
+                raise ConfigError(f"graph {cam.graph!r}: expected input [-1, 3, {cam.height}, {cam.width}] and output "
+                                  f"[-1, features], got {enc.inputs[0].shape} and {enc.outputs[0].shape}")
+            features += enc.outputs[0].shape[1]
+        cond = next(i for i in g.inputs if i.name == "cond").shape[-1]
+        if cond != d.obs_horizon * (frame + features):
+            raise ConfigError(f"{where}.inputs: cond has {cond} values; obs_horizon {d.obs_horizon} x (frame {frame} "
+                              f"+ camera features {features}) = {d.obs_horizon * (frame + features)}")
         if g.outputs[0].shape[1:] != [d.pred_horizon, self.action.dim]:
             raise ConfigError(f"{where}.outputs[0].shape: expected [-1, {d.pred_horizon}, {self.action.dim}], got "
                               f"{g.outputs[0].shape}")
@@ -714,6 +743,9 @@ class ChunkedPolicy:
             self.graph.reset()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        observe = getattr(self.graph, "observe", None)
+        if observe is not None:  # a sampler's camera history is current when it plans
+            observe(obs)
         if not self.queue:
             chunk = self.graph(obs)
             self.calls += 1
@@ -747,23 +779,28 @@ def _graph_file(folder: Path, spec: GraphSpec) -> Path:
     return path
 
 
-def _diffusion_parity(path: Path, sampler: Any) -> float:
-    """A denoiser bundle's parity data: recorded observations with their initial noise and the exporter's (torch,
-    diffusers) chunks; this machine's onnxruntime and sampler must plan the same chunks. Returns the max error."""
+def diffusion_parity(path: Path, sampler: Any, *, tolerance: float | None = None) -> float:
+    """A denoiser bundle's parity data: recorded observations (and camera frames) with their initial noise and the
+    exporter's (torch, diffusers) chunks; this machine's onnxruntime and sampler must plan the same chunks. Returns
+    the max error."""
     data = np.load(path)
     if not {"obs", "noise", "chunks"} <= set(data.files):
         raise BundleError(f"{path}: a diffusion bundle's parity data holds obs, noise and chunks, found "
                           f"{', '.join(data.files)}")
     error = 0.0
-    for obs, noise, chunk in zip(data["obs"], data["noise"], data["chunks"], strict=True):
+    images = data["images"] if "images" in data.files else [None] * len(data["obs"])
+    for obs, noise, chunk, frames in zip(data["obs"], data["noise"], data["chunks"], images, strict=True):
         sampler.reset()
         sampler.noise = noise[None]
+        for frame in frames if frames is not None else []:  # the camera history, oldest first: [To, K, 3, h, w]
+            sampler.observe((obs, list(frame)))
         error = max(error, float(np.abs(sampler(obs) - chunk).max()))
     sampler.noise = None
     sampler.reset()
-    if not error <= DIFFUSION_PARITY_TOLERANCE:
+    tolerance = DIFFUSION_PARITY_TOLERANCE if tolerance is None else tolerance
+    if not error <= tolerance:
         raise BundleError(f"{path}: the denoising loop here (onnxruntime + numpy DDIM) differs from the exporter's "
-                          f"by {error:.2e} (tolerance {DIFFUSION_PARITY_TOLERANCE:.0e})")
+                          f"by {error:.2e} (tolerance {tolerance:.0e})")
     return error
 
 
@@ -784,9 +821,10 @@ def load_bundle(folder: str | Path) -> Bundle:
     if acting.diffusion is not None:
         from robolearn.deploy.diffusion import DiffusionSampler
 
-        sampler = DiffusionSampler(graphs[acting.name], acting)
+        encoders = {c.graph: graphs[c.graph] for c in acting.diffusion.cameras}
+        sampler = DiffusionSampler(graphs[acting.name], acting, encoders=encoders)
         if (folder / PARITY).is_file():
-            parity_error = _diffusion_parity(folder / PARITY, sampler)
+            parity_error = diffusion_parity(folder / PARITY, sampler)
         return Bundle(folder=folder, manifest=manifest, policy=ChunkedPolicy(sampler, acting.chunk),
                       parity_error=parity_error, graphs=graphs)
     onnx_policy = graphs[acting.name]

@@ -9,20 +9,44 @@ for step). One plan is `len(timesteps)` graph calls at batch 1 (`warm`: `warm_st
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from robolearn.deploy.bundle import DiffusionSpec, GraphSpec, OnnxGraph
 from robolearn.errors import BundleError
 
-__all__ = ["DiffusionSampler"]
+__all__ = ["DiffusionSampler", "area_resize"]
+
+
+def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A camera frame [H, W, 3] (uint8 RGB) -> [3, height, width] float32 in 0..255, each pixel the mean of the
+    source pixels it covers (rows floor(i H / h) .. ceil((i + 1) H / h)), rounded to integers: what training's
+    `resize_frames` (torch area interpolation, then uint8) gives, within 1 level."""
+    x = np.asarray(image, dtype=np.float64)
+    for axis, n in ((0, height), (1, width)):
+        size = x.shape[axis]
+        if size != n:
+            i = np.arange(n)
+            start, end = (i * size) // n, -((-(i + 1) * size) // n)
+            total = np.concatenate([np.zeros_like(np.take(x, [0], axis=axis)), np.cumsum(x, axis=axis)], axis=axis)
+            shape = [1] * x.ndim
+            shape[axis] = n
+            x = (np.take(total, end, axis=axis) - np.take(total, start, axis=axis)) / (end - start).reshape(shape)
+    return np.clip(np.rint(x), 0, 255).astype(np.float32).transpose(2, 0, 1)
 
 
 class DiffusionSampler:
-    """`sampler(obs [obs_horizon * O]) -> chunk [pred_horizon - obs_horizon + 1, A]` (raw actions from the current
-    frame on); `reset()` forgets the previous plan (a warm start begins cold again). `noise` fixes the initial
-    noise of the next plans (tests, parity); else it is drawn from a generator seeded with `seed`."""
+    """`sampler(obs) -> chunk [pred_horizon - obs_horizon + 1, A]` (raw actions from the current frame on), obs =
+    the stacked state frames [obs_horizon * O], or for an image policy (state frames, [each camera's current
+    frame]) with frames as the camera gives them ([H, W, 3] uint8 RGB, resized here by `area_resize`, in the policy
+    thread) or already resized ([3, h, w]). `observe(obs)` (every policy step, before a plan) keeps the last
+    obs_horizon camera frames; `reset()` forgets them and the previous plan (a warm start begins cold again).
+    `noise` fixes the initial noise of the next plans (tests, parity); else it is drawn from a generator seeded
+    with `seed`."""
 
-    def __init__(self, graph: OnnxGraph, spec: GraphSpec, *, seed: int = 0) -> None:
+    def __init__(self, graph: OnnxGraph, spec: GraphSpec, *, encoders: dict[str, OnnxGraph] | None = None,
+                 seed: int = 0) -> None:
         if spec.diffusion is None or spec.chunk is None:
             raise BundleError(f"graph {spec.name!r}: not a denoiser (no diffusion section)")
         d: DiffusionSpec = spec.diffusion
@@ -40,13 +64,50 @@ class DiffusionSampler:
         self.noise: np.ndarray | None = None
         self._last: np.ndarray | None = None  # the previous plan, normalized [1, Tp, A]
         self.calls = 0  # graph evaluations
+        encoders = encoders or {}
+        missing = [c.graph for c in d.cameras if c.graph not in encoders]
+        if missing:
+            raise BundleError(f"graph {spec.name!r}: encoder graph {missing[0]!r} is not loaded")
+        self.cameras = [(c, encoders[c.graph]) for c in d.cameras]
+        self._images: deque[list[np.ndarray]] = deque(maxlen=d.obs_horizon)  # per frame: one image per camera
 
     def reset(self) -> None:
         self._last = None
+        self._images.clear()
+
+    def observe(self, obs: np.ndarray | tuple[np.ndarray, list[np.ndarray]]) -> None:
+        """Keep this step's camera frames; a fresh start repeats the first."""
+        if not self.cameras:
+            return
+        if not isinstance(obs, tuple) or len(obs[1]) != len(self.cameras):
+            raise BundleError(f"the policy sees cameras {[c.name for c, _ in self.cameras]}: give (state, frames) "
+                              f"with one frame per camera")
+        images = []
+        for (cam, _), frame in zip(self.cameras, obs[1], strict=True):
+            frame = np.asarray(frame)
+            if frame.shape == (3, cam.height, cam.width):
+                images.append(frame.astype(np.float32))
+            elif frame.ndim == 3 and frame.shape[2] == 3:
+                images.append(area_resize(frame, cam.height, cam.width))
+            else:
+                raise BundleError(f"camera {cam.name}: expected an RGB frame [H, W, 3], got shape {frame.shape}")
+        if not self._images:
+            self._images.extend([images] * self.d.obs_horizon)
+        else:
+            self._images.append(images)
 
     def condition(self, obs: np.ndarray) -> np.ndarray:
-        frames = np.asarray(obs, dtype=np.float32).reshape(self.d.obs_horizon, -1)
-        return (2.0 * (frames - self.obs_low) / self.obs_span - 1.0).reshape(1, -1).astype(np.float32)
+        """cond [1, obs_horizon * (O + features)]: per frame the normalized state and each camera's features."""
+        state = obs[0] if isinstance(obs, tuple) else obs
+        frames = np.asarray(state, dtype=np.float32).reshape(self.d.obs_horizon, -1)
+        cond = 2.0 * (frames - self.obs_low) / self.obs_span - 1.0
+        if self.cameras:
+            if not self._images:
+                self.observe(obs)
+            features = [encoder.run({encoder.spec.input: np.stack([f[k] for f in self._images])})[encoder.spec.output]
+                        for k, (_, encoder) in enumerate(self.cameras)]
+            cond = np.concatenate([cond, *features], axis=1)
+        return cond.reshape(1, -1).astype(np.float32)
 
     def _alpha_prev(self, i: int, timesteps: list[int]) -> float:
         return float(self.alphas[timesteps[i + 1]]) if i + 1 < len(timesteps) else self.d.final_alpha_cumprod

@@ -58,6 +58,7 @@ class SafetyCfg:
     joint_target_rates: dict[str, float] = field(default_factory=dict)  # joint regex -> rate (rad/s or m/s), for
     # joints slower than max_target_rate (a gripper's fingers)
     object_timeout_ms: float = 200.0  # an observed object's pose older than this while running -> Damp
+    camera_timeout_ms: float = 200.0  # an image policy's newest camera frame older than this while running -> Damp
     first_state_timeout_s: float = 3.0  # no robot state at all this long after start -> the session ends (exit 4)
     filter: SafetyFilterCfg = field(default_factory=SafetyFilterCfg)
 

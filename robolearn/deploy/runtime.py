@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class PolicyWorker:
     def __init__(self, policy: Callable[[np.ndarray], np.ndarray], *, cpus: set[int] | None = None) -> None:
         self.policy = policy
         self.cpus = cpus  # pin the thread to these CPUs
-        self._request: np.ndarray | None = None
+        self._request: Any = None  # an observation (an image policy's: (observation, camera frames))
         self._result: tuple[np.ndarray, float, str | None] | None = None
         self._busy = False
         self._drop = False  # the request in flight was discarded: forget its result
@@ -116,7 +117,7 @@ class PolicyWorker:
         self._thread = threading.Thread(target=self._loop, name="robolearn-policy", daemon=True)
         self._thread.start()
 
-    def submit(self, obs: np.ndarray) -> bool:
+    def submit(self, obs: Any) -> bool:
         """Queue an observation; False if the previous one is still being computed."""
         with self._cv:
             if self._busy:
@@ -202,6 +203,7 @@ class DeployRuntime:
     def __init__(self, bundle: Bundle, profile: HardwareProfile, robot: RobotInterface, *,
                  policy: Callable[[np.ndarray], np.ndarray] | None = None, kinematics=None,
                  objects: Callable[[], tuple[np.ndarray, float] | None] | None = None,
+                 cameras: dict[str, Callable[[], tuple[np.ndarray, float]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         m = bundle.manifest
         self.check_fit(bundle, profile, robot.joint_names)
@@ -237,6 +239,14 @@ class DeployRuntime:
             raise BundleError(f"{bundle.folder}: the policy observes object_pose, but no object pose source was given "
                               f"(on the twin: robolearn.twin.tabletop; on a robot: a tracked pose topic)")
         self.objects = objects
+        # An image policy's cameras: name -> `() -> (RGB frame [H, W, 3] uint8, capture stamp)` (an OpenCV camera on a
+        # robot); the frames travel to the policy thread, which resizes and encodes them.
+        needed = [c.name for c in m.policy.diffusion.cameras] if m.policy.diffusion is not None else []
+        missing = [name for name in needed if name not in (cameras or {})]
+        if missing:
+            raise BundleError(f"{bundle.folder}: the policy sees camera(s) {missing}, but no source was given for "
+                              f"them (robolearn deploy --camera {missing[0]}=opencv:<index, device or file>)")
+        self.cameras = [(name, cameras[name]) for name in needed]
         self.ee = m.action.ee if m.action.type == "ee_delta" else None  # end-effector actions: IK here
         if self.ee is not None:
             names = m.joints.names
@@ -531,6 +541,11 @@ class DeployRuntime:
             reason = SafetyLayer.check_finite("observation", obs)
             if reason is not None:
                 return reason
+            if self.cameras:
+                frames, reason = self._camera_frames(now)
+                if reason is not None:
+                    return reason
+                obs = (obs, frames)
             if self.worker.submit(obs):
                 self._submitted_at = now
             elif self._submitted_at is None:  # a discarded request of an earlier run still runs: wait from now
@@ -554,6 +569,21 @@ class DeployRuntime:
         if age_ms > limit_ms:
             return None, f"object pose is stale: {age_ms:.0f} ms old (limit {limit_ms:g} ms)"
         return pose, None
+
+    def _camera_frames(self, now: float) -> tuple[list[np.ndarray], str | None]:
+        """The newest frame of each camera, or the reason to damp (a camera that raised, or a stale frame)."""
+        frames = []
+        limit_ms = self.profile.safety.camera_timeout_ms
+        for name, source in self.cameras:
+            try:
+                frame, stamp = source()
+            except Exception as exc:  # noqa: BLE001 - a camera fault damps, naming the camera
+                return [], f"camera {name}: {type(exc).__name__}: {exc}"
+            age_ms = (now - stamp) * 1000.0
+            if age_ms > limit_ms:
+                return [], f"camera {name}: the newest frame is {age_ms:.0f} ms old (limit {limit_ms:g} ms)"
+            frames.append(frame)
+        return frames, None
 
     def _action_targets(self, action: np.ndarray) -> np.ndarray:
         """Joint targets (policy order) for an action as applied (clipped), per the bundle's `action.type`."""
