@@ -1,7 +1,8 @@
 """A diffusion policy bundle (robolearn export of a panda-push diffusion run) through the deploy runtime on the
 Panda twin with the block, in real time: success rate with a 95% interval, loop timing and inference latency.
 
-Each episode: a fresh `TabletopTwin` placed as the task's reset draws it (block pose, goal; seeds seed..), the
+Image policies see the twin's camera, rendered in its own process (`robolearn.twin.camera`). Each episode: a
+fresh `TabletopTwin` placed as the task's reset draws it (block pose, goal; seeds seed..), the
 runtime stands (0.2 s: the twin starts in the default pose), runs the policy for the task's episode length with
 the goal as its command, and the episode succeeds when the block's center comes within the task's
 success_distance of the goal (Diffusion Policy's protocol, as `robolearn eval`). Overruns are control ticks that
@@ -60,7 +61,12 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
     robot = TabletopTwin(bundle.manifest.task, 1.0 / profile.control_hz, joint_names=profile.joint_names)
     robot.place(block, goal)
     recorder = TwinVideo(robot, round(profile.control_hz / bundle.manifest.policy_hz)) if video else None
-    rt = DeployRuntime(bundle, profile, robot, objects=robot.object_pose, policy=policy)
+    m = bundle.manifest
+    sees = [c.name for c in m.policy.diffusion.cameras] if m.policy.diffusion is not None else []
+    cameras = {name: robot.camera(name).read for name in sees}  # rendered by the twin in another process
+    observes = any(t.name == "object_pose" for t in m.observation)
+    rt = DeployRuntime(bundle, profile, robot, objects=robot.object_pose if observes else None, policy=policy,
+                       cameras=cameras)
     try:
         rt.tick()
         assert rt.stand() == "stand", "the twin refused to stand"
@@ -92,6 +98,7 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
                 "policy_max_ms": round(timing.get("policy_max_ms", 0.0), 3), "denoiser_calls": calls}
     finally:
         rt.close()
+        robot.close()
 
 
 def main() -> None:

@@ -378,3 +378,43 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
             "the policy sees camera(s) ['front'], but no source was given for them")]
     for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_the_twin_renders_its_camera_in_another_process_from_its_own_state() -> None:
+    """TwinCamera: the frame is the task's camera at the twin's current state (the block where the twin put it), as
+    the demonstrations' renderer draws it; a render process that dies is a camera fault."""
+    from robolearn.errors import RobolearnError
+    from robolearn.sim.render import CameraRig
+    from robolearn.sim.tasks import make_task
+    from robolearn.twin.tabletop import TabletopTwin, sample_scene
+
+    prof = _profile()
+    twin = TabletopTwin("panda-push", 1.0 / prof.control_hz, joint_names=prof.joint_names)
+    block, goal = sample_scene("panda-push", 7)
+    twin.place(block, goal)
+    try:
+        cam = twin.camera("front")
+        time.sleep(0.1)
+        frame, stamp = cam.read()
+        assert frame.shape == (240, 320, 3) and time.monotonic() - stamp < 0.5
+        task = make_task("panda-push", 1, seed=0)
+        rig = CameraRig(task)
+        try:
+            task.restart(torch.from_numpy(twin.data.qpos[twin.qpos_adr]).float().unsqueeze(0),
+                         torch.from_numpy(block).float().unsqueeze(0), torch.from_numpy(goal).float().unsqueeze(0))
+            want = rig.frames(task)["front"].astype(float)
+        finally:
+            rig.close()
+            task.close()
+        assert np.abs(frame.astype(float) - want).mean() < 2.0  # the same scene, block and goal included
+        moved = block.copy()
+        moved[1] += 0.1
+        twin.place(moved, goal)  # the next frames show the block where the twin has it
+        time.sleep(0.15)
+        assert np.abs(cam.read()[0].astype(float) - frame).mean() > 0.2
+        cam._process.kill()
+        cam._process.join()
+        with pytest.raises(RobolearnError, match="twin camera front: the render process is not delivering frames"):
+            cam.read()
+    finally:
+        twin.close()

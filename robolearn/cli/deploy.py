@@ -143,13 +143,14 @@ def deploy(
     logging.getLogger("robolearn").setLevel(logging.INFO)
     objects, object_source = None, None
     observes_object = any(t.name == "object_pose" for t in manifest.observation)
-    if observes_object and transport == "sim":  # the twin simulates the object and draws the goal
+    sees = [c.name for c in manifest.policy.diffusion.cameras] if manifest.policy.diffusion is not None else []
+    if (observes_object or sees) and transport == "sim":  # the tabletop twin: the block, the goal, the cameras
         from robolearn.twin.tabletop import TabletopTwin
 
         DeployRuntime.check_fit(bundle, prof, prof.joint_names)  # before building a twin of the wrong robot
         robot_if = TabletopTwin.from_profile(prof, manifest.task, seed=seed)
-        objects = robot_if.object_pose
-        if command is None:
+        objects = robot_if.object_pose if observes_object else None
+        if command is None and any(t.name == "target_pos" for t in manifest.observation):
             command = robot_if.goal.tolist()
     else:
         if observes_object:  # a real robot: the object's pose comes from a tracker over DDS (geometry_msgs/PoseStamped)
@@ -169,11 +170,16 @@ def deploy(
         robot_if = make_robot(prof, transport)
     sources = _open_cameras(camera, manifest)
     try:
-        rt = DeployRuntime(bundle, prof, robot_if, objects=objects,
-                           cameras={name: cam.read for name, cam in sources.items()})
+        feeds = {name: cam.read for name, cam in sources.items()}
+        if transport == "sim" and hasattr(robot_if, "camera"):  # the tabletop twin renders the others itself
+            for name in sees:
+                if name not in feeds:
+                    feeds[name] = robot_if.camera(name).read
+        rt = DeployRuntime(bundle, prof, robot_if, objects=objects, cameras=feeds)
     except BaseException:
         for cam in sources.values():
             cam.close()
+        robot_if.close()
         raise
     if command is not None and not auto:
         rt.set_command(command)

@@ -18,6 +18,7 @@ import torch
 from robolearn.errors import ConfigError
 from robolearn.sim.tasks import load_task_cfg
 from robolearn.sim.tasks.manipulation import ManipulationCfg, add_tabletop_objects
+from robolearn.twin.camera import TwinCamera
 from robolearn.twin.sim_robot import SimRobot
 
 __all__ = ["TabletopTwin", "sample_scenes", "sample_scene"]
@@ -49,12 +50,13 @@ class TabletopTwin(SimRobot):
         if not isinstance(cfg, ManipulationCfg):
             raise ConfigError(f"task {task}: not a tabletop manipulation task (panda-push, panda-lift)")
         self.task_cfg = cfg
+        self.cameras: dict[str, TwinCamera] = {}  # before the settling steps of SimRobot.__init__ (advance)
         super().__init__(cfg.robot, control_dt, joint_names=joint_names, lockstep=lockstep,
                          scene=lambda spec: add_tabletop_objects(spec, cfg))
         self._block_qpos = int(self.model.joint("block").qposadr[0])
         self._block_qvel = int(self.model.joint("block").dofadr[0])
         self._goal_mocap = int(self.model.body("goal").mocapid[0])
-        self.object_stamp = time.monotonic()
+        self.task = task
 
     @classmethod
     def from_profile(cls, profile, task: str, *, seed: int = 0) -> TabletopTwin:
@@ -65,6 +67,31 @@ class TabletopTwin(SimRobot):
         twin.place(block, goal)
         return twin
 
+    def camera(self, name: str, *, fps: float = 30.0) -> TwinCamera:
+        """Camera `name` of the task, rendered in its own process from this twin's state (started here, first
+        frame awaited); closed with the twin (`close`)."""
+        if name not in self.cameras:
+            cam = TwinCamera(self.task, name, self.model.nq, fps=fps)
+            self.cameras[name] = cam
+            self._publish()
+            cam.wait_first_frame()
+        return self.cameras[name]
+
+    def _publish(self) -> None:
+        for cam in self.cameras.values():
+            cam.publish(self.data.qpos, self.goal)
+
+    def advance(self) -> None:
+        super().advance()
+        if self.cameras:
+            self._publish()
+
+    def close(self) -> None:
+        for cam in self.cameras.values():
+            cam.close()
+        self.cameras.clear()
+        super().close()
+
     def place(self, block_pose: np.ndarray, goal: np.ndarray) -> None:
         """Put the block at `block_pose` (x, y, z, qw, qx, qy, qz), at rest, and the goal marker at `goal` [3]."""
         d = self.data
@@ -74,6 +101,7 @@ class TabletopTwin(SimRobot):
         d.qvel[self._block_qvel : self._block_qvel + 6] = 0.0
         d.mocap_pos[self._goal_mocap] = np.asarray(goal, dtype=float)
         mujoco.mj_forward(self.model, d)
+        self._publish()
 
     def object_pose(self) -> tuple[np.ndarray, float]:
         """(the block's pose [7] in the base frame, the time it was read): the runtime's object pose source."""
