@@ -5,6 +5,8 @@ for panda-push) through the deploy runtime, as on the real arm with a tracked ob
 same bodies and contact settings the task trains with). `object_pose()` is the runtime's object pose source
 (`DeployRuntime(objects=...)`): the block's pose in the base frame with the time it was measured, the role that
 motion capture or a fiducial tracker plays on a real robot. `place()` starts an episode: a block pose and a goal.
+`camera(name)` starts the task's camera rendered from the twin's state in its own process (`twin/camera.py`), the
+source an image policy reads on the twin.
 """
 
 from __future__ import annotations
