@@ -420,7 +420,8 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
                sampling: dict[str, Any] | None = None) -> ExportReport:
     """Export the run's latest checkpoint (or model_<checkpoint>.pt, or the checkpoint file `run`) to the bundle
     folder `output` (default RUN/export). Raises BundleError if onnxruntime and torch disagree by more than 1e-5.
-    `sampling` (diffusion runs): execute, sampler, warm_steps for the robot instead of the run's."""
+    `sampling` (diffusion runs): execute, sampler, warm_steps, warm_schedule_steps for the robot instead of the
+    run's."""
     ckpt, file = load_checkpoint(run, checkpoint=checkpoint, with_path=True)
     if ckpt["format"] == "robolearn-diffusion":
         return export_diffusion(ckpt, file, output if output is not None else run_folder(run) / "export", seed=seed,
@@ -470,12 +471,14 @@ def _recorded_observation(task: Task, obs_keys: list[str]) -> list[ObsTerm]:
 
 def _diffusion_spec(model: Any, sampler: str) -> DiffusionSpec:
     cfg, ddim = model.cfg, model.ddim
+    ddim.set_timesteps(cfg.warm_schedule_steps or cfg.inference_steps)
+    warm = [int(t) for t in ddim.timesteps[-cfg.warm_steps:]]
     ddim.set_timesteps(cfg.inference_steps)
     clip = float(ddim.config.clip_sample_range) if ddim.config.clip_sample else None
     return DiffusionSpec(
         sampler="warm" if sampler == "warm" else "ddim", obs_horizon=cfg.obs_horizon, pred_horizon=cfg.pred_horizon,
         alphas_cumprod=[float(a) for a in ddim.alphas_cumprod], final_alpha_cumprod=float(ddim.final_alpha_cumprod),
-        timesteps=[int(t) for t in ddim.timesteps], warm_steps=cfg.warm_steps, clip_sample=clip,
+        timesteps=[int(t) for t in ddim.timesteps], warm_timesteps=warm, clip_sample=clip,
         obs_low=[float(x) for x in model.obs_norm.low], obs_span=[float(x) for x in model.obs_norm.span],
         action_low=[float(x) for x in model.action_norm.low], action_span=[float(x) for x in model.action_norm.span],
         action_constant=[bool(x) for x in model.action_norm.constant])
@@ -516,7 +519,7 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
 
     cfg, model = load_diffusion(ckpt, file)
     if sampling:
-        try:  # checked as the config is: execute within the chunk, warm_steps within the DDIM steps
+        try:  # checked as the config is: execute within the chunk, warm_steps within the warm schedule
             model.cfg = dataclasses.replace(model.cfg, **sampling)
         except ConfigError as exc:
             raise BundleError(f"export: {exc}") from None

@@ -257,6 +257,21 @@ def test_warm_start_refines_the_previous_chunk_shifted_by_the_executed_actions()
         ChunkPlanner(model, 1, sampler="ddpn")
     with pytest.raises(ConfigError, match="warm_steps must be in"):
         DiffusionCfg(inference_steps=4, warm_steps=5)
+    # the tail of a shorter schedule: 3 steps of a 5-step DDIM schedule start from level 40 (10 steps: level 20)
+    cfg5 = DiffusionCfg(down_dims=[16, 32, 64], sampler="warm", inference_steps=10, warm_steps=3, execute=8,
+                        warm_schedule_steps=5)
+    model5 = _model(cfg5)
+    model5.denoiser = _Untrained()
+    planner = ChunkPlanner(model5, 2, generator=torch.Generator().manual_seed(5))
+    planner.plan(frames)
+    planner._last = previous
+    state = planner.generator.get_state()
+    planner.plan(frames)
+    e = torch.randn(shifted.shape, generator=torch.Generator().manual_seed(0).set_state(state))
+    abar40 = model5.ddim.alphas_cumprod[40]
+    assert torch.allclose(planner._last, (shifted + ((1 - abar40) / abar40).sqrt() * e).clamp(-1, 1), atol=1e-5)
+    with pytest.raises(ConfigError, match=r"warm_steps must be in \[1, 2\]"):
+        DiffusionCfg(warm_schedule_steps=2, warm_steps=3)
 
 
 def test_ddpm_sampler_runs_every_training_step_and_lands_on_the_clean_chunk() -> None:

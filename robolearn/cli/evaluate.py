@@ -107,22 +107,26 @@ def eval_(
                                                         "next (default: the run's diffusion.execute)")] = None,
     warm_steps: Annotated[Optional[int], typer.Option(help="diffusion runs, --sampler warm: DDIM steps that refine the "
                                                            "shifted chunk (default: the run's)")] = None,
+    warm_schedule: Annotated[Optional[int], typer.Option(
+        help="diffusion runs, --sampler warm: the DDIM schedule whose last --warm-steps refine (default: the run's)")
+    ] = None,
 ) -> None:
     """Evaluate a trained policy (PPO run, teacher or distilled student) with the run's evaluation settings
     (deterministic actions, one episode per env); prints per-episode metrics and writes
     RUN/eval_<backend>.json (eval_<backend>_<randomization>.json for a held-out randomization). A diffusion run
     (train --algo diffusion) runs closed loop with its sampler (--sampler) and reports success rates with 95%
-    intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json (with _execute<N>/_warm<N> when --execute or
-    --warm-steps change the run's settings)."""
+    intervals and ms per chunk in RUN/eval_<backend>_<sampler>.json (with _execute<N>/_warm<N>/_schedule<N> when
+    --execute, --warm-steps or --warm-schedule change the run's settings)."""
 
     from robolearn.learn.checkpoint import checkpoint_file, load_checkpoint, run_folder
     from robolearn.learn.eval_run import evaluate_run
 
     ckpt, file = load_checkpoint(run, task=task, checkpoint=checkpoint, with_path=True)
     if ckpt["format"] == "robolearn-dsrl":
-        if safety_filter or randomization != "train" or sampler not in (None, "ddim") or warm_steps is not None:
+        if safety_filter or randomization != "train" or sampler not in (None, "ddim") or warm_steps is not None \
+                or warm_schedule is not None:
             raise RobolearnError("a DSRL run plans with ddim from its actor's noise: no --sampler, --warm-steps, "
-                                 "--safety-filter or --randomization")
+                                 "--warm-schedule, --safety-filter or --randomization")
         _eval_dsrl(ckpt, file, run, backend=backend, episodes=episodes, num_envs=num_envs, video=video,
                    device=device, execute=execute)
         return
@@ -130,9 +134,11 @@ def eval_(
         if safety_filter or randomization != "train":
             raise RobolearnError("--safety-filter and --randomization: not for diffusion runs (yet)")
         _eval_diffusion(ckpt, file, run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
-                        video=video, device=device, sampler=sampler, execute=execute, warm_steps=warm_steps)
+                        video=video, device=device, sampler=sampler, execute=execute, warm_steps=warm_steps,
+                        warm_schedule=warm_schedule)
         return
-    for name, value in (("--sampler", sampler), ("--execute", execute), ("--warm-steps", warm_steps)):
+    for name, value in (("--sampler", sampler), ("--execute", execute), ("--warm-steps", warm_steps),
+                        ("--warm-schedule", warm_schedule)):
         if value is not None:
             raise RobolearnError(f"{name} is for diffusion runs; {file} is a {ckpt['format']} checkpoint")
 
@@ -221,7 +227,8 @@ def _eval_dsrl(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, epi
 
 def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str, episodes: Optional[int],
                     num_envs: Optional[int], seed: Optional[int], video: Optional[Path], device: str,
-                    sampler: Optional[str], execute: Optional[int], warm_steps: Optional[int]) -> None:
+                    sampler: Optional[str], execute: Optional[int], warm_steps: Optional[int],
+                    warm_schedule: Optional[int] = None) -> None:
     """`robolearn eval` of a diffusion run: closed-loop episodes, success with 95% intervals, ms per chunk."""
     import dataclasses
 
@@ -232,7 +239,8 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
 
     cfg, model = load_diffusion(ckpt, file)
     sampler = sampler or cfg.diffusion.sampler
-    changed = {k: v for k, v in (("execute", execute), ("warm_steps", warm_steps))
+    changed = {k: v for k, v in (("execute", execute), ("warm_steps", warm_steps),
+                                 ("warm_schedule_steps", warm_schedule))
                if v is not None and v != getattr(model.cfg, k)}
     model.cfg = dataclasses.replace(model.cfg, **changed)  # checked as the config is (a one-line error)
     console.print(f"policy: {file} (diffusion, {ckpt.get('steps', 0):,} gradient steps; sampler {sampler})",
@@ -254,7 +262,8 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
     console.print(f"success {summary['success']:.0%} [95% {low:.0%}, {high:.0%}], at the end "
                   f"{summary['success_at_end']:.0%}; {summary['ms_per_chunk']:.1f} ms per chunk (one env)",
                   highlight=False)
-    tags = "".join(f"_{'warm' if k == 'warm_steps' else k}{v}" for k, v in changed.items())
+    short = {"warm_steps": "warm", "warm_schedule_steps": "schedule"}
+    tags = "".join(f"_{short.get(k, k)}{v}" for k, v in changed.items())
     report = {"run": str(run), "task": cfg.task, "policy": "diffusion", "checkpoint": str(file), "backend": backend,
               "device": device, "seed": cfg.seed + 1000 if seed is None else seed, "summary": summary,
               "per_episode": results}

@@ -72,13 +72,16 @@ def export(
         help="diffusion runs: ddim or warm (RTI-DP warm start) on the robot (default: the run's)")] = None,
     warm_steps: Annotated[Optional[int], typer.Option(
         help="diffusion runs: DDIM steps of a warm-started plan (default: the run's)")] = None,
+    warm_schedule: Annotated[Optional[int], typer.Option(
+        help="diffusion runs: the DDIM schedule whose last --warm-steps a warm plan runs (default: the run's)")
+    ] = None,
 ) -> None:
     """Export a trained policy to a bundle: policy.onnx (a diffusion run: denoiser.onnx and its sampler) +
     deploy.yaml, checked against torch (1e-5; a diffusion sampler's whole loop 1e-4)."""
     from robolearn.export import export_run
 
-    sampling = {k: v for k, v in (("execute", execute), ("sampler", sampler), ("warm_steps", warm_steps))
-                if v is not None}
+    sampling = {k: v for k, v in (("execute", execute), ("sampler", sampler), ("warm_steps", warm_steps),
+                                  ("warm_schedule_steps", warm_schedule)) if v is not None}
     if output is None:
         report = export_run(run, output, checkpoint=checkpoint, sampling=sampling)
     else:

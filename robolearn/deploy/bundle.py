@@ -134,7 +134,7 @@ class DiffusionSpec:
     next timestep (`final_alpha_cumprod` after the last); actions = (x + 1) / 2 action_span + action_low (held at
     action_low + 1 where `action_constant`), of which the rows obs_horizon - 1 .. are the chunk from the current
     frame on. `sampler: warm` (RTI-DP) starts every plan after the first from the previous one shifted by the
-    executed actions, noised to the level of the last `warm_steps` timesteps, and runs only those. With `cameras`,
+    executed actions, noised to the level of the first of `warm_timesteps`, and runs those. With `cameras`,
     each frame of `cond` is [normalized state, camera 1's features, ...] (`DiffusionCamera`)."""
 
     prediction: Literal["epsilon"] = "epsilon"
@@ -144,7 +144,7 @@ class DiffusionSpec:
     alphas_cumprod: list[float]  # per training noise level 0 .. train_steps - 1
     final_alpha_cumprod: float = 1.0
     timesteps: list[int]  # the DDIM schedule, in the order they run
-    warm_steps: int
+    warm_timesteps: list[int]  # warm: the noise levels a shifted plan is refined through, in order
     clip_sample: float | None = 1.0
     obs_low: list[float]  # per frame value (O)
     obs_span: list[float]
@@ -500,9 +500,12 @@ class BundleManifest:
         if min(d.obs_span + d.action_span) <= 0:
             raise ConfigError(f"{where}.diffusion: obs_span and action_span must be > 0")
         n = len(d.alphas_cumprod)
-        if not d.timesteps or any(not 0 <= t < n for t in d.timesteps) or not 1 <= d.warm_steps <= len(d.timesteps):
-            raise ConfigError(f"{where}.diffusion.timesteps: expected noise levels in 0..{n - 1} and 1 <= warm_steps "
-                              f"<= their number, got {d.timesteps} and {d.warm_steps}")
+        for key in ("timesteps", "warm_timesteps"):
+            levels = getattr(d, key)
+            decreasing = all(a > b for a, b in zip(levels, levels[1:], strict=False))
+            if not levels or any(not 0 <= t < n for t in levels) or not decreasing:
+                raise ConfigError(f"{where}.diffusion.{key}: expected decreasing noise levels in 0..{n - 1}, got "
+                                  f"{levels}")
         if any(not 0 < a <= 1 for a in d.alphas_cumprod):
             raise ConfigError(f"{where}.diffusion.alphas_cumprod: expected values in (0, 1]")
 

@@ -4,7 +4,7 @@ The robot computer has no torch and no diffusers, so the sampler the bundle decl
 `robolearn.deploy.bundle.DiffusionSpec`) is written out here: deterministic DDIM (eta 0) with epsilon prediction
 and sample clipping, over the exact timesteps and cumulative alphas that training's diffusers scheduler used (the
 exporter writes them; `tests/test_diffusion_deploy.py` checks this loop against diffusers' `DDIMScheduler` step
-for step). One plan is `len(timesteps)` graph calls at batch 1 (`warm`: `warm_steps` after the first plan).
+for step). One plan is `len(timesteps)` graph calls at batch 1 (`warm`: `len(warm_timesteps)` after the first).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class DiffusionSampler:
         if self.d.sampler == "warm" and self._last is not None:
             k = self.execute
             shifted = np.concatenate([self._last[:, k:], np.repeat(self._last[:, -1:], k, axis=1)], axis=1)
-            steps = self.timesteps[-self.d.warm_steps:]
+            steps = [int(t) for t in self.d.warm_timesteps]
             a = float(self.alphas[steps[0]])
             x = self.denoise(cond, np.sqrt(a) * shifted + np.sqrt(1.0 - a) * eps, steps)
         else:

@@ -191,6 +191,8 @@ def evaluate_diffusion(model: DiffusionModel, task_name: str, obs_keys: Sequence
         "episodes": n, "sampler": sampler, "execute": model.cfg.execute,
         "denoising_steps": {"ddim": model.cfg.inference_steps, "ddpm": model.cfg.train_steps,
                             "warm": model.cfg.warm_steps}[sampler],
+        **({"warm_schedule_steps": model.cfg.warm_schedule_steps or model.cfg.inference_steps}
+           if sampler == "warm" else {}),
         "success": ok / n, "success_ci95": [round(low, 4), round(high, 4)],
         "success_at_end": ok_end / n, "success_at_end_ci95": [round(low_end, 4), round(high_end, 4)],
         "terminated": sum(r["terminated"] for r in results) / n,
