@@ -62,8 +62,7 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
     robot.place(block, goal)
     recorder = TwinVideo(robot, round(profile.control_hz / bundle.manifest.policy_hz)) if video else None
     m = bundle.manifest
-    sees = [c.name for c in m.policy.diffusion.cameras] if m.policy.diffusion is not None else []
-    cameras = {name: robot.camera(name).read for name in sees}  # rendered by the twin in another process
+    cameras = {name: robot.camera(name).read for name in m.camera_names}  # rendered by the twin in another process
     observes = any(t.name == "object_pose" for t in m.observation)
     rt = DeployRuntime(bundle, profile, robot, objects=robot.object_pose if observes else None, policy=policy,
                        cameras=cameras)

@@ -90,7 +90,7 @@ class ExportReport:
     onnx_bytes: int
     graph_file: str = "policy.onnx"
     parity_of: str = "recorded observations"  # what the parity check compared
-    tolerance: float = 1e-5  # EXPORT_TOLERANCE; a diffusion sampler's whole loop: DIFFUSION_EXPORT_TOLERANCE
+    tolerance: float = EXPORT_TOLERANCE  # a diffusion sampler's whole loop: DIFFUSION_EXPORT_TOLERANCE
 
 
 @dataclass

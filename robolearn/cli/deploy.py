@@ -143,7 +143,7 @@ def deploy(
     logging.getLogger("robolearn").setLevel(logging.INFO)
     objects, object_source = None, None
     observes_object = any(t.name == "object_pose" for t in manifest.observation)
-    sees = [c.name for c in manifest.policy.diffusion.cameras] if manifest.policy.diffusion is not None else []
+    sees = manifest.camera_names
     if (observes_object or sees) and transport == "sim":  # the tabletop twin: the block, the goal, the cameras
         from robolearn.twin.tabletop import TabletopTwin
 
@@ -252,7 +252,7 @@ def _open_cameras(options: list[str], manifest) -> dict:
     """`--camera NAME=opencv:SOURCE` -> {name: an open OpenCVCamera}; names must be cameras the policy sees."""
     from robolearn.teleop.camera import OpenCVCamera, parse_camera
 
-    wanted = [c.name for c in manifest.policy.diffusion.cameras] if manifest.policy.diffusion is not None else []
+    wanted = manifest.camera_names
     opened: dict = {}
     try:
         for option in options:

@@ -548,6 +548,12 @@ class BundleManifest:
         return sum(t.dim for t in self.observation)
 
     @property
+    def camera_names(self) -> list[str]:
+        """The cameras an image-based diffusion policy sees, in its order (none for other policies)."""
+        d = self.policy.diffusion
+        return [c.name for c in d.cameras] if d is not None else []
+
+    @property
     def policy_hz(self) -> float:
         return self.policy.rate_hz
 

@@ -241,7 +241,7 @@ class DeployRuntime:
         self.objects = objects
         # An image policy's cameras: name -> `() -> (RGB frame [H, W, 3] uint8, capture stamp)` (an OpenCV camera on a
         # robot); the frames travel to the policy thread, which resizes and encodes them.
-        needed = [c.name for c in m.policy.diffusion.cameras] if m.policy.diffusion is not None else []
+        needed = m.camera_names
         missing = [name for name in needed if name not in (cameras or {})]
         if missing:
             raise BundleError(f"{bundle.folder}: the policy sees camera(s) {missing}, but no source was given for "

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from cyclonedds.core import DDSException, Listener
@@ -519,7 +519,42 @@ class DdsTwistSource:
         self._reader.close()
 
 
-class DdsPoseSource:
+class _StampedSource:
+    """The latest accepted sample of one topic with its receipt stamp: `read() -> (value copy, stamp) | None`,
+    counts of accepted and rejected samples, an optional header frame every sample must carry."""
+
+    def __init__(self, topic: str, data_type: type, *, frame_id: str, domain_id: int,
+                 network_interface: str | None) -> None:
+        self.topic, self.frame_id = dds_topic(topic), frame_id
+        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, data_type, self._to_array)
+
+    def _check_frame(self, m: Any) -> None:
+        if self.frame_id and m.header.frame_id != self.frame_id:
+            raise ValueError(f"{type(m).__name__} in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
+
+    def _to_array(self, m: Any, stamp: float) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def received(self) -> int:
+        """Samples accepted so far."""
+        return self._reader.received
+
+    @property
+    def rejected(self) -> int:
+        """Samples dropped (see the class): the previous one stays, and ages."""
+        return self._reader.rejected
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """(the latest accepted value, its receipt stamp on time.monotonic()), or None if none arrived."""
+        latest = self._reader.latest()
+        return None if latest is None else (latest[0].copy(), latest[1])
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class DdsPoseSource(_StampedSource):
     """A tracked object's pose from a `geometry_msgs/PoseStamped` topic (motion capture, fiducials, a pose estimator
     publishing in the robot's base frame): the deploy runtime's object pose source, `read() -> ((x, y, z, qw, qx,
     qy, qz), receipt stamp) | None`. A sample with a non-finite or zero quaternion, or (with `frame_id`) another
@@ -527,13 +562,11 @@ class DdsPoseSource:
 
     def __init__(self, topic: str, *, frame_id: str = "", domain_id: int = 0,
                  network_interface: str | None = None) -> None:
-        self.topic, self.frame_id = dds_topic(topic), frame_id
-        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, PoseStamped_,
-                                    self._to_array)
+        super().__init__(topic, PoseStamped_, frame_id=frame_id, domain_id=domain_id,
+                         network_interface=network_interface)
 
     def _to_array(self, m: PoseStamped_, stamp: float) -> np.ndarray:
-        if self.frame_id and m.header.frame_id != self.frame_id:
-            raise ValueError(f"PoseStamped_ in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
+        self._check_frame(m)
         p, q = m.pose.position, m.pose.orientation
         pose = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
         norm = np.linalg.norm(pose[3:])
@@ -542,23 +575,8 @@ class DdsPoseSource:
         pose[3:] /= norm
         return pose
 
-    @property
-    def received(self) -> int:
-        return self._reader.received
 
-    @property
-    def rejected(self) -> int:
-        return self._reader.rejected
-
-    def read(self) -> tuple[np.ndarray, float] | None:
-        latest = self._reader.latest()
-        return None if latest is None else (latest[0].copy(), latest[1])
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-class DdsPathSource:
+class DdsPathSource(_StampedSource):
     """Waypoints from a `nav_msgs/Path` topic (a global planner, e.g. Nav2's `/plan`): `read() -> ((x, y) waypoints
     [N, 2], receipt stamp) | None`. A path with no poses, a non-finite position, more than `max_points` poses, or
     (with `frame_id`) another header frame is rejected and counted: the previous path stays. The poses' own
@@ -568,12 +586,11 @@ class DdsPathSource:
                  network_interface: str | None = None) -> None:
         if not isinstance(max_points, int) or max_points < 1:
             raise ValueError(f"DdsPathSource: max_points: expected an integer >= 1, got {max_points!r}")
-        self.topic, self.frame_id, self.max_points = dds_topic(topic), frame_id, max_points
-        self._reader = LatestReader(participant(domain_id, network_interface), self.topic, Path_, self._to_array)
+        self.max_points = max_points
+        super().__init__(topic, Path_, frame_id=frame_id, domain_id=domain_id, network_interface=network_interface)
 
     def _to_array(self, m: Path_, stamp: float) -> np.ndarray:
-        if self.frame_id and m.header.frame_id != self.frame_id:
-            raise ValueError(f"Path_ in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
+        self._check_frame(m)
         n = len(m.poses)
         if not 0 < n <= self.max_points:
             raise ValueError(f"Path_ with {n} poses, expected 1 to max_points = {self.max_points}")
@@ -583,24 +600,6 @@ class DdsPathSource:
             i = int(np.argmin(finite))
             raise ValueError(f"Path_ pose {i} of {n}: position (x, y) = {xy[i].tolist()} is not finite")
         return xy
-
-    @property
-    def received(self) -> int:
-        """Paths accepted so far."""
-        return self._reader.received
-
-    @property
-    def rejected(self) -> int:
-        """Paths dropped (empty, too long, non-finite, another frame)."""
-        return self._reader.rejected
-
-    def read(self) -> tuple[np.ndarray, float] | None:
-        """((x, y) waypoints [N, 2], receipt stamp) of the latest accepted path, or None if none arrived."""
-        latest = self._reader.latest()
-        return None if latest is None else (latest[0].copy(), latest[1])
-
-    def close(self) -> None:
-        self._reader.close()
 
 
 def _twist_to_array(m: Twist_, stamp: float) -> np.ndarray:
