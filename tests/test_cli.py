@@ -37,7 +37,7 @@ def test_list_shows_tasks_robots_backends_one_line_each():
         else:
             current = line.strip()
             sections[current] = []
-    assert sections["tasks"] == ["go2-flat", "go2-rough", "panda-lift", "panda-push", "panda-reach"]
+    assert sections["tasks"] == ["go2-flat", "go2-nav", "go2-rough", "panda-lift", "panda-push", "panda-reach"]
     assert sections["robots"] == ["go2", "panda", "panda_gripper", "so100"]
     assert "mujoco" in sections["backends"]
     assert sections["hardware profiles"] == ["go2", "panda", "panda_gripper", "so100"]
@@ -45,7 +45,7 @@ def test_list_shows_tasks_robots_backends_one_line_each():
 
 
 BAD_INPUTS = [
-    (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-rough, panda-lift, "
+    (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-nav, go2-rough, panda-lift, "
                             "panda-push, panda-reach"),
     (("train", "go2-flat", "--backend", "isaac"),
      "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),

@@ -35,10 +35,10 @@ def meta_default():
         torch.set_default_device(None)
 
 
-@pytest.mark.parametrize("name", ["go2-flat", "go2-rough", "panda-reach"])
+@pytest.mark.parametrize("name", ["go2-flat", "go2-rough", "go2-nav", "panda-reach"])
 def test_tasks_create_every_tensor_on_their_device(name, meta_default):
-    overrides = {**SHORT, "terrain": {"num_rows": 2, "num_cols": 2}, "max_init_level": 1} if name == "go2-rough" else (
-        SHORT if name == "go2-flat" else {"episode_length_s": 0.2})
+    overrides = {"go2-rough": {**SHORT, "terrain": {"num_rows": 2, "num_cols": 2}, "max_init_level": 1},
+                 "go2-flat": SHORT, "go2-nav": {**SHORT, "layout": {"count": 4}}}.get(name, {"episode_length_s": 0.2})
     task = make_task(name, 3, device="cpu", seed=1, overrides=overrides)
     try:
         g = torch.Generator(device="cpu").manual_seed(0)

@@ -28,12 +28,14 @@ def _mesh_option() -> mujoco.MjvOption:
 
 
 def _load_env(task: Task, model: mujoco.MjModel, data: mujoco.MjData, env: int) -> None:
-    """Copy env `env`'s state and its markers (mocap bodies) into a render model's data, then forward."""
+    """Copy env `env`'s state, its markers (mocap bodies) and moved geoms into a render model, then forward."""
     data.qpos[:] = task.sim.qpos[env].cpu().numpy()
     data.qvel[:] = task.sim.qvel[env].cpu().numpy()
     for body, pos in task.mocap_positions(env).items():
         mocap = model.body_mocapid[model.body(body).id]
         data.mocap_pos[mocap] = pos
+    for geom, pos in task.geom_positions(env).items():
+        model.geom_pos[model.geom(geom).id] = pos
     mujoco.mj_forward(model, data)
 
 

@@ -12,13 +12,15 @@ from robolearn.sim.tasks.base import Task, TaskCfg
 from robolearn.sim.tasks.gym_env import GYM_PREFIX, GymTask, GymTaskCfg
 from robolearn.sim.tasks.locomotion import LocomotionTask
 from robolearn.sim.tasks.manipulation import LiftTask, ManipulationTask, PushTask
+from robolearn.sim.tasks.navigation import NavigationTask
 from robolearn.sim.tasks.reach import ReachTask
 from robolearn.sim.tasks.rough import RoughLocomotionTask
 
 __all__ = ["Task", "TaskCfg", "ManipulationTask", "TASK_TYPES", "task_names", "load_task_cfg", "make_task"]
 
 TASK_TYPES: dict[str, type[Task]] = {"locomotion": LocomotionTask, "reach": ReachTask, "push": PushTask,
-                                     "lift": LiftTask, "rough_locomotion": RoughLocomotionTask}
+                                     "lift": LiftTask, "rough_locomotion": RoughLocomotionTask,
+                                     "navigation": NavigationTask}
 
 
 def _tasks_dir() -> Path:

@@ -314,6 +314,11 @@ class Task(ABC):
         """{mocap body name: position [3]} of env `env`: markers (targets, goals) that renderers place."""
         return {}
 
+    def geom_positions(self, env: int) -> dict[str, Any]:
+        """{geom name: position [3]} of the geoms that env `env` moved from their compiled place (obstacles laid out
+        per env), for renderers."""
+        return {}
+
     def command_ranges(self) -> dict[str, tuple[float, float]]:
         """Ranges of the commands the policy was trained on (written into exported bundles)."""
         return {}

@@ -1,0 +1,201 @@
+"""go2-nav and the two-level hierarchy: the scenario library (planned paths clear of obstacles, held-out seeds),
+per-env obstacle layouts that the robot collides with, the waypoint and scan observations, the pursuit command,
+success, and the high level over a frozen skill (acts exactly every K steps, reward summed over its period, an
+episode ending inside a period ends that env's transition there; the shipped go2-flat bundle walks where it is
+commanded)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robolearn.config import declarations_root
+from robolearn.errors import ConfigError
+from robolearn.learn.hierarchical import HighLevelTask, load_skill
+from robolearn.sim.planner import OccupancyGrid
+from robolearn.sim.tasks import make_task
+from robolearn.sim.tasks.locomotion import POLICY_OBSERVATIONS
+from robolearn.sim.tasks.navigation import LayoutCfg, PlannerCfg, generate_scenarios
+
+SMALL = {"layout": {"count": 8}}
+SKILL_GROUP = [{"term": o.term, "scale": o.scale, "noise": o.noise} for o in POLICY_OBSERVATIONS]
+
+
+def _clear(occupied: np.ndarray, origin: tuple[float, float], res: float, path: np.ndarray, radius: float) -> bool:
+    """Every point of the polyline (sampled every 2 cm) is at least `radius` - one cell from occupied cells."""
+    grid = OccupancyGrid(occupied, res, origin).inflate(max(radius - res, 0.0))
+    for a, b in zip(path[:-1], path[1:], strict=True):
+        for x, y in np.linspace(a, b, max(2, math.ceil(np.linalg.norm(b - a) / 0.02) + 1)):
+            row, col = grid.to_cell(x, y)
+            if not grid.contains(row, col) or grid.occupied[row, col]:
+                return False
+    return True
+
+
+def test_scenarios_are_planned_around_obstacles_and_held_out_by_seed() -> None:
+    layout, planner = LayoutCfg(count=20, seed=3), PlannerCfg()
+    s = generate_scenarios(layout, planner)
+    assert s.path.shape == (20, planner.max_points, 2)
+    for i in range(20):
+        path = s.path[i, :s.length[i]]
+        np.testing.assert_allclose(path[0], s.start[i])
+        np.testing.assert_allclose(path[-1], s.goal[i])
+        assert np.all(np.linalg.norm(np.diff(path, axis=0), axis=1) <= planner.spacing + 1e-9)
+        assert _clear(s.occupied[i], s.origin, s.resolution, path, planner.inflate)
+        # the wall across the middle blocks the straight line wherever its passage is not on it
+    assert (s.length > 2).all()
+    again = generate_scenarios(LayoutCfg(count=20, seed=3), planner)
+    np.testing.assert_array_equal(again.boxes, s.boxes)
+    held_out = generate_scenarios(LayoutCfg(count=20, seed=4), planner)
+    assert not np.allclose(held_out.boxes, s.boxes)
+    straight = generate_scenarios(LayoutCfg(count=4, seed=3), PlannerCfg(kind="straight"))
+    for i in range(4):
+        path = straight.path[i, :straight.length[i]]
+        direction = (straight.goal[i] - straight.start[i]) / np.linalg.norm(straight.goal[i] - straight.start[i])
+        offsets = path - straight.start[i]
+        np.testing.assert_allclose(offsets[:, 0] * direction[1] - offsets[:, 1] * direction[0], 0.0, atol=1e-9)
+
+
+def test_layouts_reject_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="passage_width"):
+        LayoutCfg(size=(6.0, 3.0), passage_width=(0.5, 3.5))
+    with pytest.raises(ConfigError, match="too narrow"):
+        generate_scenarios(LayoutCfg(count=2, passage_width=(0.3, 0.3)), PlannerCfg(inflate=0.3))
+    with pytest.raises(ConfigError, match="planner.kind"):
+        PlannerCfg(kind="rrt")  # type: ignore[arg-type]
+
+
+def test_obstacles_are_laid_out_per_env_and_stop_the_robot() -> None:
+    task = make_task("go2-nav", 4, seed=1, overrides={**SMALL, "randomization": {"push_interval_s": 0}})
+    assert len(set(task.scenario.tolist())) > 1
+    piece = task._lib_geom_xy[task.scenario][:, 4]  # each env's first wall piece (center), in its own model
+    wall_id = task.model.geom("obstacle4").id
+    for env in range(4):
+        np.testing.assert_allclose(task.sim.model_field("geom_pos", env)[wall_id, :2], piece[env].numpy())
+    # Each base starts 0.45 m before its own wall piece and is thrown at it at 2 m/s: the wall stops it.
+    qpos, qvel = task.sim.qpos.clone(), torch.zeros_like(task.sim.qvel)
+    qpos[:, 0] = piece[:, 0].double() - 0.45
+    qpos[:, 1] = (piece[:, 1] - piece[:, 1].sign() * 1.2).double()  # inside the arena, 0.3 m from the piece's end
+    qpos[:, 3:7] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    qvel[:, 0] = 2.0
+    task.sim.set_state(torch.ones(4, dtype=torch.bool), qpos, qvel)
+    for _ in range(40):  # 0.8 s: free, the base would travel well past the wall
+        task.sim.step(task.default_joint_pos.double().expand(4, 5, 12).clone())
+    assert (task.sim.qpos[:, 0] < piece[:, 0].double() - 0.05).all(), task.sim.qpos[:, 0] - piece[:, 0]
+
+
+def test_waypoints_scan_pursuit_and_success() -> None:
+    task = make_task("go2-nav", 3, seed=2, overrides={**SMALL, "start_yaw_noise": 0.0, "noise_scale": 0.0})
+    terms = task.observation_terms()
+    # facing along the path's first segment: the tracked waypoint lies ahead, on the x axis of the base
+    wp = terms["waypoints"].view(3, -1, 2)
+    assert (wp[:, 0, 0] > 0.3).all() and (wp[:, 0, 1].abs() < 0.05).all(), wp
+    # rotating the base by +90 degrees puts the waypoint on its right (negative y) and the pursuit turns right
+    qpos = task.sim.qpos.clone()
+    yaw = torch.atan2(task.path[:, 1, 1] - task.path[:, 0, 1], task.path[:, 1, 0] - task.path[:, 0, 0])
+    qpos[:, 3], qpos[:, 6] = torch.cos((yaw + math.pi / 2) / 2).double(), torch.sin((yaw + math.pi / 2) / 2).double()
+    task.sim.set_state(torch.ones(3, dtype=torch.bool), qpos, torch.zeros_like(task.sim.qvel))
+    task.update_state()
+    wp = task.observation_terms()["waypoints"].view(3, -1, 2)
+    assert (wp[:, 0, 1] < -0.3).all() and (wp[:, 0, 0].abs() < 0.05).all(), wp
+    assert (task.commands[:, 2] < 0).all() and (task.commands[:, 0].abs() < 0.05).all(), task.commands
+    # facing +x at the start, the scan sees the arena's end wall 0.6 m behind and nothing just in front
+    task.reset()
+    qpos = task.sim.qpos.clone()
+    qpos[:, 3:7] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    task.sim.set_state(torch.ones(3, dtype=torch.bool), qpos, torch.zeros_like(task.sim.qvel))
+    task.update_state()
+    scan = task.observation_terms()["occupancy_scan"]
+    points = task._scan_points
+    behind = (points[:, 0] < -0.7) & (points[:, 1].abs() < 0.2)
+    front = (points[:, 0] > 0.1) & (points[:, 0] < 0.5) & (points[:, 1].abs() < 0.2)
+    assert (scan[:, behind] == 1).all() and (scan[:, front] == 0).all()
+    # at the goal: success, zero command, and the episode's metrics say so when it times out
+    qpos = task.sim.qpos.clone()
+    qpos[:, :2] = task.goal.double()
+    task.sim.set_state(torch.ones(3, dtype=torch.bool), qpos, torch.zeros_like(task.sim.qvel))
+    task.episode_step[:] = 10
+    task.update_state()
+    assert task.success().all() and (task.commands == 0).all()
+    task.episode_step[:] = task.max_episode_steps - 1
+    *_, info = task.step(torch.zeros(3, 12))
+    ended = info["ended"]
+    assert ended["mask"].all() and (ended["success"] == 1).all()
+    torch.testing.assert_close(ended["time_to_goal_s"], torch.full((3,), 10 * task.dt))
+
+
+def _skill_task(num_envs: int, **extra: object):
+    overrides = {**SMALL, "command_source": "external", "observations": {"skill": SKILL_GROUP}, **extra}
+    return make_task("go2-nav", num_envs, seed=0, overrides=overrides)
+
+
+def test_high_level_acts_every_period_and_sums_rewards() -> None:
+    period = 5
+    # episodes of 1.5 periods: the second high-level step holds one episode's end inside it
+    task = _skill_task(2, episode_length_s=task_dt() * period * 1.5, randomization={"push_interval_s": 0})
+    calls: list[torch.Tensor] = []
+    rewards: list[torch.Tensor] = []
+    commands: list[torch.Tensor] = []
+
+    def skill(obs: torch.Tensor) -> torch.Tensor:
+        calls.append(obs)
+        commands.append(task.commands.clone())
+        return torch.zeros(obs.shape[0], 12)
+
+    step = task.step
+
+    def recorded_step(actions: torch.Tensor):
+        out = step(actions)
+        rewards.append(out[1].clone())
+        return out
+
+    task.step = recorded_step  # type: ignore[method-assign]
+    high = HighLevelTask(task, skill, period=period, command_low=(-1.0, -0.5, -1.0), command_high=(1.0, 0.5, 1.0))
+    assert high.obs_dims == {"policy": task.obs_dims["policy"], "privileged": task.obs_dims["privileged"]}
+    high.reset()
+    action = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    _, reward, _, term, trunc, info = high.step(action)
+    assert len(calls) == period and high.decisions == 1
+    assert all(torch.equal(c, torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])) for c in commands)
+    torch.testing.assert_close(reward, torch.stack(rewards).sum(dim=0))
+    assert not (term | trunc).any()
+    # second period: the episodes time out after 2.5 of its 5 steps (step 7 or 8 of the episode)
+    rewards.clear()
+    commands.clear()
+    _, reward, _, term, trunc, info = high.step(action)
+    assert len(calls) == 2 * period
+    ends = task.max_episode_steps - period  # low-level steps of this period inside the old episode
+    assert trunc.all() and not term.any() and info["time_outs"].all()
+    torch.testing.assert_close(reward, torch.stack(rewards[:ends]).sum(dim=0))
+    assert all((c == 0).all() for c in commands[ends:])  # the new episode stands until the next decision
+    assert task.episode_step.tolist() == [period - ends] * 2
+
+
+def task_dt() -> float:
+    return 0.02
+
+
+def test_high_level_needs_external_commands_and_matching_skill() -> None:
+    task = make_task("go2-nav", 1, overrides=SMALL)
+    with pytest.raises(ConfigError, match="command_source: external"):
+        HighLevelTask(task, lambda o: o, period=5, command_low=(0, 0, 0), command_high=(1, 1, 1))
+    task = _skill_task(1)
+    with pytest.raises(ConfigError, match="takes 48"):
+        HighLevelTask(task, lambda o: o, period=5, command_low=(0, 0, 0), command_high=(1, 1, 1), skill_dim=48)
+
+
+def test_frozen_go2_flat_skill_walks_where_the_high_level_commands() -> None:
+    skill, dim = load_skill(declarations_root() / "policies" / "bundles" / "go2-flat")
+    task = _skill_task(2, randomization={"push_interval_s": 0}, start_yaw_noise=0.0)
+    high = HighLevelTask(task, skill, period=10, command_low=(-1.0, -0.5, -1.0), command_high=(1.0, 0.5, 1.0),
+                         skill_dim=dim)
+    high.reset()
+    start, heading = task.base_xy.clone(), task.heading.clone()
+    for _ in range(10):  # 2 s at vx = 0.6 m/s
+        high.step(torch.tensor([[0.6, 0.0, 0.0], [0.6, 0.0, 0.0]]))
+    moved = task.base_xy - start
+    forward = moved[:, 0] * heading.cos() + moved[:, 1] * heading.sin()
+    assert (forward > 0.6).all() and (~task.collided).all(), forward
