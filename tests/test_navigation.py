@@ -14,7 +14,10 @@ import torch
 
 from robolearn.config import declarations_root
 from robolearn.errors import ConfigError
+from robolearn.learn.config import load_train_cfg
+from robolearn.learn.eval_run import evaluate_run
 from robolearn.learn.hierarchical import HighLevelTask, load_skill
+from robolearn.learn.train import make_ppo_runner
 from robolearn.sim.planner import OccupancyGrid
 from robolearn.sim.tasks import make_task
 from robolearn.sim.tasks.locomotion import POLICY_OBSERVATIONS
@@ -199,3 +202,23 @@ def test_frozen_go2_flat_skill_walks_where_the_high_level_commands() -> None:
     moved = task.base_xy - start
     forward = moved[:, 0] * heading.cos() + moved[:, 1] * heading.sin()
     assert (forward > 0.6).all() and (~task.collided).all(), forward
+
+
+def test_a_high_level_trains_over_the_shipped_skill_and_evaluates(tmp_path) -> None:
+    small = {"layout": {"count": 4}, "episode_length_s": 0.5}
+    cfg = load_train_cfg("go2-nav-skill", overrides={
+        "num_envs": 4, "steps_per_env": 4, "max_iterations": 2, "max_time_s": 0.0, "save_interval": 1,
+        "hierarchy": {"period": 5}, "eval": {"num_envs": 2}, "task_overrides": small, "ppo": {"minibatches": 2}})
+    runner = make_ppo_runner(cfg, tmp_path / "run")
+    high = runner.task
+    assert isinstance(high, HighLevelTask) and high.num_actions == 3
+    summary = runner.learn(progress=False)
+    assert summary["iterations"] == 2 and high.decisions == 2 * 4
+    assert summary["final_mean_reward"] is not None  # 0.5-s episodes ended inside the 2 x 4 x 5 skill steps
+    assert summary["eval"]["episodes"] == 2 and {"success", "time_to_goal_s", "collision"} <= summary["eval"].keys()
+    report, episodes = evaluate_run(tmp_path / "run", episodes=3, num_envs=3)
+    assert len(episodes) == 3
+    bad = load_train_cfg("go2-nav-skill", overrides={"hierarchy": {"skill": str(tmp_path)}, "num_envs": 1,
+                                                     "task_overrides": small})
+    with pytest.raises(ConfigError, match="expected a run folder"):
+        make_ppo_runner(bad, tmp_path / "bad")

@@ -47,6 +47,26 @@ class EvalCfg:
             raise ConfigError(f"eval.num_envs must be >= 1, got {self.num_envs}")
 
 
+@dataclass(kw_only=True)
+class HierarchyCfg:
+    """Train a high level over a frozen velocity skill (robolearn.learn.hierarchical): `skill` is a run folder or
+    a bundle folder; the high level's actions in [-1, 1]^3 map onto `command_low`..`command_high` (vx, vy, yaw
+    rate) and are held for `period` low-level steps. Empty `skill`: no hierarchy."""
+
+    skill: str = ""
+    period: int = 10
+    skill_group: str = "skill"  # the task's observation group the skill reads
+    command_low: tuple[float, float, float] = (-1.0, -0.5, -1.0)
+    command_high: tuple[float, float, float] = (1.0, 0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.period < 1:
+            raise ConfigError(f"hierarchy.period must be >= 1 low-level step, got {self.period}")
+        if any(lo > hi for lo, hi in zip(self.command_low, self.command_high, strict=True)):
+            raise ConfigError(f"hierarchy.command_low must be <= command_high, got {list(self.command_low)}, "
+                              f"{list(self.command_high)}")
+
+
 ALGORITHMS = ("ppo", "ppo-lag")  # `--algo`: PPO; PPO-Lagrangian under `lagrangian.cost_limit` (ppo_lagrangian.py)
 
 
@@ -72,6 +92,7 @@ class TrainCfg:
     lagrangian: LagrangianCfg = field(default_factory=LagrangianCfg)  # read by ppo-lag only
     safety_critic: SafetyCriticCfg = field(default_factory=SafetyCriticCfg)  # Q_risk beside PPO (risk_critic.py)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
 
     def eval_task_overrides(self, randomization: str = "train") -> dict[str, Any]:
         """Task overrides for evaluation: the training overrides with the eval section's on top, and the named

@@ -23,7 +23,8 @@ from typing import Any
 from robolearn.errors import RobolearnError
 from robolearn.learn.checkpoint import load_policy
 from robolearn.learn.evaluate import EpisodeResult, evaluate
-from robolearn.sim.tasks import Task, make_task
+from robolearn.learn.hierarchical import make_policy_task
+from robolearn.sim.tasks import Task
 
 __all__ = ["ci95", "wilson95", "t_critical", "evaluate_run", "MAX_BATCH", "default_batch"]
 
@@ -127,8 +128,8 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
     start = time.perf_counter()
     summaries, results = [], []
     for batch, first in enumerate(range(0, episodes, num_envs)):
-        env = make_task(cfg.task, min(num_envs, episodes - first), backend=backend, device=device,
-                        seed=seed + batch, overrides=overrides)
+        env = make_policy_task(cfg, min(num_envs, episodes - first), backend=backend, device=device,
+                               seed=seed + batch, overrides=overrides)
         try:
             on_step = on_first_batch(env) if on_first_batch is not None and batch == 0 else None
             summary, batch_results = evaluate(policy, env, on_step=on_step)

@@ -9,9 +9,10 @@ import torch
 
 from robolearn.config import merge
 from robolearn.learn.config import TrainCfg
+from robolearn.learn.hierarchical import make_policy_task
 from robolearn.learn.history import PolicyInput
 from robolearn.learn.models.actor_critic import ActorCritic
-from robolearn.sim.tasks import Task, make_task
+from robolearn.sim.tasks import Task
 
 __all__ = ["EpisodeResult", "evaluate", "evaluate_final"]
 
@@ -121,8 +122,8 @@ def evaluate_final(policy: torch.nn.Module, cfg: TrainCfg, extra_overrides: dict
                    device: str | None = None) -> dict[str, float]:
     """A run's closing evaluation (summary.json): `cfg.eval.num_envs` episodes with the eval settings, seed
     cfg.seed + 1000, on the training backend and `device` (default the config's), rounded to 4 digits."""
-    task = make_task(cfg.task, cfg.eval.num_envs, backend=cfg.backend, device=device or cfg.device,
-                     seed=cfg.seed + 1000, overrides=merge(cfg.eval_task_overrides(), extra_overrides or {}))
+    task = make_policy_task(cfg, cfg.eval.num_envs, backend=cfg.backend, device=device or cfg.device,
+                            seed=cfg.seed + 1000, overrides=merge(cfg.eval_task_overrides(), extra_overrides or {}))
     try:
         summary, _ = evaluate(policy, task)
     finally:

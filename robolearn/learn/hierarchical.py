@@ -29,7 +29,7 @@ import torch
 
 from robolearn.errors import ConfigError
 
-__all__ = ["HighLevelTask", "load_skill", "Skill"]
+__all__ = ["HighLevelTask", "load_skill", "Skill", "make_policy_task"]
 
 Skill = Callable[[torch.Tensor], torch.Tensor]
 
@@ -95,6 +95,7 @@ class HighLevelTask:
         self.task, self.skill, self.period, self.skill_group = task, skill, period, skill_group
         self.name, self.num_envs, self.device, self.backend = task.name, task.num_envs, task.device, task.backend
         self.robot, self.dt = task.robot, task.dt * period
+        self.max_episode_steps = -(-task.max_episode_steps // period) + 1  # a reset may park an env one period
         self.num_actions = 3
         self._low = torch.tensor(command_low, dtype=torch.float32, device=self.device)
         self._high = torch.tensor(command_high, dtype=torch.float32, device=self.device)
@@ -130,19 +131,30 @@ class HighLevelTask:
         truncated = torch.zeros(n, dtype=torch.bool, device=dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # still in the episode the decision was made in
         info: dict[str, Any] = {}
+        ended: dict[str, torch.Tensor] = {}  # the fields of the episodes that end in the period, at their end
+        metric_sums: dict[str, torch.Tensor] = {}
         for _ in range(self.period):
             self.task.set_commands(torch.where(alive.unsqueeze(1), command, 0.0))
             low_actions = self.skill(self._obs[self.skill_group])
             self._obs, r, c, term, trunc, info = self.task.step(low_actions)
             reward += r * alive
             cost += c * alive
-            ended = alive & info["ended"]["mask"]
-            terminated |= ended & term
-            truncated |= ended & ~term
-            alive &= ~ended
+            now = alive & info["ended"]["mask"]
+            terminated |= now & term
+            truncated |= now & ~term
+            for key, value in info["ended"].items():
+                ended[key] = torch.where(now, value, ended.get(key, torch.zeros_like(value)))
+            for key, value in info["metrics"].items():  # means over the period (NaN where a step left it out)
+                metric_sums[key] = metric_sums.get(key, 0.0) + value / self.period
+            alive &= ~now
         self.decisions += 1
-        info = {**info, "time_outs": truncated & ~terminated}
+        ended["mask"] = terminated | truncated
+        info = {**info, "time_outs": truncated & ~terminated, "ended": ended, "metrics": metric_sums}
         return self._high_obs(), reward, cost, terminated, truncated, info
+
+    @property
+    def has_costs(self) -> bool:
+        return self.task.has_costs
 
     def episode_stats(self) -> dict[str, float]:
         return self.task.episode_stats()
@@ -158,3 +170,27 @@ class HighLevelTask:
 
     def close(self) -> None:
         self.task.close()
+
+
+def make_policy_task(cfg: Any, num_envs: int, *, backend: str, device: str, seed: int,
+                     overrides: dict[str, Any] | None = None) -> Any:
+    """The environment a training config's policy acts in: its task, or, with `hierarchy.skill`, the task driven
+    through the frozen skill (`HighLevelTask`). Training, its closing evaluation and `robolearn eval` build it here."""
+    from robolearn.sim.tasks import make_task
+
+    task = make_task(cfg.task, num_envs, backend=backend, device=device, seed=seed, overrides=overrides)
+    h = cfg.hierarchy
+    if not h.skill:
+        return task
+    from robolearn.config import declarations_root
+
+    path = Path(h.skill)
+    if not path.is_absolute() and not path.exists():  # e.g. policies/bundles/go2-flat, shipped with robolearn
+        path = declarations_root() / path
+    try:
+        skill, dim = load_skill(path)
+        return HighLevelTask(task, skill, period=h.period, command_low=h.command_low, command_high=h.command_high,
+                             skill_group=h.skill_group, skill_dim=dim)
+    except BaseException:
+        task.close()
+        raise

@@ -13,12 +13,12 @@ from robolearn.errors import ConfigError
 from robolearn.learn.config import TrainCfg
 from robolearn.learn.distributed import init_distributed
 from robolearn.learn.evaluate import evaluate_final
+from robolearn.learn.hierarchical import make_policy_task
 from robolearn.learn.models.actor_critic import build_policy
 from robolearn.learn.ppo import PPO
 from robolearn.learn.ppo_lagrangian import PPOLagrangian
 from robolearn.learn.risk_critic import RiskCriticLearner
 from robolearn.learn.runner import Runner, RunnerCfg
-from robolearn.sim.tasks import make_task
 
 __all__ = ["make_ppo_runner"]
 
@@ -34,8 +34,8 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
     device = dist.device if dist is not None else torch.device(cfg.device)
     try:
         torch.manual_seed(cfg.seed + rank)  # each rank explores with its own action noise...
-        task = make_task(cfg.task, cfg.num_envs, backend=cfg.backend, device=str(device), seed=cfg.seed + rank,
-                         overrides=cfg.task_overrides)  # ...on its own envs
+        task = make_policy_task(cfg, cfg.num_envs, backend=cfg.backend, device=str(device), seed=cfg.seed + rank,
+                                overrides=cfg.task_overrides)  # ...on its own envs
     except BaseException:
         if dist is not None:
             dist.close(wait_for_peers=False)
