@@ -76,7 +76,14 @@ def _print_episodes(title: str, summary: dict[str, float], results: list[Any]) -
         table.add_row(str(r.env_id), f"{r.length_s:.2f}", "yes" if r.survived else "no", f"{r.episode_return:.2f}",
                       *(f"{r.metrics[k]:.3f}" for k in metric_keys))
     console.print(table)
-    console.print(" ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+    console.print(" ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
+
+
+def _fmt(value: object) -> str:
+    """A summary value: numbers to 4 digits, intervals as [low, high]."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 @app.command("eval")

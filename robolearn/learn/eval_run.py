@@ -146,6 +146,11 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
     if len(results) > 1:  # no interval from one episode (and no NaN in the JSON)
         summary["mean_return_ci95"] = ci95([r.episode_return for r in results])
         summary["survival_ci95"] = ci95([float(r.survived) for r in results])
+    if results and "success" in results[0].metrics:  # tasks with a goal: a binomial interval, time over successes
+        won = [r for r in results if r.metrics["success"] > 0.5]
+        summary["success_ci95"] = [round(v, 4) for v in wilson95(len(won), len(results))]
+        if "time_to_goal_s" in results[0].metrics:
+            summary["time_to_goal_s"] = sum(r.metrics["time_to_goal_s"] for r in won) / len(won) if won else None
     kind = ckpt["config"]["student"]["kind"] if ckpt["format"] == "robolearn-student" else (
         "teacher" if policy.reads_privileged else "ppo")
     report = {"run": str(run), "task": cfg.task, "policy": kind, "history": policy.history, "backend": backend,

@@ -62,13 +62,19 @@ class VideoRecorder:
         self.camera.azimuth = 135.0
         self.camera.elevation = -20.0
         self.scene_option = _mesh_option()
+        self.fixed_view = task.video_view()
+        if self.fixed_view is not None:
+            for key in ("distance", "azimuth", "elevation"):
+                setattr(self.camera, key, self.fixed_view[key])
 
     def __call__(self, task: Task) -> None:
         self._count += 1
         if self._count % self.every:
             return
         _load_env(task, self.model, self.data, self.env_id)
-        if task.robot.floating_base:
+        if self.fixed_view is not None:
+            self.camera.lookat[:] = self.fixed_view["lookat"]
+        elif task.robot.floating_base:
             self.camera.lookat[:] = self.data.qpos[:3]
             self.camera.lookat[2] = 0.25
         else:

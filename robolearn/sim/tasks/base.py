@@ -319,6 +319,11 @@ class Task(ABC):
         per env), for renderers."""
         return {}
 
+    def video_view(self) -> dict[str, Any] | None:
+        """A fixed camera for videos ({lookat: [x, y, z], distance, azimuth, elevation}), or None: the camera
+        follows the robot."""
+        return None
+
     def command_ranges(self) -> dict[str, tuple[float, float]]:
         """Ranges of the commands the policy was trained on (written into exported bundles)."""
         return {}

@@ -233,6 +233,10 @@ class NavigationTask(LocomotionTask):
         for i, (x, y, hx, hy) in enumerate(self.scenarios.boxes[0]):
             spec.worldbody.add_geom(name=f"obstacle{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, h],
                                     size=[hx, hy, h], contype=1, conaffinity=1, rgba=_OBSTACLE_RGBA)
+        if render:  # the goal, a disc for videos (the physics model has no marker)
+            goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.0, 0.0, 0.0])
+            goal.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[self.cfg.goal_radius, 0.005, 0],
+                          contype=0, conaffinity=0, rgba=[0.2, 0.8, 0.3, 0.6])
 
     def setup(self) -> None:
         super().setup()
@@ -407,6 +411,16 @@ class NavigationTask(LocomotionTask):
         xy = self._lib_geom_xy[self.scenario[env]].cpu().numpy()
         z = self.cfg.layout.height / 2
         return {f"obstacle{i}": np.array([x, y, z]) for i, (x, y) in enumerate(xy)}
+
+    def mocap_positions(self, env: int) -> dict[str, Any]:
+        x, y = self.goal[env].tolist()
+        return {"goal": np.array([x, y, 0.005])}
+
+    def video_view(self) -> dict[str, Any]:
+        """Top-down over the whole arena."""
+        length, width = self.cfg.layout.size
+        return {"lookat": [length / 2, 0.0, 0.0], "distance": 1.1 * max(length, 1.5 * width), "azimuth": 90.0,
+                "elevation": -89.9}
 
     # -- reward and cost terms ---------------------------------------------------------------------------
     def _reward_goal(self) -> torch.Tensor:
