@@ -314,7 +314,7 @@ def _compare(runs: list[Path], randomization: list[str], labels: list[str], epis
     for name in randomization:
         for run, lab in zip(runs, labels, strict=True):
             report, _ = evaluate_run(run, episodes=episodes, num_envs=num_envs, randomization=name)
-            console.print(f"{lab} ({name}): " + " ".join(f"{k}={v:.4g}" for k, v in report["summary"].items()),
+            console.print(f"{lab} ({name}): " + " ".join(f"{k}={_fmt(v)}" for k, v in report["summary"].items()),
                           highlight=False, soft_wrap=True)
             reports.append(report)
     tasks = {r["task"] for r in reports}
