@@ -182,8 +182,13 @@ class _EpisodeVideo:
         if self.announce is not None:
             console.print(self.announce(env), highlight=False)
         if self.video is not None:
+            from robolearn.learn.hierarchical import HighLevelTask
             from robolearn.sim.render import VideoRecorder
 
+            if isinstance(env, HighLevelTask):  # frames at the control rate, not once per high-level decision
+                self.recorder = VideoRecorder(env.task, self.video)
+                env.on_low_step = self.recorder
+                return None
             self.recorder = VideoRecorder(env, self.video)
         return self.recorder
 

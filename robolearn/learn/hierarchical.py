@@ -75,7 +75,8 @@ class HighLevelTask:
     """`task` driven by a high level through the frozen `skill`: actions in [-1, 1]^3 map linearly onto the command
     ranges `command_low`..`command_high` (vx, vy, yaw rate), held for `period` low-level steps. Exposes what the
     Runner reads of a task (reset, step, num_envs, num_actions, obs_dims, device, check, close, episode_stats,
-    state_dict); `decisions` counts the high-level steps taken."""
+    state_dict); `decisions` counts the high-level steps taken; `on_low_step` (e.g. a video recorder) sees the task
+    after every low-level step."""
 
     def __init__(self, task: Any, skill: Skill, *, period: int, command_low: tuple[float, float, float],
                  command_high: tuple[float, float, float], skill_group: str = "skill",
@@ -101,6 +102,7 @@ class HighLevelTask:
         self._high = torch.tensor(command_high, dtype=torch.float32, device=self.device)
         self._obs = obs
         self.decisions = 0
+        self.on_low_step: Callable[[Any], None] | None = None  # called with the task after every low-level step
 
     @property
     def obs_dims(self) -> dict[str, int]:
@@ -137,6 +139,8 @@ class HighLevelTask:
             self.task.set_commands(torch.where(alive.unsqueeze(1), command, 0.0))
             low_actions = self.skill(self._obs[self.skill_group])
             self._obs, r, c, term, trunc, info = self.task.step(low_actions)
+            if self.on_low_step is not None:
+                self.on_low_step(self.task)
             reward += r * alive
             cost += c * alive
             now = alive & info["ended"]["mask"]
