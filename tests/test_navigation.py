@@ -158,10 +158,12 @@ def test_high_level_acts_every_period_and_sums_rewards() -> None:
     task.step = recorded_step  # type: ignore[method-assign]
     high = HighLevelTask(task, skill, period=period, command_low=(-1.0, -0.5, -1.0), command_high=(1.0, 0.5, 1.0))
     assert high.obs_dims == {"policy": task.obs_dims["policy"], "privileged": task.obs_dims["privileged"]}
+    seen: list[int] = []
+    high.on_low_step = lambda t: seen.append(int(t.episode_step[0]))  # what a video recorder sees
     high.reset()
     action = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     _, reward, _, term, trunc, info = high.step(action)
-    assert len(calls) == period and high.decisions == 1
+    assert len(calls) == period and high.decisions == 1 and seen == list(range(1, period + 1))
     assert all(torch.equal(c, torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])) for c in commands)
     torch.testing.assert_close(reward, torch.stack(rewards).sum(dim=0))
     assert not (term | trunc).any()
