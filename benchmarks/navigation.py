@@ -9,6 +9,8 @@ end-to-end baseline (go2-nav with `planner.kind: straight`) or a high level over
 
     python benchmarks/navigation.py runs/nav runs/nav-flat runs/nav-skill --label "planner + follower" \\
         --label "flat PPO" --label "high level + go2-flat skill" --episodes 200 [--num-envs 100] [--video]
+
+A run given as RUN#N is evaluated at its checkpoint of iteration N (e.g. a baseline at the same environment steps).
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     rows = []
-    for run, label in zip(args.runs, labels, strict=True):
+    for given, label in zip(args.runs, labels, strict=True):
+        run, _, at = given.partition("#")
+        checkpoint = int(at) if at else None
         video = RESULTS / f"navigation_{Path(run).name}_{stamp}.mp4" if args.video else None
 
         def first_batch(env, video=video):
@@ -93,10 +97,11 @@ def main() -> None:
 
         start = time.perf_counter()
         report, _ = evaluate_run(run, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
-                                 on_first_batch=first_batch if video else None)
+                                 checkpoint=checkpoint, on_first_batch=first_batch if video else None)
         if video is not None:
             first_batch.recorder.close()
         row = summarize(report, label)
+        row["checkpoint"] = checkpoint
         row["wall_s"] = round(time.perf_counter() - start, 1)
         rows.append(row)
         ttg = f"{row['time_to_goal_s']:.1f} s" if row["time_to_goal_s"] is not None else "-"
