@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.sim.math import quat_rotate, sample_uniform, yaw_quat
+from robolearn.sim.math import grid_points, quat_rotate, sample_uniform, yaw_points_to_world, yaw_quat
 from robolearn.sim.planner import OccupancyGrid, plan_path, resample
 from robolearn.sim.tasks.base import ObsTermCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
@@ -101,10 +101,7 @@ class ScanCfg:
     resolution: float = 0.2  # m between points
 
     def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        nx, ny = (int(round(s / self.resolution)) + 1 for s in self.size)
-        xs = torch.linspace(-self.size[0] / 2, self.size[0] / 2, nx, device=device)
-        ys = torch.linspace(-self.size[1] / 2, self.size[1] / 2, ny, device=device)
-        return torch.cartesian_prod(xs, ys)
+        return grid_points(self.size, self.resolution, device)
 
 
 @dataclass(kw_only=True)
@@ -377,10 +374,7 @@ class NavigationTask(LocomotionTask):
 
     def occupancy_scan(self) -> torch.Tensor:
         """[N, K]: 1 where a scan point lies on an obstacle or outside the grid, else 0 (the un-inflated grid)."""
-        pts = self._scan_points
-        cos, sin = self.heading.cos().unsqueeze(1), self.heading.sin().unsqueeze(1)
-        x = self.base_xy[:, :1] + cos * pts[:, 0] - sin * pts[:, 1]
-        y = self.base_xy[:, 1:] + sin * pts[:, 0] + cos * pts[:, 1]
+        x, y = yaw_points_to_world(self.base_xy, self.heading, self._scan_points)
         (x0, y0), res, (rows, cols) = self.scenarios.origin, self.scenarios.resolution, self._grid_shape
         col = torch.floor((x - x0) / res).long()
         row = torch.floor((y - y0) / res).long()

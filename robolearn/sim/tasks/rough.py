@@ -19,7 +19,7 @@ import mujoco
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.sim.math import quat_rotate
+from robolearn.sim.math import grid_points, quat_rotate, yaw_points_to_world
 from robolearn.sim.scene import FLOOR
 from robolearn.sim.tasks.base import ObsTermCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
@@ -46,10 +46,7 @@ class HeightScanCfg:
 
     def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """[K, 2] (x, y) of the scan points in the base's yaw frame, x-major (K = 17 * 11 by default)."""
-        nx, ny = (int(round(s / self.resolution)) + 1 for s in self.size)
-        xs = torch.linspace(-self.size[0] / 2, self.size[0] / 2, nx, device=device)
-        ys = torch.linspace(-self.size[1] / 2, self.size[1] / 2, ny, device=device)
-        return torch.cartesian_prod(xs, ys)
+        return grid_points(self.size, self.resolution, device)
 
 
 @dataclass(kw_only=True)
@@ -147,10 +144,7 @@ class RoughLocomotionTask(LocomotionTask):
         """World (x [N, K], y [N, K]) of `points` [K, 2] given in every base's yaw frame."""
         qpos = self.sim.qpos.float()
         forward = quat_rotate(qpos[:, 3:7], self._forward_axis)
-        heading = torch.atan2(forward[:, 1], forward[:, 0]).unsqueeze(1)  # [N, 1]
-        cos, sin = heading.cos(), heading.sin()
-        px, py = points[:, 0], points[:, 1]
-        return qpos[:, :1] + cos * px - sin * py, qpos[:, 1:2] + sin * px + cos * py
+        return yaw_points_to_world(qpos[:, :2], torch.atan2(forward[:, 1], forward[:, 0]), points)
 
     def update_state(self) -> None:
         super().update_state()
