@@ -36,6 +36,7 @@ from robolearn.deploy.bundle import (
     BundleManifest,
     ChunkSpec,
     CollisionGeom,
+    CommandMapSpec,
     CommandSpec,
     ControlSpec,
     DiffusionCamera,
@@ -46,6 +47,7 @@ from robolearn.deploy.bundle import (
     InitialStateSpec,
     JointSpec,
     KinematicLink,
+    NavigationSpec,
     ObsTerm,
     OnnxGraph,
     OnnxPolicy,
@@ -68,8 +70,8 @@ from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_li
 from robolearn.sim.tasks import Task, make_task
 from robolearn.sim.tasks.gym_env import GYM_PREFIX
 
-__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "export_diffusion", "add_graphs",
-           "upgrade_bundle", "bundle_contract", "kinematic_chain", "onnx_bytes", "EXPORT_TOLERANCE"]
+__all__ = ["ExportReport", "ExtraGraph", "export_run", "export_policy", "export_hierarchy", "export_diffusion",
+           "add_graphs", "upgrade_bundle", "bundle_contract", "kinematic_chain", "onnx_bytes", "EXPORT_TOLERANCE"]
 
 EXPORT_TOLERANCE = 1e-5
 PARITY_SAMPLES = 64
@@ -134,11 +136,11 @@ def _record_observations(policy: Policy, task: Task, steps: int) -> np.ndarray:
 
 
 # -- the contract, from the task ---------------------------------------------------------------------------------
-def _observation(task: Task) -> list[ObsTerm]:
+def _observation(task: Task, group: str = "policy") -> list[ObsTerm]:
     groups = task._obs_groups  # the task's declared observation groups (terms with scale and noise)
-    noise = {e.term: e.noise * task.cfg.noise_scale for e in groups["policy"] if e.term}
+    noise = {e.term: e.noise * task.cfg.noise_scale for e in groups[group] if e.term}
     terms = []
-    for t in task.policy_obs_layout():
+    for t in task.policy_obs_layout(group):
         meaning = TERM_CONTRACT.get(t["name"])
         if meaning is None:
             raise BundleError(f"task {task.name}: observation term {t['name']!r} has no stated meaning "
@@ -325,6 +327,7 @@ def bundle_contract(task: Task, *, backend: str = "mujoco", observation: list[Ob
             joint_damping=float(rcfg.joint_damping), collide_with=rcfg.collide_with, collision=_collision(model),
             chain=kinematic_chain(model, rcfg.end_effector, list(robot.joint_names), sites.get(rcfg.end_effector))
             if rcfg.end_effector and not rcfg.floating_base else []),
+        "navigation": NavigationSpec(**task.navigation_contract()) if hasattr(task, "navigation_contract") else None,
     }
 
 
@@ -434,6 +437,9 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
         raise BundleError(f"{run}: this policy is a privileged teacher (its actor reads simulator-only state); "
                           f"distil it into a deployable student with `robolearn distill --teacher {run}`")
     folder = Path(output) if output is not None else run_folder(run) / "export"
+    if cfg.hierarchy.skill:  # a high level over a frozen skill bundle: one bundle with both levels
+        return export_hierarchy(ActorPolicy(model), cfg, folder, record_envs=record_envs, record_steps=record_steps,
+                                seed=seed, source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))})
     extra = []
     if "risk_critic" in ckpt:  # trained with safety_critic.enabled: the deploy runtime's safety filter runs it
         from robolearn.learn.risk_critic import RiskCritic
@@ -446,6 +452,79 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
                          backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
                          source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))}, extra_graphs=extra)
+
+
+def export_hierarchy(policy: Policy, cfg: Any, output: str | Path, *, source: dict[str, Any] | None = None,
+                     record_envs: int = 16, record_steps: int = 20, seed: int = 0) -> ExportReport:
+    """A high level trained over a frozen skill bundle (`hierarchy.skill`) -> one bundle with both levels: the high
+    level (`high_level.onnx`: its own observation terms, the map of its output onto the skill's command ranges, its
+    rate = the skill's / `hierarchy.period`) over the skill's graph unchanged (`low_level.onnx`, role low_level, with
+    the skill's parity data), the contract of the task it was trained in (and its navigation section). The high
+    level's parity data (`parity_high_level.npz`) are observations recorded along its own rollout."""
+    from robolearn.config import declarations_root
+    from robolearn.learn.hierarchical import make_policy_task
+
+    folder = Path(output)
+    skill_folder = Path(cfg.hierarchy.skill)
+    if not skill_folder.is_absolute() and not skill_folder.exists():
+        skill_folder = declarations_root() / skill_folder
+    if not (skill_folder / MANIFEST).is_file():
+        raise BundleError(f"hierarchy.skill {cfg.hierarchy.skill}: a two-level bundle is made over a skill bundle; "
+                          f"export the skill run first (robolearn export) and train the high level over it")
+    skill = read_manifest(skill_folder)
+    h = cfg.hierarchy
+    env = make_policy_task(cfg, record_envs, backend="mujoco", device="cpu", seed=seed, overrides=cfg.task_overrides)
+    task = env.task
+    try:
+        if policy.frame_dim != env.obs_dims["policy"] or policy.action_dim != env.num_actions:
+            raise BundleError(f"policy reads frames of {policy.frame_dim} and outputs {policy.action_dim} values; the "
+                              f"high level of {cfg.task} reads {env.obs_dims['policy']} and outputs {env.num_actions}")
+        # the low level's terms as the task feeds the skill (its group, which must be the skill's own layout)
+        low_terms = _observation(task, h.skill_group)
+        if [(t.name, t.dim, t.scale) for t in low_terms] != [(t.name, t.dim, t.scale) for t in skill.observation]:
+            raise BundleError(f"task {cfg.task}: observation group {h.skill_group!r} is not the layout of skill "
+                              f"{skill_folder} ({', '.join(t.name for t in skill.observation)})")
+        contract = bundle_contract(task, backend=cfg.backend, observation=low_terms, commands=_commands(task))
+        if contract["joints"].names != skill.joints.names or contract["action"].scale != skill.action.scale:
+            raise BundleError(f"task {cfg.task} and skill {skill_folder} differ in joints or action scale")
+        recorded = _record_observations(policy, env, record_steps)
+        folder.mkdir(parents=True, exist_ok=True)
+        high_path = folder / "high_level.onnx"
+        high_path.write_bytes(onnx_bytes(policy.graph(), (torch.zeros(2, policy.obs_dim),), ["obs"], ["command"]))
+        high = GraphSpec(name="high_level", role="high_level", file=high_path.name, sha256=sha256_file(high_path),
+                         rate_hz=skill.policy_hz / h.period, history=policy.history,
+                         inputs=[TensorSpec(name="obs", shape=[-1, policy.obs_dim], meaning="observation")],
+                         outputs=[TensorSpec(name="command", shape=[-1, policy.action_dim], meaning="command")],
+                         observation=_observation(task),
+                         command=CommandMapSpec(low=[float(v) for v in h.command_low],
+                                                high=[float(v) for v in h.command_high]))
+        low_spec = skill.policy
+        shutil.copyfile(skill_folder / low_spec.file, folder / "low_level.onnx")
+        low = dataclasses.replace(low_spec, name="low_level", role="low_level", file="low_level.onnx")
+        if (skill_folder / PARITY).is_file():
+            shutil.copyfile(skill_folder / PARITY, folder / PARITY)
+        with torch.no_grad():
+            reference = policy.graph()(torch.from_numpy(recorded)).numpy()
+        error = float(np.abs(OnnxPolicy(high_path, high).batch(recorded) - reference).max())
+        if not error <= EXPORT_TOLERANCE:
+            raise BundleError(f"{high_path}: onnxruntime differs from torch by {error:.2e} on {len(recorded)} "
+                              f"recorded observations (tolerance {EXPORT_TOLERANCE:.0e})")
+        pick = np.random.default_rng(seed).choice(len(recorded), size=min(PARITY_SAMPLES, len(recorded)),
+                                                  replace=False)
+        np.savez(folder / "parity_high_level.npz", obs=recorded[pick], actions=reference[pick])
+        manifest = BundleManifest(
+            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
+            kind=task.robot_cfg.kind, graphs=[high, low], **contract,
+            source={**(source or {}), "skill": str(skill_folder), "skill_source": skill.source,
+                    "exported": datetime.datetime.now().isoformat(timespec="seconds")})
+        write_manifest(manifest, folder)
+    except ConfigError as exc:
+        raise BundleError(f"export: {exc}") from None
+    finally:
+        env.close()
+    return ExportReport(folder=folder, parity_max_error=error, parity_samples=len(recorded), obs_dim=policy.obs_dim,
+                        action_dim=policy.action_dim, onnx_bytes=high_path.stat().st_size,
+                        graph_file=high_path.name)
 
 
 # -- diffusion policies -----------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_list_shows_tasks_robots_backends_one_line_each():
     assert sections["robots"] == ["go2", "panda", "panda_gripper", "so100"]
     assert "mujoco" in sections["backends"]
     assert sections["hardware profiles"] == ["go2", "panda", "panda_gripper", "so100"]
-    assert sections["shipped policy bundles"] == ["go2-flat", "go2-rough-rma"]
+    assert sections["shipped policy bundles"] == ["go2-flat", "go2-nav", "go2-rough-rma"]
 
 
 BAD_INPUTS = [

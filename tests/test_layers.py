@@ -1,7 +1,8 @@
 """The package's layers, checked: which robolearn package may import which (every import in every module, also
 those inside functions), which heavy libraries the deploy runtime must not pull in, and no cycles.
 
-The rules (DESIGN.md): sim and data are the bottom (config, errors); learn builds on sim and data; export turns a
+The rules (DESIGN.md): sim and data are the bottom (config, errors), with planning (numpy grid planning, which
+the training scenes and the robot both use); learn builds on sim and data; export turns a
 learned policy into the deploy layer's bundle; the deploy runtime (`deploy`) runs on a robot computer without
 torch, MuJoCo, pybullet or matplotlib (`robolearn[deploy]`); the twin (`twin`: the MuJoCo robot behind the deploy
 interfaces) joins deploy and sim; ros and teleop adapt the runtime to transports and people; cli and bench sit on
@@ -23,13 +24,14 @@ BASE = {"config", "errors"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
-    "sim": BASE,
+    "planning": BASE,
+    "sim": BASE | {"planning"},
     "data": BASE,
     "learn": BASE | {"sim", "data"},
     "export": BASE | {"learn", "sim", "deploy"},
-    "deploy": BASE,
-    "twin": BASE | {"deploy", "sim"},
-    "ros": BASE | {"deploy", "teleop", "twin"},
+    "deploy": BASE | {"planning"},
+    "twin": BASE | {"planning", "deploy", "sim"},
+    "ros": BASE | {"planning", "deploy", "teleop", "twin"},
     "teleop": BASE | {"deploy", "data", "sim", "twin"},
     "bench": BASE | {"sim"},
     "cli": BASE | {"sim", "data", "learn", "export", "deploy", "twin", "ros", "teleop", "bench"},
@@ -45,7 +47,8 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 DEPLOY_PATH = ["robolearn.cli", "robolearn.deploy.bundle", "robolearn.deploy.controllers", "robolearn.deploy.diffusion",
                "robolearn.deploy.keys",
                "robolearn.deploy.kinematics", "robolearn.deploy.runtime", "robolearn.deploy.safety",
-               "robolearn.deploy.session", "robolearn.deploy.transports", "robolearn.ros.dds"]
+               "robolearn.deploy.navigation", "robolearn.deploy.session", "robolearn.deploy.transports",
+               "robolearn.ros.dds", "robolearn.ros.navigation"]
 
 
 def _imports() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[tuple[str, str], list[str]]]:

@@ -18,7 +18,7 @@ from robolearn.learn.config import load_train_cfg
 from robolearn.learn.eval_run import evaluate_run
 from robolearn.learn.hierarchical import HighLevelTask, load_skill
 from robolearn.learn.train import make_ppo_runner
-from robolearn.sim.planner import OccupancyGrid
+from robolearn.planning import OccupancyGrid
 from robolearn.sim.tasks import make_task
 from robolearn.sim.tasks.locomotion import POLICY_OBSERVATIONS
 from robolearn.sim.tasks.navigation import LayoutCfg, PlannerCfg, generate_scenarios
@@ -224,3 +224,23 @@ def test_a_high_level_trains_over_the_shipped_skill_and_evaluates(tmp_path) -> N
                                                      "task_overrides": small})
     with pytest.raises(ConfigError, match="expected a run folder"):
         make_ppo_runner(bad, tmp_path / "bad")
+
+
+def test_a_joint_over_its_urdf_velocity_limit_is_penalized_counted_and_ends_the_episode() -> None:
+    """go2-nav trains against the deploy safety layer's joint speed check: above soft_velocity_limit x the URDF
+    limit a joint is penalized (dof_vel_limits), above the limit it is a cost (joint_velocity) and ends the
+    episode (terminate_on_velocity_limit)."""
+    task = make_task("go2-nav", 2, seed=0)
+    try:
+        assert task.cfg.terminate_on_velocity_limit and task.cfg.action_bounds == "joint_range"
+        calf = list(task.robot.joint_names).index("FL_calf_joint")
+        assert task._velocity_limit[calf] == pytest.approx(15.7)  # the URDF's <limit velocity>
+        task.step(torch.zeros(2, 12))
+        assert not task.terminated().any() and (task._cost_joint_velocity() == 0).all()
+        task.joint_vel[0, calf] = -15.0  # within the limit, beyond 0.9 x
+        assert task._reward_dof_vel_limits()[0] == pytest.approx(15.0 - 0.9 * 15.7, abs=1e-4)
+        assert not task.terminated()[0] and task._cost_joint_velocity()[0] == 0
+        task.joint_vel[0, calf] = 16.0
+        assert task.terminated().tolist() == [True, False] and task._cost_joint_velocity()[0] == 1
+    finally:
+        task.close()

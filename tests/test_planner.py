@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from robolearn.errors import ConfigError
-from robolearn.sim.planner import OccupancyGrid, plan_path, resample
+from robolearn.planning import OccupancyGrid, plan_path, resample
 
 
 def _collision_free(grid: OccupancyGrid, path: np.ndarray, step: float = 0.005) -> bool:

@@ -51,10 +51,11 @@ def test_launch_files_declare_arguments_and_start_installed_executables(name, re
 
 def test_package_xml_declares_every_ros_package_the_nodes_import():
     declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
-    ros_packages = {"rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs", "trajectory_msgs",
+    ros_packages = {"rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs", "trajectory_msgs", "nav_msgs",
                     "builtin_interfaces", "launch", "launch_ros"}
     imported = set()
-    for path in [*(ROOT / "robolearn" / "ros").glob("*node.py"), *(ROOT / "launch").glob("*.launch.py")]:
+    nodes = [*(ROOT / "robolearn" / "ros").glob("*node.py"), ROOT / "robolearn" / "ros" / "navigation.py"]
+    for path in [*nodes, *(ROOT / "launch").glob("*.launch.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]

@@ -21,7 +21,7 @@ from rich.markup import escape
 from robolearn.cli.app import app, console, parse_sets
 from robolearn.errors import ConfigError
 
-__all__ = ["deploy", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_NO_ROBOT"]
+__all__ = ["deploy", "plan", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_NO_ROBOT"]
 
 EXIT_OK = 0  # the session ended without a fault
 EXIT_BAD_INPUT = 2  # bad flag, profile or bundle (robolearn.cli.app.main): nothing moved
@@ -59,14 +59,23 @@ def deploy(
              "was trained on")] = None,
     interface: Annotated[Optional[str], typer.Option(
         help="--transport dds: the network interface to the robot (e.g. eth0; lo for a local twin); default: the "
-             "profile's dds.network_interface")] = None,
+             "profile's dds.network_interface (--transport sim with --path-topic/--goal-topic: lo)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a profile field: key.sub=value")] = [],  # noqa: B006
     camera: Annotated[list[str], typer.Option(
         help="an image policy's camera: NAME=opencv:<index | /dev/videoN | video file> (repeat per camera)")
     ] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(
         help="--transport sim with a policy that observes an object (panda-push): the task episode whose block "
-             "and goal the twin starts with")] = 0,
+             "and goal the twin starts with; with a path follower (go2-nav): the layout scenario")] = 0,
+    layout_seed: Annotated[Optional[int], typer.Option(
+        help="--transport sim with a path follower (go2-nav): the layout library the twin's scene is drawn from "
+             "(default: the task's training layouts; --seed picks the scenario in it)")] = None,
+    path_topic: Annotated[Optional[str], typer.Option(
+        help="a path follower: follow nav_msgs/Path from this DDS/ROS topic (e.g. Nav2's /plan; default on a robot: "
+             "the profile's dds.path_topic)")] = None,
+    goal_topic: Annotated[Optional[str], typer.Option(
+        help="a path follower: plan to geometry_msgs/PoseStamped goals from this topic on the map (the bundle's own "
+             "planner) instead of following a path")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="write the session report (timeline of mode changes and trips, timing, Damp) as JSON")] = None,
 ) -> None:
@@ -103,8 +112,9 @@ def deploy(
     if transport not in transport_names():
         raise ConfigError(f"--transport: unknown transport {transport!r}; valid transports: "
                           f"{', '.join(transport_names())}")
-    if interface is not None and transport != "dds":
-        raise ConfigError(f"--interface: only used with --transport dds (this is --transport {transport})")
+    if interface is not None and transport != "dds" and not (path_topic or goal_topic):
+        raise ConfigError(f"--interface: only used with --transport dds or a --path-topic/--goal-topic (this is "
+                          f"--transport {transport})")
     if report is not None:
         from robolearn.cli.export import output_folder
 
@@ -144,7 +154,41 @@ def deploy(
     objects, object_source = None, None
     observes_object = any(t.name == "object_pose" for t in manifest.observation)
     sees = manifest.camera_names
-    if (observes_object or sees) and transport == "sim":  # the tabletop twin: the block, the goal, the cameras
+    follows = manifest.navigation is not None
+    if not follows and (path_topic or goal_topic or layout_seed is not None):
+        raise ConfigError(f"{policy}: --path-topic, --goal-topic and --layout-seed are for path followers (a bundle "
+                          f"with a navigation section, e.g. go2-nav)")
+    if transport == "sim" and (path_topic or goal_topic):  # the twin's DDS peers: on this machine unless told
+        check_network_interface(interface or "lo", "--interface")
+        prof.dds.network_interface = interface or "lo"
+    nav_link = None
+    if follows and transport == "sim":  # the twin in a navigation layout: its odometry, its map, its goal
+        from robolearn.ros.navigation import navigation_link
+        from robolearn.twin.navigation import NavTwin
+
+        DeployRuntime.check_fit(bundle, prof, prof.joint_names)
+        robot_if = NavTwin(manifest.task, 1.0 / prof.control_hz, scenario=seed, layout_seed=layout_seed,
+                           joint_names=prof.joint_names)
+        try:
+            nav_link = navigation_link(prof, manifest.navigation, path_topic=path_topic, goal_topic=goal_topic,
+                                       pose=robot_if.base_pose, grid=robot_if.occupancy, goal=robot_if.goal)
+        except BaseException:
+            robot_if.close()
+            raise
+    elif follows:  # a robot: odometry, map and path (or goals) over DDS
+        if transport != "dds":
+            raise ConfigError(f"{policy}: a path follower reads its pose, map and path over DDS: use --transport dds "
+                              f"(or sim, the twin)")
+        from robolearn.ros.navigation import navigation_link
+
+        nav_link = navigation_link(prof, manifest.navigation, goal_topic=goal_topic,
+                                   path_topic=None if goal_topic else path_topic or prof.dds.path_topic)
+        try:
+            robot_if = make_robot(prof, transport)
+        except BaseException:
+            nav_link.close()
+            raise
+    elif (observes_object or sees) and transport == "sim":  # the tabletop twin: the block, the goal, the cameras
         from robolearn.twin.tabletop import TabletopTwin
 
         DeployRuntime.check_fit(bundle, prof, prof.joint_names)  # before building a twin of the wrong robot
@@ -175,10 +219,13 @@ def deploy(
             for name in sees:
                 if name not in feeds:
                     feeds[name] = robot_if.camera(name).read
-        rt = DeployRuntime(bundle, prof, robot_if, objects=objects, cameras=feeds)
+        rt = DeployRuntime(bundle, prof, robot_if, objects=objects, cameras=feeds,
+                           navigation=nav_link.sources if nav_link is not None else None)
     except BaseException:
         for cam in sources.values():
             cam.close()
+        if nav_link is not None:
+            nav_link.close()
         robot_if.close()
         raise
     if command is not None and not auto:
@@ -227,6 +274,8 @@ def deploy(
             twist.close()
         if object_source is not None:
             object_source.close()
+        if nav_link is not None:
+            nav_link.close()
         for cam in sources.values():
             cam.close()
     if no_robot is not None:
@@ -234,6 +283,8 @@ def deploy(
         raise typer.Exit(EXIT_NO_ROBOT)
     if live is None and last_status[0]:
         err.print(last_status[0], markup=False, highlight=False, soft_wrap=True)
+    if rt.follower is not None:
+        result["navigation"] = _navigation_report(rt)
     code = EXIT_FAULT if result["ended_in_fault"] else EXIT_OK
     result["exit_code"] = code
     console.print_json(data=result)
@@ -246,6 +297,57 @@ def deploy(
         err.print(f"[red]ended in a fault:[/] {escape(why)} (exit {code}; the report's timeline has every change)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(code)
+
+
+@app.command(name="plan")
+def plan(
+    task: Annotated[str, typer.Option(help="navigation task whose layout is planned (go2-nav)")] = "go2-nav",
+    seed: Annotated[int, typer.Option(help="the scenario in the layout library (as deploy --seed)")] = 0,
+    layout_seed: Annotated[Optional[int], typer.Option(
+        help="the layout library (as deploy --layout-seed; default: the task's training layouts)")] = None,
+    topic: Annotated[str, typer.Option(help="nav_msgs/Path topic")] = "/plan",
+    map_topic: Annotated[str, typer.Option(help="also publish the layout as nav_msgs/OccupancyGrid here")] = "",
+    frame: Annotated[str, typer.Option(help="frame_id of the path and the map")] = "odom",
+    rate: Annotated[float, typer.Option(help="messages per second (Nav2 republishes its plan at 1 Hz)")] = 1.0,
+    duration: Annotated[float, typer.Option(help="seconds to publish (0: until Ctrl-C)")] = 0.0,
+    interface: Annotated[str, typer.Option(help="network interface (lo for a twin on this machine)")] = "lo",
+    domain: Annotated[int, typer.Option(help="DDS domain id")] = 0,
+) -> None:
+    """Publish a navigation layout's planned path over DDS as nav_msgs/Path (and its map), as a navigation stack
+    would: the subgoal source for `robolearn deploy --policy go2-nav --path-topic /plan` on the twin."""
+    import time
+
+    from robolearn.deploy.session import check_network_interface
+    from robolearn.ros.navigation import PlanPublisher
+    from robolearn.twin.navigation import load_scenario
+
+    if not (math.isfinite(rate) and rate > 0) or not (math.isfinite(duration) and duration >= 0):
+        raise ConfigError(f"--rate must be > 0 and --duration >= 0, got {rate:g} and {duration:g}")
+    check_network_interface(interface, "--interface")
+    sc = load_scenario(task, seed, layout_seed)
+    publisher = PlanPublisher(topic, frame=frame, map_topic=map_topic, domain_id=domain, network_interface=interface)
+    console.print(f"[bold]plan[/] {task} scenario {seed}: {len(sc.path)} waypoints from "
+                  f"({sc.start[0]:.2f}, {sc.start[1]:.2f}) to ({sc.goal[0]:.2f}, {sc.goal[1]:.2f}) on {topic} "
+                  f"({frame}) at {rate:g} Hz" + (f", map on {map_topic}" if map_topic else ""))
+    start = time.monotonic()
+    try:
+        while duration == 0 or time.monotonic() - start < duration:
+            publisher.publish(sc.path, sc.grid)
+            time.sleep(1.0 / rate)
+    except KeyboardInterrupt:
+        pass
+    console.print(f"published {publisher.sent} paths")
+
+
+def _navigation_report(rt) -> dict:
+    """The path follower's end state (and on the twin: the goal distance and obstacle contacts)."""
+    f = rt.follower
+    out = {"goal": [round(float(v), 3) for v in f.goal], "goal_reached": bool(f.reached),
+           "path_points": int(len(f.path)), "progress_point": int(f.progress)}
+    if hasattr(rt.robot, "goal_distance"):
+        out.update(twin_goal_distance_m=round(rt.robot.goal_distance(), 3),
+                   twin_obstacle_contact_ticks=int(rt.robot.collisions))
+    return out
 
 
 def _open_cameras(options: list[str], manifest) -> dict:

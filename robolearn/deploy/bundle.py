@@ -36,8 +36,8 @@ from robolearn.errors import BundleError, ConfigError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "PARITY", "ROLES", "ObsTerm",
            "JointSpec", "TensorSpec", "ChunkSpec", "DiffusionSpec", "GraphSpec", "EeActionSpec", "CommandSpec",
-           "ActionSpec", "ControlSpec", "DiffusionCamera", "InitialStateSpec", "SimulatorSpec", "DomainSpec",
-           "UrdfRef", "CollisionGeom", "KinematicLink", "RobotModelSpec",
+           "ActionSpec", "ControlSpec", "DiffusionCamera", "NavigationSpec", "CommandMapSpec", "InitialStateSpec",
+           "SimulatorSpec", "DomainSpec", "UrdfRef", "CollisionGeom", "KinematicLink", "RobotModelSpec",
            "BundleManifest", "PolicySpec", "ManifestV1", "PolicyV1", "TermV1", "sha256_file", "read_manifest",
            "write_manifest", "OnnxGraph", "OnnxPolicy", "ChunkedPolicy", "Bundle", "shipped_bundles", "load_bundle",
            "diffusion_parity"]
@@ -51,6 +51,7 @@ PARITY_TOLERANCE = 1e-4  # onnxruntime on the robot vs the exporter's torch (the
 DIFFUSION_PARITY_TOLERANCE = 1e-3  # raw actions of a whole denoising loop (10 graph calls, float32)
 ROLES = ("policy", "high_level", "low_level", "safety_critic", "encoder")
 ACTING_ROLES = ("policy", "low_level")  # graphs whose output is the joint action the runtime applies
+NAVIGATION_TERMS = ("waypoints", "goal_pos", "occupancy_scan")  # observation terms a path (and a map) give
 
 Range = tuple[float, float]
 
@@ -111,6 +112,34 @@ class ChunkSpec:
 
 
 @dataclass(kw_only=True)
+class NavigationSpec:
+    """A waypoint follower's subgoal interface (robolearn.deploy.navigation): its `waypoints`, `goal_pos` and
+    `occupancy_scan` terms come from a path (a navigation stack's, or planned here on an occupancy grid from a goal),
+    the base pose (x, y, yaw) in the path's frame and, for the scan, an occupancy grid. The path, the goal and the
+    base pose share one fixed frame (odom or map)."""
+
+    subgoal: Literal["path"] = "path"
+    waypoints_observed: int  # the tracked path point and the ones after it
+    spacing_m: float  # paths are resampled every this many m (as in training)
+    lookahead_m: float  # the tracked point: the first at least this far, at or beyond the progress point
+    progress_window: int  # progress: the nearest point at most this many points beyond the last progress
+    goal_radius_m: float  # the goal counts as reached within this distance
+    obs_clip_m: float  # waypoint and goal coordinates are clipped to +- this
+    scan_size_m: tuple[float, float]  # the scan grid (forward, left) extent, centered on the base
+    scan_resolution_m: float
+    planner_inflate_m: float  # planning on a grid (a goal without a path): obstacles grow by this
+    replan_hz: float  # planning on a grid: replanned this often (and whenever the goal changes)
+
+    def __post_init__(self) -> None:
+        positive = ("spacing_m", "lookahead_m", "goal_radius_m", "obs_clip_m", "scan_resolution_m", "replan_hz")
+        bad = [k for k in positive if not getattr(self, k) > 0]
+        if bad or self.waypoints_observed < 1 or self.progress_window < 1 or self.planner_inflate_m < 0 \
+                or len(self.scan_size_m) != 2 or min(self.scan_size_m) <= 0:
+            raise ConfigError(f"navigation: {', '.join(bad) or 'counts or sizes'}: expected positive values "
+                              f"(waypoints_observed and progress_window >= 1, planner_inflate_m >= 0)")
+
+
+@dataclass(kw_only=True)
 class DiffusionCamera:
     """A camera an image-based diffusion policy sees: each frame is resized (area averaging) to `height` x `width`,
     run through the `graph` (role encoder: image [B, 3, height, width] float32 in 0..255 -> features [B, F]),
@@ -155,6 +184,15 @@ class DiffusionSpec:
 
 
 @dataclass(kw_only=True)
+class CommandMapSpec:
+    """A high level's output a -> the low level's command: low + (clip(a, -1, 1) + 1) / 2 * (high - low), held
+    until the high level's next step (every policy_hz / rate_hz low-level steps)."""
+
+    low: list[float]
+    high: list[float]
+
+
+@dataclass(kw_only=True)
 class GraphSpec:
     name: str
     role: Literal["policy", "high_level", "low_level", "safety_critic", "encoder"]
@@ -166,6 +204,10 @@ class GraphSpec:
     outputs: list[TensorSpec]
     chunk: ChunkSpec | None = None
     diffusion: DiffusionSpec | None = None  # the graph is a denoiser; the runtime samples with it
+    # A high level: its own observation layout (terms as in the manifest's `observation`, which is the acting
+    # graph's) and how its output becomes the low level's command (`commands`)
+    observation: list[ObsTerm] | None = None
+    command: CommandMapSpec | None = None
 
     # The single-input, single-output view that the runtime and version 1 use.
     @property
@@ -363,6 +405,7 @@ class BundleManifest:
     initial_state: InitialStateSpec | None = None
     domain: DomainSpec | None = None
     robot_model: RobotModelSpec | None = None
+    navigation: NavigationSpec | None = None  # a waypoint follower's subgoal interface
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -388,6 +431,12 @@ class BundleManifest:
                               f"got {bounds}")
         if self.version >= 2:
             self._check_contract()
+        high = self.graph("high_level")
+        following = [t.name for t in self.observation + (high.observation or [] if high else [])
+                     if t.name in NAVIGATION_TERMS]
+        if following and self.navigation is None:
+            raise ConfigError(f"observation terms {following} come from a path: the bundle needs a navigation "
+                              f"section (its subgoal interface)")
 
     def _check_joints(self) -> None:
         n = len(self.joints.names)
@@ -456,6 +505,8 @@ class BundleManifest:
                                       f"{c.horizon}, action_dim], got {shape}")
             if g.diffusion is not None:
                 self._check_diffusion(g, where)
+            if g.role == "high_level":
+                self._check_high_level(g, where)
             if g.role in ACTING_ROLES:
                 if g.action_dim != self.action.dim:
                     raise ConfigError(f"{where}.outputs[0].shape: action size {g.action_dim}, but action.dim is "
@@ -463,6 +514,26 @@ class BundleManifest:
                 if g.diffusion is None and frame * g.history != g.obs_dim:
                     raise ConfigError(f"{where}.inputs[0].shape: observation terms sum to {frame} x history "
                                       f"{g.history}, but the input has {g.obs_dim}")
+
+    def _check_high_level(self, g: GraphSpec, where: str) -> None:
+        if g.observation is None or g.command is None:
+            raise ConfigError(f"{where}: a high_level graph needs its observation and command (how its output "
+                              f"becomes the low level's command)")
+        n = len(self.commands)
+        if not (len(g.command.low) == len(g.command.high) == g.action_dim == n) or \
+                any(lo > hi for lo, hi in zip(g.command.low, g.command.high, strict=True)):
+            raise ConfigError(f"{where}.command: low and high must have one value per command ({n}) with low <= "
+                              f"high, and the graph {n} outputs; got {g.command.low}, {g.command.high}, "
+                              f"{g.action_dim} outputs")
+        frame = sum(t.dim for t in g.observation)
+        if frame * g.history != g.obs_dim:
+            raise ConfigError(f"{where}.inputs[0].shape: its observation terms sum to {frame} x history {g.history}, "
+                              f"but the input has {g.obs_dim}")
+        ratio = self.policy.rate_hz / g.rate_hz
+        if self.policy.role != "low_level" or abs(ratio - round(ratio)) > 1e-6 or ratio < 1:
+            raise ConfigError(f"{where}.rate_hz: a high level runs every whole number of low-level steps: the acting "
+                              f"graph must have role low_level and a rate ({self.policy.rate_hz:g} Hz) that is a "
+                              f"multiple of {g.rate_hz:g} Hz")
 
     def _check_diffusion(self, g: GraphSpec, where: str) -> None:
         d, frame = g.diffusion, self.frame_dim  # (the cond size check below covers the observation frames)
@@ -813,9 +884,19 @@ def diffusion_parity(path: Path, sampler: Any, *, tolerance: float | None = None
     return error
 
 
+def _parity(path: Path, graph: OnnxPolicy) -> float:
+    """max |onnxruntime here - the exporter's torch| on the recorded observations of `path` (obs, actions)."""
+    data = np.load(path)
+    error = float(np.abs(graph.batch(data["obs"]) - data["actions"]).max())
+    if not error <= PARITY_TOLERANCE:
+        raise BundleError(f"{path}: onnxruntime here differs from the exporter by {error:.2e} "
+                          f"(tolerance {PARITY_TOLERANCE:.0e})")
+    return error
+
+
 def load_bundle(folder: str | Path) -> Bundle:
     """Read and verify a bundle (a folder, or the name of a shipped one): manifest fields, ONNX checksums,
-    model input/output shapes, parity of the acting graph."""
+    model input/output shapes, parity of the acting graph (and of a high level, parity_high_level.npz)."""
     folder = Path(folder)
     if not folder.exists() and len(folder.parts) == 1 and folder.name in shipped_bundles():
         folder = declarations_root() / "policies" / "bundles" / folder.name
@@ -824,8 +905,8 @@ def load_bundle(folder: str | Path) -> Bundle:
     graphs: dict[str, OnnxGraph] = {}
     for spec in manifest.graphs:
         path = _graph_file(folder, spec)
-        graphs[spec.name] = OnnxPolicy(path, spec) if spec is acting and spec.diffusion is None \
-            else OnnxGraph(path, spec)
+        graphs[spec.name] = OnnxPolicy(path, spec) if (spec is acting or spec.role == "high_level") and \
+            spec.diffusion is None else OnnxGraph(path, spec)
     parity_error = None
     if acting.diffusion is not None:
         from robolearn.deploy.diffusion import DiffusionSampler
@@ -838,10 +919,9 @@ def load_bundle(folder: str | Path) -> Bundle:
                       parity_error=parity_error, graphs=graphs)
     onnx_policy = graphs[acting.name]
     if (folder / PARITY).is_file():
-        data = np.load(folder / PARITY)
-        parity_error = float(np.abs(onnx_policy.batch(data["obs"]) - data["actions"]).max())
-        if not parity_error <= PARITY_TOLERANCE:
-            raise BundleError(f"{folder / PARITY}: onnxruntime here differs from the exporter by {parity_error:.2e} "
-                              f"(tolerance {PARITY_TOLERANCE:.0e})")
+        parity_error = _parity(folder / PARITY, onnx_policy)
+    high = manifest.graph("high_level")
+    if high is not None and (folder / f"parity_{high.name}.npz").is_file():  # the high level's own recordings
+        parity_error = max(parity_error or 0.0, _parity(folder / f"parity_{high.name}.npz", graphs[high.name]))
     policy = onnx_policy if acting.chunk is None else ChunkedPolicy(onnx_policy, acting.chunk)
     return Bundle(folder=folder, manifest=manifest, policy=policy, parity_error=parity_error, graphs=graphs)

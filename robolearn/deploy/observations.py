@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robolearn.deploy.bundle import BundleManifest
+from robolearn.deploy.bundle import BundleManifest, GraphSpec
 from robolearn.errors import BundleError
 
 __all__ = ["Measurement", "ObservationBuilder", "TERMS", "TermContract", "TERM_CONTRACT", "COMMAND_CONTRACT",
@@ -33,6 +33,9 @@ class Measurement:
     gyro: np.ndarray | None = None
     ee_pos: np.ndarray | None = None
     object_pose: np.ndarray | None = None  # (x, y, z, qw, qx, qy, qz) of the manipulated object, base frame
+    waypoints: np.ndarray | None = None  # a waypoint follower's terms (robolearn.deploy.navigation.PathFollower)
+    goal_pos: np.ndarray | None = None
+    occupancy_scan: np.ndarray | None = None
 
 
 def projected_gravity(quat: np.ndarray) -> np.ndarray:
@@ -60,6 +63,9 @@ TERMS: dict[str, Callable[[Measurement, np.ndarray], np.ndarray]] = {
     "ee_pos": lambda m, d: _need(m.ee_pos, "ee_pos (forward kinematics)"),
     "target_pos": lambda m, d: m.command[:3],
     "target_error": lambda m, d: m.command[:3] - _need(m.ee_pos, "target_error (forward kinematics)"),
+    "waypoints": lambda m, d: _need(m.waypoints, "waypoints (a path and the base pose)"),
+    "goal_pos": lambda m, d: _need(m.goal_pos, "goal_pos (a path and the base pose)"),
+    "occupancy_scan": lambda m, d: _need(m.occupancy_scan, "occupancy_scan (an occupancy grid and the base pose)"),
 }
 
 
@@ -75,6 +81,8 @@ class TermContract:
 
 _JOINT_FRAME = "joint space, policy joint order (joints.names)"
 _URDF_AXIS = "positive about each joint's URDF <axis>"
+_YAW_FRAME = ("the base's yaw frame: origin at the base, x along its heading projected on the ground, y to its "
+              "left, z up (the path's frame rotated by the base's yaw)")
 _ARM_BASE = "robot base frame (the arm's base link; fixed at the world origin in training)"
 
 # The meaning of each term name: the training task's `_obs_<name>` and `TERMS[name]` above compute exactly this
@@ -111,6 +119,20 @@ TERM_CONTRACT: dict[str, TermContract] = {
                                sign="right-handed base axes"),
     "target_error": TermContract(units="m", frame=_ARM_BASE, reference="target_pos - ee_pos",
                                  sign="points from the end effector to the target"),
+    "waypoints": TermContract(
+        units="m", frame=_YAW_FRAME,
+        reference="(x, y) of the tracked path point and the next ones (navigation.waypoints_observed points, the "
+        "goal repeated past the end) relative to the base, clipped to +- navigation.obs_clip_m; the tracked point: "
+        "the first at least navigation.lookahead_m away, at or beyond the path point nearest the base",
+        sign="+x ahead of the base, +y to its left"),
+    "goal_pos": TermContract(
+        units="m", frame=_YAW_FRAME, reference="(x, y) of the path's last point relative to the base, clipped to "
+        "+- navigation.obs_clip_m", sign="+x ahead of the base, +y to its left"),
+    "occupancy_scan": TermContract(
+        units="1 occupied, 0 free", frame=_YAW_FRAME,
+        reference="an occupancy grid sampled at the points of a navigation.scan_size_m grid every "
+        "navigation.scan_resolution_m centered on the base, x-major (forward outer, left inner); outside the grid "
+        "counts as occupied", sign="first point: back right; last: front left"),
 }
 
 # Command names (Task.command_ranges) -> (units, frame): the order of the command vector is the bundle's `commands`.
@@ -125,18 +147,20 @@ COMMAND_CONTRACT: dict[str, tuple[str, str]] = {
 class ObservationBuilder:
     """`build(measurement) -> obs [obs_dim]` (float32), stacking `history` frames oldest first."""
 
-    def __init__(self, manifest: BundleManifest) -> None:
-        unknown = [t.name for t in manifest.observation if t.name not in TERMS]
+    def __init__(self, manifest: BundleManifest, graph: GraphSpec | None = None) -> None:
+        """The acting graph's observation (the manifest's `observation`), or `graph`'s own (a high level's)."""
+        observation = manifest.observation if graph is None or graph.observation is None else graph.observation
+        unknown = [t.name for t in observation if t.name not in TERMS]
         if unknown:
             raise BundleError(f"observation terms {unknown} in the bundle cannot be measured on a robot; "
                               f"known terms: {', '.join(TERMS)}")
-        self.terms = [(TERMS[t.name], np.asarray(t.scale), t.dim, t.name, t.clip) for t in manifest.observation]
+        self.terms = [(TERMS[t.name], np.asarray(t.scale), t.dim, t.name, t.clip) for t in observation]
         self.default_pos = np.asarray(manifest.joints.default_pos)
-        self.history = manifest.policy.history
+        self.history = (graph or manifest.policy).history
         self.frames: deque[np.ndarray] = deque(maxlen=self.history)
-        self.needs_kinematics = any(t.name in ("ee_pos", "target_error") for t in manifest.observation) \
+        self.needs_kinematics = any(t.name in ("ee_pos", "target_error") for t in observation) \
             or manifest.action.type == "ee_delta"
-        self.needs_objects = any(t.name == "object_pose" for t in manifest.observation)
+        self.needs_objects = any(t.name == "object_pose" for t in observation)
 
     def frame(self, m: Measurement) -> np.ndarray:
         parts = []

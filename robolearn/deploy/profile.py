@@ -59,6 +59,9 @@ class SafetyCfg:
     # joints slower than max_target_rate (a gripper's fingers)
     object_timeout_ms: float = 200.0  # an observed object's pose older than this while running -> Damp
     camera_timeout_ms: float = 200.0  # an image policy's newest camera frame older than this while running -> Damp
+    pose_timeout_ms: float = 200.0  # a waypoint follower's base pose (odometry) older than this while running -> Damp
+    path_timeout_ms: float = 3000.0  # the followed path older than this before its goal is reached -> Damp (0: never;
+    # a navigation stack republishes its plan as it replans, Nav2 at 1 Hz by default)
     first_state_timeout_s: float = 3.0  # no robot state at all this long after start -> the session ends (exit 4)
     filter: SafetyFilterCfg = field(default_factory=SafetyFilterCfg)
 
@@ -81,6 +84,12 @@ class Ros2Cfg:
     command_interface: Literal["position", "trajectory"] = "position"
     command_topic: str = "/forward_position_controller/commands"  # Float64MultiArray (forward_command_controller)
     trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory"
+    # A path follower's inputs, as for DDS (dds.base_pose_topic, ...): pose, map, path or goal, their frame
+    base_pose_topic: str = ""
+    map_topic: str = ""
+    path_topic: str = "/plan"
+    goal_topic: str = ""
+    nav_frame: str = ""
 
 
 @dataclass(kw_only=True)
@@ -94,6 +103,14 @@ class DdsCfg:
     cmd_vel_topic: str = "rt/cmd_vel"
     object_topic: str = ""  # geometry_msgs/PoseStamped of the manipulated object (a policy observing object_pose)
     object_frame: str = ""  # the frame_id its poses must carry (the robot's base frame); "" accepts any
+    # A waypoint follower (a bundle with `navigation`): the base pose (geometry_msgs/PoseStamped from odometry or
+    # a localization), the map for its scan (nav_msgs/OccupancyGrid), a path (nav_msgs/Path, e.g. Nav2's /plan) or
+    # a goal (geometry_msgs/PoseStamped, planned here on the map), all in the frame `nav_frame` ("" accepts any).
+    base_pose_topic: str = ""
+    map_topic: str = ""
+    path_topic: str = "rt/plan"
+    goal_topic: str = "rt/goal_pose"
+    nav_frame: str = ""
 
 
 @dataclass(kw_only=True)

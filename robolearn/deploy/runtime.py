@@ -34,6 +34,7 @@ import numpy as np
 
 from robolearn.deploy.bundle import Bundle
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
+from robolearn.deploy.navigation import NavigationSources, PathFollower
 from robolearn.deploy.observations import Measurement, ObservationBuilder
 from robolearn.deploy.profile import HardwareProfile, ThreadsCfg
 from robolearn.deploy.safety import SafetyLayer
@@ -84,6 +85,7 @@ class LoopStats:
     periods: deque = field(default_factory=lambda: deque(maxlen=100_000))
     compute: deque = field(default_factory=lambda: deque(maxlen=100_000))
     policy_latency: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    high_latency: deque = field(default_factory=lambda: deque(maxlen=100_000))  # a high level's graph, s
     overruns: int = 0
 
     def summary(self) -> dict[str, float]:
@@ -99,6 +101,9 @@ class LoopStats:
             lat = np.asarray(self.policy_latency) * 1000.0
             out.update(policy_p50_ms=float(np.percentile(lat, 50)), policy_p99_ms=float(np.percentile(lat, 99)),
                        policy_max_ms=float(lat.max()))
+        if self.high_latency:
+            lat = np.asarray(self.high_latency) * 1000.0
+            out.update(high_level_p99_ms=float(np.percentile(lat, 99)), high_level_max_ms=float(lat.max()))
         return out
 
 
@@ -204,7 +209,7 @@ class DeployRuntime:
                  policy: Callable[[np.ndarray], np.ndarray] | None = None, kinematics=None,
                  objects: Callable[[], tuple[np.ndarray, float] | None] | None = None,
                  cameras: dict[str, Callable[[], tuple[np.ndarray, float]]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 navigation: NavigationSources | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         m = bundle.manifest
         self.check_fit(bundle, profile, robot.joint_names)
         ratio = profile.control_hz / m.policy_hz
@@ -247,6 +252,28 @@ class DeployRuntime:
             raise BundleError(f"{bundle.folder}: the policy sees camera(s) {missing}, but no source was given for "
                               f"them (robolearn deploy --camera {missing[0]}=opencv:<index, device or file>)")
         self.cameras = [(name, cameras[name]) for name in needed]
+        # A high level (a graph of role high_level) sets the low level's command every `high_every` policy steps.
+        self.high = m.graph("high_level")
+        if self.high is not None:
+            if self.high.name not in bundle.graphs:
+                raise BundleError(f"{bundle.folder}: high-level graph {self.high.name!r} of the bundle is not loaded")
+            self._high_graph = bundle.graphs[self.high.name]
+            self._high_obs = ObservationBuilder(m, self.high)
+            self.high_every = int(round(m.policy_hz / self.high.rate_hz))
+            self._command_low = np.asarray(self.high.command.low, dtype=float)
+            self._command_high = np.asarray(self.high.command.high, dtype=float)
+        self.decisions = 0  # high-level steps taken
+        # A waypoint follower reads a path, the base pose and (for its scan) an occupancy grid (deploy.navigation).
+        self.navigation, self.follower = navigation, None
+        if m.navigation is not None:
+            observed = m.observation + (self.high.observation if self.high is not None else [])
+            scans = any(t.name == "occupancy_scan" for t in observed)
+            if navigation is None or (scans and navigation.grid is None):
+                raise BundleError(f"{bundle.folder}: the policy follows a path: it needs a base pose source, a path "
+                                  f"source{' and an occupancy grid (its scan)' if scans else ''} "
+                                  f"(robolearn.deploy.navigation.NavigationSources)")
+            self.follower = PathFollower(m.navigation)
+            self._scans = scans
         self.ee = m.action.ee if m.action.type == "ee_delta" else None  # end-effector actions: IK here
         if self.ee is not None:
             names = m.joints.names
@@ -396,6 +423,10 @@ class DeployRuntime:
             self.filter.reset()
         if hasattr(self.worker.policy, "reset"):  # a chunked policy's action queue
             self.worker.policy.reset()
+        self._holding = False  # a waypoint follower: no path or hold point yet in this run
+        if self.high is not None:  # the high level decides from the first policy step; until then, stand
+            self._high_obs.reset()
+            self.command = np.zeros(len(self._command_low))
 
     def _enter(self, mode: Mode, reason: str, now: float | None = None) -> None:
         """Change mode (caller holds the lock) and record it in the timeline."""
@@ -535,9 +566,14 @@ class DeployRuntime:
                 object_pose, reason = self._object_pose(now)
                 if reason is not None:
                     return reason
-            obs = self.observations.build(Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action,
-                                                      quat=state.quat, gyro=state.gyro, ee_pos=ee_pos,
-                                                      object_pose=object_pose))
+            nav: dict[str, np.ndarray] = {}
+            if self.follower is not None:
+                nav, reason = self._follow(now)
+                if reason is not None:
+                    return reason
+            measured = Measurement(q=q, dq=dq, command=self.command, last_action=self.last_action, quat=state.quat,
+                                   gyro=state.gyro, ee_pos=ee_pos, object_pose=object_pose, **nav)
+            obs = self.observations.build(measured)
             reason = SafetyLayer.check_finite("observation", obs)
             if reason is not None:
                 return reason
@@ -551,6 +587,10 @@ class DeployRuntime:
             elif self._submitted_at is None:  # a discarded request of an earlier run still runs: wait from now
                 self._submitted_at = now
             # else: the previous request is still running; the watchdog above decides when that is a stall
+            if self.high is not None and (self._run_ticks // self.policy_every) % self.high_every == 0:
+                reason = self._decide(measured)  # after the low level's observation, as in training
+                if reason is not None:
+                    return reason
         self._run_ticks += 1
         return None
 
@@ -569,6 +609,63 @@ class DeployRuntime:
         if age_ms > limit_ms:
             return None, f"object pose is stale: {age_ms:.0f} ms old (limit {limit_ms:g} ms)"
         return pose, None
+
+    def _decide(self, measured: Measurement) -> str | None:
+        """One high-level step: its observation (with the command it set last), its graph, the new command."""
+        obs = self._high_obs.build(measured)
+        reason = SafetyLayer.check_finite("high-level observation", obs)
+        if reason is not None:
+            return reason
+        start = time.perf_counter()
+        out = np.asarray(self._high_graph(obs), dtype=float)
+        self.stats.high_latency.append(time.perf_counter() - start)
+        reason = SafetyLayer.check_finite("high-level output", out)
+        if reason is not None or out.shape != self._command_low.shape:
+            return reason or f"high level returned shape {out.shape}, expected {self._command_low.shape}"
+        a = np.clip(out, -1.0, 1.0)
+        self.command = self._command_low + (a + 1.0) / 2.0 * (self._command_high - self._command_low)
+        self.decisions += 1
+        return None
+
+    def _follow(self, now: float) -> tuple[dict[str, np.ndarray], str | None]:
+        """A waypoint follower's observation terms from the base pose, the path and the grid, or the reason to damp:
+        no or a stale base pose, a path the source rejected, a followed path gone stale before its goal, no grid.
+        Until a fresh path arrives the robot holds where Run found it."""
+        f, nav, safety = self.follower, self.navigation, self.profile.safety
+        reading = nav.pose()
+        if reading is None:
+            return {}, "no base pose received (the path follower's odometry)"
+        pose, stamp = np.asarray(reading[0], dtype=float), reading[1]
+        if pose.shape != (3,) or not np.all(np.isfinite(pose)):
+            return {}, f"base pose (x, y, yaw) = {pose.tolist()} is not 3 finite numbers"
+        age_ms = (now - stamp) * 1000.0
+        if age_ms > safety.pose_timeout_ms:
+            return {}, f"base pose is stale: {age_ms:.0f} ms old (limit {safety.pose_timeout_ms:g} ms)"
+        try:
+            path = nav.path()
+        except ValueError as exc:
+            return {}, f"path rejected: {exc}"
+        limit_ms = safety.path_timeout_ms
+        if path is not None and path[1] != f.stamp and (limit_ms <= 0 or (now - path[1]) * 1000.0 <= limit_ms):
+            try:
+                f.set_path(path[0], path[1])
+            except ValueError as exc:
+                return {}, f"path rejected: {exc}"
+            self._holding = True
+        elif not self._holding:
+            f.hold(pose[:2])
+            self._holding = True
+        if f.stamp is not None and not f.reached and limit_ms > 0 and (now - f.stamp) * 1000.0 > limit_ms:
+            return {}, (f"path is stale: the followed path is {(now - f.stamp) * 1000.0:.0f} ms old and its goal is "
+                        f"not reached (limit safety.path_timeout_ms {limit_ms:g} ms)")
+        f.update(pose[:2], pose[2])
+        out = {"waypoints": f.waypoints(), "goal_pos": f.goal_pos()}
+        if self._scans:
+            grid = nav.grid()
+            if grid is None:
+                return {}, "no occupancy grid received (the policy's occupancy scan)"
+            out["occupancy_scan"] = f.scan(grid)
+        return out, None
 
     def _camera_frames(self, now: float) -> tuple[list[np.ndarray], str | None]:
         """The newest frame of each camera, or the reason to damp (a camera that raised, or a stale frame)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -41,6 +42,7 @@ from cyclonedds.util import duration
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.errors import ConfigError
+from robolearn.planning import OccupancyGrid
 from robolearn.ros.dds_types import (
     NUM_MOTORS,
     Float64MultiArray_,
@@ -50,6 +52,7 @@ from robolearn.ros.dds_types import (
     LowState_,
     MultiArrayDimension_,
     MultiArrayLayout_,
+    OccupancyGrid_,
     Path_,
     PoseStamped_,
     Twist_,
@@ -61,7 +64,8 @@ __all__ = [
     "robot_from_profile",
     "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
     "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
-    "DdsTwistSource", "DdsPoseSource", "DdsPathSource", "DdsDomainError",
+    "DdsTwistSource", "DdsPoseSource", "DdsPathSource", "DdsGridSource", "pose_array", "path_waypoints",
+    "occupancy_grid", "DdsDomainError",
 ]
 
 log = logging.getLogger("robolearn.dds")
@@ -526,11 +530,8 @@ class _StampedSource:
     def __init__(self, topic: str, data_type: type, *, frame_id: str, domain_id: int,
                  network_interface: str | None) -> None:
         self.topic, self.frame_id = dds_topic(topic), frame_id
+        self._polled_rejected = 0
         self._reader = LatestReader(participant(domain_id, network_interface), self.topic, data_type, self._to_array)
-
-    def _check_frame(self, m: Any) -> None:
-        if self.frame_id and m.header.frame_id != self.frame_id:
-            raise ValueError(f"{type(m).__name__} in frame {m.header.frame_id!r}, expected {self.frame_id!r}")
 
     def _to_array(self, m: Any, stamp: float) -> np.ndarray:
         raise NotImplementedError
@@ -550,6 +551,15 @@ class _StampedSource:
         latest = self._reader.latest()
         return None if latest is None else (latest[0].copy(), latest[1])
 
+    def poll(self) -> tuple[np.ndarray, float] | None:
+        """`read()`, but raising ValueError (the topic and the reason) when a sample was rejected since the previous
+        poll: for a consumer that must stop on malformed input (the deploy runtime's path source)."""
+        rejected = self._reader.rejected
+        if rejected > self._polled_rejected:
+            self._polled_rejected = rejected
+            raise ValueError(f"{self.topic}: {self._reader.last_error}")
+        return self.read()
+
     def close(self) -> None:
         self._reader.close()
 
@@ -566,14 +576,7 @@ class DdsPoseSource(_StampedSource):
                          network_interface=network_interface)
 
     def _to_array(self, m: PoseStamped_, stamp: float) -> np.ndarray:
-        self._check_frame(m)
-        p, q = m.pose.position, m.pose.orientation
-        pose = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
-        norm = np.linalg.norm(pose[3:])
-        if not np.all(np.isfinite(pose)) or not norm > 1e-6:
-            raise ValueError(f"PoseStamped_ pose {pose.tolist()} is not finite or has a zero quaternion")
-        pose[3:] /= norm
-        return pose
+        return pose_array(m, self.frame_id)
 
 
 class DdsPathSource(_StampedSource):
@@ -590,16 +593,83 @@ class DdsPathSource(_StampedSource):
         super().__init__(topic, Path_, frame_id=frame_id, domain_id=domain_id, network_interface=network_interface)
 
     def _to_array(self, m: Path_, stamp: float) -> np.ndarray:
-        self._check_frame(m)
-        n = len(m.poses)
-        if not 0 < n <= self.max_points:
-            raise ValueError(f"Path_ with {n} poses, expected 1 to max_points = {self.max_points}")
-        xy = np.array([(p.pose.position.x, p.pose.position.y) for p in m.poses], dtype=float)
-        finite = np.isfinite(xy).all(axis=1)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            raise ValueError(f"Path_ pose {i} of {n}: position (x, y) = {xy[i].tolist()} is not finite")
-        return xy
+        return path_waypoints(m, self.frame_id, self.max_points)
+
+
+class DdsGridSource(_StampedSource):
+    """An occupancy grid from a `nav_msgs/OccupancyGrid` topic (a map server's `/map`, a local costmap): `read() ->
+    (OccupancyGrid, receipt stamp) | None`, a cell occupied where its value is >= `occupied_threshold` (percent)
+    or unknown (-1, as outside a map). A grid whose data does not fill width x height, with a resolution <= 0, a
+    non-finite or rotated origin, or (with `frame_id`) another header frame is rejected and counted. The reader is
+    best effort and volatile (it matches any publisher): a map latched once before it started (a map server's
+    transient-local /map) does not reach it; costmaps, republished as they update, do."""
+
+    def __init__(self, topic: str = "/map", *, frame_id: str = "", occupied_threshold: int = 50, domain_id: int = 0,
+                 network_interface: str | None = None) -> None:
+        if not 0 < occupied_threshold <= 100:
+            raise ValueError(f"DdsGridSource: occupied_threshold: expected 1..100 (percent), got {occupied_threshold}")
+        self.occupied_threshold = occupied_threshold
+        super().__init__(topic, OccupancyGrid_, frame_id=frame_id, domain_id=domain_id,
+                         network_interface=network_interface)
+
+    def _to_array(self, m: OccupancyGrid_, stamp: float) -> OccupancyGrid:
+        return occupancy_grid(m, self.frame_id, self.occupied_threshold)
+
+    def read(self) -> tuple[OccupancyGrid, float] | None:
+        latest = self._reader.latest()
+        return latest  # an OccupancyGrid is not changed by its readers
+
+
+# Message -> value, for the DDS sources above and the rclpy node alike (rclpy messages have the same fields). Each
+# raises ValueError naming what is wrong; with `frame_id`, a sample in another header frame is wrong.
+def _check_frame(m: Any, frame_id: str) -> None:
+    if frame_id and m.header.frame_id != frame_id:
+        raise ValueError(f"{_type_name(m)} in frame {m.header.frame_id!r}, expected {frame_id!r}")
+
+
+def _type_name(m: Any) -> str:
+    return type(m).__name__.rstrip("_") + "_"  # PoseStamped (rclpy) and PoseStamped_ (DDS) read alike
+
+
+def pose_array(m: Any, frame_id: str = "") -> np.ndarray:
+    """geometry_msgs/PoseStamped -> (x, y, z, qw, qx, qy, qz), the quaternion normalized."""
+    _check_frame(m, frame_id)
+    p, q = m.pose.position, m.pose.orientation
+    pose = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
+    norm = np.linalg.norm(pose[3:])
+    if not np.all(np.isfinite(pose)) or not norm > 1e-6:
+        raise ValueError(f"PoseStamped_ pose {pose.tolist()} is not finite or has a zero quaternion")
+    pose[3:] /= norm
+    return pose
+
+
+def path_waypoints(m: Any, frame_id: str = "", max_points: int = 10000) -> np.ndarray:
+    """nav_msgs/Path -> (x, y) waypoints [N, 2] (1 <= N <= max_points, finite)."""
+    _check_frame(m, frame_id)
+    n = len(m.poses)
+    if not 0 < n <= max_points:
+        raise ValueError(f"Path_ with {n} poses, expected 1 to max_points = {max_points}")
+    xy = np.array([(p.pose.position.x, p.pose.position.y) for p in m.poses], dtype=float)
+    finite = np.isfinite(xy).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"Path_ pose {i} of {n}: position (x, y) = {xy[i].tolist()} is not finite")
+    return xy
+
+
+def occupancy_grid(m: Any, frame_id: str = "", occupied_threshold: int = 50) -> OccupancyGrid:
+    """nav_msgs/OccupancyGrid -> OccupancyGrid: occupied where the value is >= occupied_threshold or unknown (-1)."""
+    _check_frame(m, frame_id)
+    info = m.info
+    if not (info.width > 0 and info.height > 0 and len(m.data) == info.width * info.height):
+        raise ValueError(f"OccupancyGrid_ data has {len(m.data)} cells, info says {info.width} x {info.height}")
+    o, q = info.origin.position, info.origin.orientation
+    if not (math.isfinite(info.resolution) and info.resolution > 0 and math.isfinite(o.x) and math.isfinite(o.y)):
+        raise ValueError(f"OccupancyGrid_ resolution {info.resolution} or origin ({o.x}, {o.y}) is not valid")
+    if abs(q.x) + abs(q.y) + abs(q.z) > 1e-6:
+        raise ValueError("OccupancyGrid_ origin is rotated: only grids aligned with their frame are supported")
+    data = np.asarray(m.data, dtype=np.int8).reshape(info.height, info.width)
+    return OccupancyGrid((data >= occupied_threshold) | (data < 0), float(info.resolution), (o.x, o.y))
 
 
 def _twist_to_array(m: Twist_, stamp: float) -> np.ndarray:

@@ -6,7 +6,7 @@ are those of the `.msg` definitions:
 
 - ROS 2 (ros2/common_interfaces, rcl_interfaces): `builtin_interfaces/Time`, `std_msgs/Header`,
   `sensor_msgs/JointState`, `geometry_msgs/{Vector3,Quaternion,Twist,Point,Pose,PoseStamped}`, `sensor_msgs/Imu`,
-  `std_msgs/{MultiArrayDimension,MultiArrayLayout,Float64MultiArray}`, `nav_msgs/Path`.
+  `std_msgs/{MultiArrayDimension,MultiArrayLayout,Float64MultiArray}`, `nav_msgs/{Path,MapMetaData,OccupancyGrid}`.
 - Unitree Go2 (`unitree_go/msg`, as in unitree_sdk2 / unitree_sdk2_python): `MotorCmd`, `MotorState`, `BmsCmd`,
   `BmsState`, `IMUState`, `LowCmd` (20 motor commands), `LowState` (20 motor states).
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.annotations import final
-from cyclonedds.idl.types import array, float32, float64, int16, int32, sequence, uint8, uint16, uint32
+from cyclonedds.idl.types import array, float32, float64, int8, int16, int32, sequence, uint8, uint16, uint32
 
 __all__ = [
     "Time_", "Header_", "JointState_", "Vector3_", "Quaternion_", "Imu_", "Twist_", "Point_", "Pose_", "PoseStamped_",
-    "Path_", "MultiArrayDimension_", "MultiArrayLayout_", "Float64MultiArray_",
+    "Path_", "MapMetaData_", "OccupancyGrid_", "MultiArrayDimension_", "MultiArrayLayout_", "Float64MultiArray_",
     "MotorCmd_", "MotorState_", "BmsCmd_", "BmsState_", "IMUState_", "LowCmd_", "LowState_",
     "NUM_MOTORS", "dds_type_name",
     "LOWCMD_C_LAYOUT", "LOWSTATE_C_LAYOUT", "LOWCMD_CDR_LAYOUT", "LOWSTATE_CDR_LAYOUT",
@@ -168,6 +168,30 @@ class Path_(IdlStruct, typename="nav_msgs::msg::dds_::Path_"):
 
     header: Header_ = field(default_factory=Header_)
     poses: sequence[PoseStamped_] = field(default_factory=list)
+
+
+@dataclass
+@final
+class MapMetaData_(IdlStruct, typename="nav_msgs::msg::dds_::MapMetaData_"):
+    """nav_msgs/MapMetaData: Time map_load_time, float32 resolution (m/cell), uint32 width, uint32 height (cells),
+    Pose origin (the corner of cell (0, 0) in the map's frame)."""
+
+    map_load_time: Time_ = field(default_factory=Time_)
+    resolution: float32 = 0.0
+    width: uint32 = 0
+    height: uint32 = 0
+    origin: Pose_ = field(default_factory=Pose_)
+
+
+@dataclass
+@final
+class OccupancyGrid_(IdlStruct, typename="nav_msgs::msg::dds_::OccupancyGrid_"):
+    """nav_msgs/OccupancyGrid: Header header, MapMetaData info, int8[] data (row-major from the origin, x along a
+    row; 0..100 occupancy probability in percent, -1 unknown): a map server's `/map`, a costmap."""
+
+    header: Header_ = field(default_factory=Header_)
+    info: MapMetaData_ = field(default_factory=MapMetaData_)
+    data: sequence[int8] = field(default_factory=list)
 
 
 @dataclass

@@ -4,7 +4,8 @@
     ros2 run robolearn robolearn_deploy --ros-args -p robot:=go2 -p policy:=go2-flat
 
 In:  joint states (`sensor_msgs/JointState`, mapped by name), an optional IMU (`sensor_msgs/Imu`),
-     `/cmd_vel` (`geometry_msgs/Twist`; zeroed when older than `cmd_vel_timeout`).
+     `/cmd_vel` (`geometry_msgs/Twist`; zeroed when older than `cmd_vel_timeout`); for a path follower (go2-nav)
+     the base pose, map, and a path (`nav_msgs/Path`, Nav2's `/plan`) or goals (`robolearn.ros.navigation`).
 Out: ros2_control position targets, `std_msgs/Float64MultiArray` on `/<controller>/commands`
      (forward_command_controller) or a one-point `trajectory_msgs/JointTrajectory`; `~/status` (String, 2 Hz).
 Services (`std_srvs/Trigger`): `~/stand`, `~/run`, `~/stop`, `~/estop`, `~/reset`.
@@ -136,7 +137,12 @@ def run_node(args: list[str] | None) -> None:
     profile = load_profile(robot_name)
     bundle = load_bundle(policy_path)
     robot = RclpyRobot(node, profile)
-    runtime = DeployRuntime(bundle, profile, robot)
+    navigation = None
+    if bundle.manifest.navigation is not None:  # a path follower: pose, map, path (Nav2's /plan) or goals
+        from robolearn.ros.navigation import rclpy_navigation_link
+
+        navigation = rclpy_navigation_link(node, profile, bundle.manifest.navigation).sources
+    runtime = DeployRuntime(bundle, profile, robot, navigation=navigation)
     last_cmd = {"t": 0.0}
 
     def on_twist(msg) -> None:

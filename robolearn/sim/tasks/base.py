@@ -272,17 +272,18 @@ class Task(ABC):
             out[name] = value
         return out
 
-    def policy_terms(self) -> list[tuple[str, torch.Tensor, float | list[float]]]:
-        """The `policy` group as named terms `(name, unscaled value [N, d], scale)`, in order (noise-free).
+    def policy_terms(self, group: str = "policy") -> list[tuple[str, torch.Tensor, float | list[float]]]:
+        """The `policy` group (or another group of terms: a frozen skill's) as named terms `(name, unscaled value
+        [N, d], scale)`, in order (noise-free).
 
         The names are the contract with the deploy runtime, which rebuilds the same vector from what a
         robot measures (see robolearn.deploy.observations): base_ang_vel (IMU gyro, body frame),
         projected_gravity (unit gravity in the body frame), velocity_command (vx, vy, wz), joint_pos (q minus
         the default pose), joint_vel, last_action, ee_pos (end effector in the base frame), target_pos,
         target_error (target_pos - ee_pos)."""
-        entries = self._obs_groups["policy"]
+        entries = self._obs_groups[group]
         if any(e.group for e in entries):
-            raise ConfigError(f"task {self.name}: the policy group must list terms, not include other groups")
+            raise ConfigError(f"task {self.name}: the {group} group must list terms, not include other groups")
         return [(e.term, self._obs_term(e.term), e.scale) for e in entries]
 
     def _obs_term(self, term: str) -> torch.Tensor:
@@ -294,10 +295,10 @@ class Task(ABC):
         return torch.cat([v * torch.as_tensor(s, dtype=v.dtype, device=v.device) for _, v, s in self.policy_terms()],
                          dim=1)
 
-    def policy_obs_layout(self) -> list[dict[str, Any]]:
-        """[{name, dim, scale: [dim floats]}] of the `policy` group: what an exported bundle declares."""
+    def policy_obs_layout(self, group: str = "policy") -> list[dict[str, Any]]:
+        """[{name, dim, scale: [dim floats]}] of the `policy` group (or `group`): what an exported bundle declares."""
         layout = []
-        for name, value, scale in self.policy_terms():
+        for name, value, scale in self.policy_terms(group):
             dim = value.shape[1]
             scale_list = [float(x) for x in torch.as_tensor(scale, dtype=torch.float64, device="cpu").expand(dim)]
             layout.append({"name": name, "dim": dim, "scale": scale_list})

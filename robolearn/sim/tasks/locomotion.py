@@ -11,6 +11,7 @@ import torch
 from robolearn.errors import ConfigError
 from robolearn.sim.math import quat_rotate_inverse, sample_uniform, yaw_quat
 from robolearn.sim.robots.robot_cfg import match_joints
+from robolearn.sim.robots.urdf_import import resolve_urdf_path, urdf_velocity_limits
 from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
 __all__ = ["CommandCfg", "RandomizationCfg", "LocomotionCfg", "LocomotionTask", "POLICY_OBSERVATIONS"]
@@ -57,6 +58,10 @@ class LocomotionCfg(TaskCfg):
     feet_air_time_target: float = 0.5  # s
     pose_weights: dict[str, float] = field(default_factory=lambda: {".*": 1.0})  # joint regex -> weight in `pose`
     soft_joint_limit: float = 0.9  # fraction of the joint range before dof_pos_limits penalizes
+    soft_velocity_limit: float = 0.9  # fraction of the URDF velocity limit before dof_vel_limits penalizes (the
+    # deploy safety layer damps above the limit itself)
+    terminate_on_velocity_limit: bool = False  # a joint faster than its URDF limit ends the episode as a failure,
+    # as the deploy safety layer stops the robot there
     metric_settle_s: float = 1.0  # tracking errors are measured from this long after a command change
     max_tilt_cos: float = 0.5  # terminate when the body z axis is tilted more than acos(0.5) = 60 deg
 
@@ -131,6 +136,9 @@ class LocomotionTask(Task):
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * self.cfg.soft_joint_limit
         self.soft_limits = torch.tensor(np.stack([mid - half, mid + half], axis=1), dtype=torch.float32, device=dev)
         self._torque_limit = self._nominal["actuator_forcerange"][:, 1].float()  # N m, nominal motor strength
+        urdf = urdf_velocity_limits(resolve_urdf_path(self.robot_cfg.urdf, relative_to=self.robot_cfg.folder))
+        self._velocity_limit = torch.tensor([urdf.get(j, float("inf")) for j in self.robot.joint_names],
+                                            dtype=torch.float32, device=dev)  # rad/s, the URDF's <limit velocity>
         self._push_every = int(round(self.cfg.randomization.push_interval_s / self.dt))
         self._resample_every = max(1, int(round(self.cfg.commands.resample_time_s / self.dt)))
         self.pose_weights = torch.tensor(
@@ -266,6 +274,8 @@ class LocomotionTask(Task):
 
     def terminated(self) -> torch.Tensor:
         tilted = self.projected_gravity[:, 2] > -self.cfg.max_tilt_cos
+        if self.cfg.terminate_on_velocity_limit:
+            return self.base_contact | tilted | (self.joint_vel.abs() > self._velocity_limit).any(dim=1)
         return self.base_contact | tilted
 
     def command_ranges(self) -> dict[str, tuple[float, float]]:
@@ -317,6 +327,10 @@ class LocomotionTask(Task):
         above = (self.joint_pos - self.soft_limits[:, 1]).clamp(min=0)
         return (below + above).sum(dim=1)
 
+    def _reward_dof_vel_limits(self) -> torch.Tensor:
+        """Joint speed beyond soft_velocity_limit x the URDF velocity limit (rad/s, summed over joints)."""
+        return (self.joint_vel.abs() - self.cfg.soft_velocity_limit * self._velocity_limit).clamp(min=0).sum(dim=1)
+
     def _reward_feet_air_time(self) -> torch.Tensor:
         contact = self.contacts
         first_contact = (self.feet_air_time > 0) & (contact | self.last_contacts)
@@ -342,6 +356,10 @@ class LocomotionTask(Task):
     def _cost_base_contact(self) -> torch.Tensor:
         """1 while the body touches the ground."""
         return self.base_contact.float()
+
+    def _cost_joint_velocity(self) -> torch.Tensor:
+        """Joints moving faster than their URDF velocity limit (count): what the deploy safety layer damps on."""
+        return (self.joint_vel.abs() > self._velocity_limit).float().sum(dim=1)
 
     def _cost_torque_saturation(self) -> torch.Tensor:
         """Joints whose motor gave at least 95% of its torque limit (this env's motor strength) at the last substep."""

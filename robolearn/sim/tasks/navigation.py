@@ -4,7 +4,7 @@ locomotion policy end to end (joint targets from waypoints, proprioception and a
 Layouts: an arena `layout.size` = (length along x, width along y) m closed by walls, crossed by `layout.walls`
 walls with one passage each (`passage_width`), and up to `layout.pillars` square pillars. A library of
 `layout.count` scenarios (layout, start, goal, planned path) is generated once from `layout.seed` when the task is
-built (numpy, `robolearn.sim.planner`); a reset draws a scenario per env and moves that env's obstacle geoms there
+built (numpy, `robolearn.planning`); a reset draws a scenario per env and moves that env's obstacle geoms there
 (per-env `geom_pos`), so resets are batched tensor work with no planning and no per-env Python. Evaluation on
 held-out layouts is the same task with another `layout.seed`.
 
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
+from robolearn.planning import OccupancyGrid, plan_path, resample
 from robolearn.sim.math import grid_points, quat_rotate, sample_uniform, yaw_points_to_world, yaw_quat
-from robolearn.sim.planner import OccupancyGrid, plan_path, resample
 from robolearn.sim.tasks.base import ObsTermCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
 
 __all__ = ["LayoutCfg", "PlannerCfg", "ScanCfg", "NavigationCfg", "NavigationTask", "Scenarios",
-           "generate_scenarios"]
+           "generate_scenarios", "add_layout"]
 
 Range = tuple[float, float]
 _OBSTACLE_RGBA = [0.62, 0.52, 0.42, 1.0]
@@ -150,6 +150,20 @@ def _box_count(layout: LayoutCfg) -> int:
     return 4 + 2 * layout.walls + layout.pillars  # arena walls, two pieces per crossing wall, pillars
 
 
+def add_layout(spec: mujoco.MjSpec, boxes: np.ndarray, cfg: NavigationCfg, *, goal_marker: bool,
+               goal: tuple[float, float] = (0.0, 0.0)) -> None:
+    """Obstacle geoms `obstacle{i}` for `boxes` [B, 4] (center x, y, half x, half y) of `cfg.layout.height`, and
+    optionally a goal disc (a mocap body `goal`, no physics) at `goal`."""
+    h = cfg.layout.height / 2
+    for i, (x, y, hx, hy) in enumerate(boxes):
+        spec.worldbody.add_geom(name=f"obstacle{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, h],
+                                size=[hx, hy, h], contype=1, conaffinity=1, rgba=_OBSTACLE_RGBA)
+    if goal_marker:
+        body = spec.worldbody.add_body(name="goal", mocap=True, pos=[goal[0], goal[1], 0.005])
+        body.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[cfg.goal_radius, 0.005, 0],
+                      contype=0, conaffinity=0, rgba=[0.2, 0.8, 0.3, 0.6])
+
+
 def generate_scenarios(layout: LayoutCfg, planner: PlannerCfg) -> Scenarios:
     """`layout.count` scenarios from `layout.seed`: obstacles, start, goal and the planned path of each. A layout
     whose pillars close every way through loses its pillars (the passages alone always leave one)."""
@@ -226,14 +240,7 @@ class NavigationTask(LocomotionTask):
 
     def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:
         super().add_to_scene(spec, render)
-        h = self.cfg.layout.height / 2
-        for i, (x, y, hx, hy) in enumerate(self.scenarios.boxes[0]):
-            spec.worldbody.add_geom(name=f"obstacle{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, h],
-                                    size=[hx, hy, h], contype=1, conaffinity=1, rgba=_OBSTACLE_RGBA)
-        if render:  # the goal, a disc for videos (the physics model has no marker)
-            goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.0, 0.0, 0.0])
-            goal.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[self.cfg.goal_radius, 0.005, 0],
-                          contype=0, conaffinity=0, rgba=[0.2, 0.8, 0.3, 0.6])
+        add_layout(spec, self.scenarios.boxes[0], self.cfg, goal_marker=render)
 
     def setup(self) -> None:
         super().setup()
@@ -399,6 +406,16 @@ class NavigationTask(LocomotionTask):
         time_to_goal_s / success), collision (the body touched an obstacle or the ground), final goal distance."""
         return {"success": self.reached.float(), "time_to_goal_s": self.reach_time,
                 "collision": self.collided.float(), "goal_distance": self.goal_distance}
+
+    def navigation_contract(self) -> dict[str, Any]:
+        """The subgoal interface a robot needs to rebuild `waypoints`, `goal_pos` and `occupancy_scan` (a bundle's
+        `navigation` section, robolearn.deploy.navigation)."""
+        cfg = self.cfg
+        return {"subgoal": "path", "waypoints_observed": cfg.waypoints_observed, "spacing_m": cfg.planner.spacing,
+                "lookahead_m": cfg.lookahead, "progress_window": self._window, "goal_radius_m": cfg.goal_radius,
+                "obs_clip_m": cfg.obs_clip, "scan_size_m": tuple(cfg.scan.size),
+                "scan_resolution_m": cfg.scan.resolution, "planner_inflate_m": cfg.planner.inflate,
+                "replan_hz": 1.0}
 
     def geom_positions(self, env: int) -> dict[str, np.ndarray]:
         """{obstacle geom: position [3]} of env `env`'s layout, for renderers."""

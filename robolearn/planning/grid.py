@@ -22,7 +22,7 @@ import numpy as np
 
 from robolearn.errors import ConfigError
 
-__all__ = ["OccupancyGrid", "plan_path", "shortcut", "resample"]
+__all__ = ["OccupancyGrid", "plan_path", "shortcut", "resample", "nearest_free"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -251,6 +251,22 @@ def plan_path(grid: OccupancyGrid, start_xy: Sequence[float], goal_xy: Sequence[
                           f"({expanded} free cells reachable from the start)")
     points = np.array([start, *(grid.to_world(r, c) for r, c in cells[1:-1]), goal], dtype=float)
     return shortcut(grid, points)
+
+
+def nearest_free(grid: OccupancyGrid, xy: Sequence[float], max_distance: float) -> tuple[float, float] | None:
+    """(x, y) itself when it lies in a free cell of `grid`, else the center of the free cell nearest to it within
+    `max_distance` m, else None (a robot that drifted into an inflated obstacle plans from the nearest free place)."""
+    row, col = grid.to_cell(float(xy[0]), float(xy[1]))
+    if grid.contains(row, col) and not grid.occupied[row, col]:
+        return float(xy[0]), float(xy[1])
+    rows, cols = np.nonzero(~grid.occupied)
+    if len(rows) == 0:
+        return None
+    x0, y0 = grid.origin
+    centers = np.stack([x0 + (cols + 0.5) * grid.resolution, y0 + (rows + 0.5) * grid.resolution], axis=1)
+    distance = np.linalg.norm(centers - np.asarray(xy[:2], dtype=float), axis=1)
+    i = int(np.argmin(distance))
+    return (float(centers[i, 0]), float(centers[i, 1])) if distance[i] <= max_distance else None
 
 
 def resample(path: np.ndarray, spacing: float) -> np.ndarray:
