@@ -57,7 +57,8 @@ def episode(bundle, profile: HardwareProfile, scenario: int, layout_seed: int, s
         return {"scenario": scenario, "success": reached_at is not None, "time_to_goal_s": reached_at,
                 "final_goal_distance_m": twin.goal_distance(), "obstacle_contact_ticks": twin.collisions,
                 "trips": [t.reason for t in rt.trips], "overruns": int(timing["overruns"]),
-                "period_err_p99_ms": timing["period_err_p99_ms"], "policy_p99_ms": timing.get("policy_p99_ms")}
+                "period_err_p99_ms": timing["period_err_p99_ms"], "policy_p99_ms": timing.get("policy_p99_ms"),
+                "high_level_p99_ms": timing.get("high_level_p99_ms")}
     finally:
         rt.close()
         twin.close()
@@ -95,7 +96,7 @@ def main() -> None:
                "period_err_p99_ms_max": max(r["period_err_p99_ms"] for r in rows),
                "policy_p99_ms_max": max(r["policy_p99_ms"] or 0.0 for r in rows), "per_scenario": rows}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"nav_deploy_{args.subgoal}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS / f"nav_deploy_{Path(bundle.folder).name}_{args.subgoal}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_scenario"}, indent=2))
     print(f"-> {out}")

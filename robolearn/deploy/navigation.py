@@ -74,6 +74,8 @@ class PathFollower:
         self.reached = False
         self.goal_distance = 0.0
         self.stamp: float | None = None  # of the path followed (None: the hold path set by `hold`)
+        self.xy: np.ndarray | None = None  # the base at the last update
+        self.yaw = 0.0
 
     @property
     def goal(self) -> np.ndarray:
@@ -96,7 +98,7 @@ class PathFollower:
             self.stamp = stamp
             return
         self._start(path, stamp)
-        if hasattr(self, "xy"):
+        if self.xy is not None:
             self.progress = int(np.argmin(np.linalg.norm(path - self.xy, axis=1)))
 
     def _start(self, path: np.ndarray, stamp: float | None) -> None:

@@ -423,7 +423,7 @@ class DeployRuntime:
             self.filter.reset()
         if hasattr(self.worker.policy, "reset"):  # a chunked policy's action queue
             self.worker.policy.reset()
-        self._holding = False  # a waypoint follower: no path or hold point yet in this run
+        self._subgoal_set = False  # a waypoint follower: neither a path nor a hold point yet in this run
         if self.high is not None:  # the high level decides from the first policy step; until then, stand
             self._high_obs.reset()
             self.command = np.zeros(len(self._command_low))
@@ -651,10 +651,10 @@ class DeployRuntime:
                 f.set_path(path[0], path[1])
             except ValueError as exc:
                 return {}, f"path rejected: {exc}"
-            self._holding = True
-        elif not self._holding:
+            self._subgoal_set = True
+        elif not self._subgoal_set:
             f.hold(pose[:2])
-            self._holding = True
+            self._subgoal_set = True
         if f.stamp is not None and not f.reached and limit_ms > 0 and (now - f.stamp) * 1000.0 > limit_ms:
             return {}, (f"path is stale: the followed path is {(now - f.stamp) * 1000.0:.0f} ms old and its goal is "
                         f"not reached (limit safety.path_timeout_ms {limit_ms:g} ms)")
