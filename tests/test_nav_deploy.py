@@ -227,7 +227,7 @@ PATH_PEER = """
     w = make_writer(participant(int(sys.argv[1]), "lo"), "rt/plan", Path_)
     print("ready", flush=True)
     go = None
-    while go is None or time.monotonic() - go < 2.0:  # the path at 5 Hz, until 2 s after "go" (stdin)
+    while go is None or time.monotonic() - go < 1.2:  # the path at 5 Hz, until 1.2 s after "go" (stdin)
         w.write(path_message(path, "odom"))
         if go is None and select.select([sys.stdin], [], [], 0.2)[0]:
             sys.stdin.readline()
@@ -261,13 +261,13 @@ def test_a_malformed_path_from_another_process_damps_the_walking_robot(bundle, d
         x0 = twin.base_pose()[0][0]
         peer.stdin.write("go\n")
         peer.stdin.flush()
-        rt.spin(1.5)
+        rt.spin(1.0)
         assert rt.mode == Mode.RUN and len(rt.follower.path) > 10, rt.trips  # following the path
-        rt.spin(2.0)
+        rt.spin(1.5)
         assert rt.mode == Mode.DAMP, "the robot kept walking"
         reason = rt.trips[-1].reason
         assert "path rejected: rt/plan" in reason and "pose 3 of" in reason and "not finite" in reason, reason
-        assert twin.base_pose()[0][0] - x0 > 0.5 and not rt.follower.reached  # it was walking, short of the goal
+        assert twin.base_pose()[0][0] - x0 > 0.3 and not rt.follower.reached  # it was walking, short of the goal
         rt.close()
     finally:
         peer.kill()
@@ -285,18 +285,18 @@ def test_a_path_that_stops_updating_damps_before_the_goal_but_not_after_it(bundl
     def once(waypoints):
         return lambda: (waypoints(), first.setdefault("t", time.monotonic()))
 
-    profile = _profile(safety={"path_timeout_ms": 1500.0})
+    profile = _profile(safety={"path_timeout_ms": 1000.0})
     rt, twin = _running(bundle, NavigationSources(pose=None, path=once(lambda: path), grid=None), profile)
     x0 = twin.base_pose()[0][0]
-    rt.spin(2.5)
+    rt.spin(1.6)
     assert rt.mode == Mode.DAMP and "path is stale" in rt.trips[-1].reason, rt.trips
-    assert twin.base_pose()[0][0] - x0 > 0.3 and len(rt.follower.path) > 10
+    assert twin.base_pose()[0][0] - x0 > 0.2 and len(rt.follower.path) > 10
     rt.close()
     first.clear()
     short = np.array([[0.0, 0.0], [0.01, 0.0]])  # a goal under the robot: reached at once
     rt, twin = _running(bundle, NavigationSources(pose=None, path=once(lambda: short + twin.start), grid=None),
                         profile)
-    rt.spin(2.5)
+    rt.spin(1.6)
     assert rt.mode == Mode.RUN and rt.follower.reached and len(rt.follower.path) == 2, rt.trips
     rt.close()
 
@@ -313,7 +313,8 @@ def test_the_bundle_drives_the_twin_through_the_passage_on_a_path_from_another_p
     report = tmp_path / "report.json"
     try:
         done = subprocess.run([sys.executable, "-m", "robolearn.cli", "deploy", "--robot", "go2", "--policy", "go2-nav",
-                               "--auto", "--duration", "13", "--layout-seed", str(HELD_OUT), "--seed", "0",
+                               "--auto", "--duration", "10", "--layout-seed", str(HELD_OUT), "--seed", "0",
+                               "--set", "stand.duration_s=0.5",
                                "--path-topic", "/plan", "--set", f"dds.domain_id={domain}", "--set",
                                "dds.map_topic=/map", "--report", str(report)],
                               capture_output=True, text=True, timeout=120)
