@@ -368,6 +368,22 @@ def _extra_graph(extra: ExtraGraph, folder: Path) -> GraphSpec:
     return spec
 
 
+def _check_parity(policy: Policy, onnx_path: Path, spec: GraphSpec, recorded: np.ndarray, parity_file: Path,
+                  seed: int) -> float:
+    """The exported graph in onnxruntime against the policy in torch on the `recorded` observations (a BundleError
+    beyond EXPORT_TOLERANCE); PARITY_SAMPLES of them with torch's outputs go to `parity_file` for the robot to
+    check its own runtime. Returns the max error."""
+    with torch.no_grad():
+        reference = policy.graph()(torch.from_numpy(recorded)).numpy()
+    error = float(np.abs(OnnxPolicy(onnx_path, spec).batch(recorded) - reference).max())
+    if not error <= EXPORT_TOLERANCE:
+        raise BundleError(f"{onnx_path}: onnxruntime differs from torch by {error:.2e} on {len(recorded)} "
+                          f"recorded observations (tolerance {EXPORT_TOLERANCE:.0e})")
+    pick = np.random.default_rng(seed).choice(len(recorded), size=min(PARITY_SAMPLES, len(recorded)), replace=False)
+    np.savez(parity_file, obs=recorded[pick], actions=reference[pick])
+    return error
+
+
 def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_overrides: dict[str, Any] | None = None,
                   backend: str = "mujoco", extra_graphs: list[ExtraGraph] | None = None,
                   source: dict[str, Any] | None = None, record_envs: int = 16, record_steps: int = 100,
@@ -395,16 +411,7 @@ def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_ov
         control_hz = contract["control"].rate_hz  # an extra graph of rate 0 runs at the control rate
         graphs = [graph] + [_extra_graph(dataclasses.replace(e, rate_hz=e.rate_hz or control_hz), folder)
                             for e in extra_graphs or []]
-        with torch.no_grad():
-            reference = policy.graph()(torch.from_numpy(recorded)).numpy()
-        runtime = OnnxPolicy(onnx_path, graph).batch(recorded)
-        error = float(np.abs(runtime - reference).max())
-        if not error <= EXPORT_TOLERANCE:
-            raise BundleError(f"{onnx_path}: onnxruntime differs from torch by {error:.2e} on {len(recorded)} "
-                              f"recorded observations (tolerance {EXPORT_TOLERANCE:.0e})")
-        pick = np.random.default_rng(seed).choice(len(recorded), size=min(PARITY_SAMPLES, len(recorded)),
-                                                  replace=False)
-        np.savez(folder / PARITY, obs=recorded[pick], actions=reference[pick])
+        error = _check_parity(policy, onnx_path, graph, recorded, folder / PARITY, seed)
         manifest = BundleManifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=task_name, robot=task.robot_cfg.name,
             kind=task.robot_cfg.kind, graphs=graphs, **contract,
@@ -503,15 +510,7 @@ def export_hierarchy(policy: Policy, cfg: Any, output: str | Path, *, source: di
         low = dataclasses.replace(low_spec, name="low_level", role="low_level", file="low_level.onnx")
         if (skill_folder / PARITY).is_file():
             shutil.copyfile(skill_folder / PARITY, folder / PARITY)
-        with torch.no_grad():
-            reference = policy.graph()(torch.from_numpy(recorded)).numpy()
-        error = float(np.abs(OnnxPolicy(high_path, high).batch(recorded) - reference).max())
-        if not error <= EXPORT_TOLERANCE:
-            raise BundleError(f"{high_path}: onnxruntime differs from torch by {error:.2e} on {len(recorded)} "
-                              f"recorded observations (tolerance {EXPORT_TOLERANCE:.0e})")
-        pick = np.random.default_rng(seed).choice(len(recorded), size=min(PARITY_SAMPLES, len(recorded)),
-                                                  replace=False)
-        np.savez(folder / "parity_high_level.npz", obs=recorded[pick], actions=reference[pick])
+        error = _check_parity(policy, high_path, high, recorded, folder / "parity_high_level.npz", seed)
         manifest = BundleManifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
             kind=task.robot_cfg.kind, graphs=[high, low], **contract,
