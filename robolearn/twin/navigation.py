@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from robolearn.deploy.navigation import yaw_of
 from robolearn.errors import ConfigError
 from robolearn.planning import OccupancyGrid
 from robolearn.sim.tasks import load_task_cfg
@@ -90,9 +91,8 @@ class NavTwin(SimRobot):
     # -- the navigation environment (odometry, map): ground truth on the twin --------------------------------
     def base_pose(self) -> tuple[np.ndarray, float]:
         """((x, y, yaw) of the base in the layout's frame, the time it was read)."""
-        w, x, y, z = self.data.qpos[3:7]
-        yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-        return np.array([self.data.qpos[0], self.data.qpos[1], yaw]), time.monotonic()
+        q = self.data.qpos
+        return np.array([q[0], q[1], yaw_of(q[3:7])]), time.monotonic()
 
     def occupancy(self) -> OccupancyGrid:
         return self.grid

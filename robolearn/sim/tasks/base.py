@@ -23,10 +23,30 @@ import torch
 
 from robolearn.errors import ConfigError
 from robolearn.sim.backends import make_backend
+from robolearn.sim.math import grid_points
 from robolearn.sim.robots.robot_cfg import RobotCfg, load_robot_cfg
 from robolearn.sim.scene import RobotInfo, build_robot_scene, robot_info
 
 __all__ = ["ObsTermCfg", "TaskCfg", "Task"]
+
+
+@dataclass(kw_only=True)
+class ScanGridCfg:
+    """A grid of sample points around the base, aligned with its yaw: `size` m along its forward (x) and left (y)
+    axes, centered on it, a point every `resolution` m, x-major (a height scan, an occupancy scan)."""
+
+    key: ClassVar[str] = "scan"  # the field's name in a task YAML, for errors
+    size: tuple[float, float] = (1.6, 1.0)
+    resolution: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0 or min(self.size) < 0:
+            raise ConfigError(f"{self.key}.resolution must be > 0 and {self.key}.size >= 0, got "
+                              f"{self.resolution}, {list(self.size)}")
+
+    def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[K, 2] (x, y) of the points in the base's yaw frame."""
+        return grid_points(self.size, self.resolution, device)
 
 
 @dataclass(kw_only=True)

@@ -37,8 +37,8 @@ import torch
 
 from robolearn.errors import ConfigError
 from robolearn.planning import OccupancyGrid, plan_path, resample
-from robolearn.sim.math import grid_points, quat_rotate, sample_uniform, yaw_points_to_world, yaw_quat
-from robolearn.sim.tasks.base import ObsTermCfg
+from robolearn.sim.math import quat_rotate, sample_uniform, yaw_points_to_world, yaw_quat
+from robolearn.sim.tasks.base import ObsTermCfg, ScanGridCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
 
 __all__ = ["LayoutCfg", "PlannerCfg", "ScanCfg", "NavigationCfg", "NavigationTask", "Scenarios",
@@ -93,15 +93,12 @@ class PlannerCfg:
 
 
 @dataclass(kw_only=True)
-class ScanCfg:
+class ScanCfg(ScanGridCfg):
     """A grid of occupancy samples around the base, aligned with its yaw: 1 where an obstacle (or the outside of the
     arena) is, else 0."""
 
     size: tuple[float, float] = (1.6, 1.2)  # m along the base's forward and left axes, centered on it
     resolution: float = 0.2  # m between points
-
-    def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        return grid_points(self.size, self.resolution, device)
 
 
 @dataclass(kw_only=True)

@@ -13,15 +13,15 @@ The flat task's MDP on a heightfield of tiles (robolearn.sim.terrain). Differenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import mujoco
 import torch
 
 from robolearn.errors import ConfigError
-from robolearn.sim.math import grid_points, quat_rotate, yaw_points_to_world
+from robolearn.sim.math import quat_rotate, yaw_points_to_world
 from robolearn.sim.scene import FLOOR
-from robolearn.sim.tasks.base import ObsTermCfg
+from robolearn.sim.tasks.base import ObsTermCfg, ScanGridCfg
 from robolearn.sim.tasks.locomotion import LocomotionCfg, LocomotionTask
 from robolearn.sim.terrain import Terrain, TerrainCfg
 
@@ -29,24 +29,19 @@ __all__ = ["HeightScanCfg", "RoughLocomotionCfg", "RoughLocomotionTask"]
 
 
 @dataclass(kw_only=True)
-class HeightScanCfg:
+class HeightScanCfg(ScanGridCfg):
     """A grid of terrain samples around the base, aligned with the base's yaw (legged_gym: 17 x 11 points)."""
 
+    key: ClassVar[str] = "height_scan"
     size: tuple[float, float] = (1.6, 1.0)  # m, along the base's forward (x) and left (y) axes, centered on it
     resolution: float = 0.1  # m between points
     offset: float = 0.5  # m: each point reads base z - terrain z - offset
     clip: float = 1.0  # readings are clipped to [-clip, clip]
 
     def __post_init__(self) -> None:
-        if self.resolution <= 0 or min(self.size) < 0:
-            raise ConfigError(f"height_scan.resolution must be > 0 and height_scan.size >= 0, got "
-                              f"{self.resolution}, {list(self.size)}")
+        super().__post_init__()
         if self.clip <= 0:
             raise ConfigError(f"height_scan.clip must be > 0, got {self.clip}")
-
-    def points(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """[K, 2] (x, y) of the scan points in the base's yaw frame, x-major (K = 17 * 11 by default)."""
-        return grid_points(self.size, self.resolution, device)
 
 
 @dataclass(kw_only=True)
