@@ -5,6 +5,7 @@ same policy, run by onnxruntime in the runtime's policy thread, its observations
 by `robolearn.deploy.navigation`, joint PD at 500 Hz in the twin with motor-driver semantics.
 
     python benchmarks/nav_deploy.py [--bundle go2-nav] [--scenarios 20] [--subgoal planner|path] [--timeout 14]
+        [--only-ceilings]
 
 `--subgoal planner`: the bundle's own high level plans to the scenario's goal on the map (A*, replanned at 1 Hz);
 `path`: the scenario's planned path is given as a navigation stack would publish it (kept fresh).
@@ -25,7 +26,7 @@ from robolearn.deploy.navigation import GoalPlanner, NavigationSources
 from robolearn.deploy.profile import HardwareProfile, load_profile
 from robolearn.deploy.runtime import DeployRuntime, Mode
 from robolearn.learn.eval_run import wilson95
-from robolearn.twin.navigation import NavTwin
+from robolearn.twin.navigation import NavTwin, load_scenario
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -41,7 +42,8 @@ def episode(bundle, profile: HardwareProfile, scenario: int, layout_seed: int, s
         def path() -> tuple[np.ndarray, float]:  # a stack republishing its plan: always fresh
             return twin.path, time.monotonic()
     rt = DeployRuntime(bundle, profile, twin, navigation=NavigationSources(pose=twin.base_pose, path=path,
-                                                                            grid=twin.occupancy))
+                                                                            grid=twin.occupancy,
+                                                                            clearance=twin.clearance))
     try:
         rt.spin(0.02)
         rt.stand()
@@ -54,7 +56,8 @@ def episode(bundle, profile: HardwareProfile, scenario: int, layout_seed: int, s
             if reached_at is None and twin.goal_distance() < bundle.manifest.navigation.goal_radius_m:
                 reached_at = time.monotonic() - t0
         timing = rt.stats.summary()
-        return {"scenario": scenario, "success": reached_at is not None, "time_to_goal_s": reached_at,
+        return {"scenario": scenario, "ceiling": bool((twin.ceilings[:, 0] < 50).any()),
+                "success": reached_at is not None, "time_to_goal_s": reached_at,
                 "final_goal_distance_m": twin.goal_distance(), "obstacle_contact_ticks": twin.collisions,
                 "trips": [t.reason for t in rt.trips], "overruns": int(timing["overruns"]),
                 "period_err_p99_ms": timing["period_err_p99_ms"], "policy_p99_ms": timing.get("policy_p99_ms"),
@@ -74,16 +77,23 @@ def main() -> None:
     parser.add_argument("--layout-seed", type=int, default=1000, help="held-out layouts (go2-nav evaluates on 1000)")
     parser.add_argument("--subgoal", choices=("planner", "path"), default="planner")
     parser.add_argument("--timeout", type=float, default=14.0, help="seconds of Run per scenario")
+    parser.add_argument("--only-ceilings", action="store_true",
+                        help="go2-nav-crouch: only the scenarios whose layout has a low ceiling")
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
     profile = from_dict(HardwareProfile, merge(to_dict(load_profile(args.robot)), {"stand": {"duration_s": 1.0},
                                                                                    "sim": {"start": "standing"}}),
                         where=f"{args.robot} (1 s stand ramp)")
+    scenarios = range(args.scenarios)
+    if args.only_ceilings:
+        task, seed = bundle.manifest.task, args.layout_seed
+        with_ceiling = (k for k in range(10_000) if (load_scenario(task, k, seed).ceilings[:, 0] < 50).any())
+        scenarios = [next(with_ceiling) for _ in range(args.scenarios)]
     rows = []
-    for k in range(args.scenarios):
+    for k in scenarios:
         row = episode(bundle, profile, k, args.layout_seed, args.subgoal, args.timeout)
         rows.append(row)
-        print(f"scenario {k:3d}: {'reached' if row['success'] else 'failed '} "
+        print(f"scenario {k:3d}{' (ceiling)' if row['ceiling'] else ''}: {'reached' if row['success'] else 'failed '} "
               f"{row['time_to_goal_s'] or 0:5.1f} s, goal distance {row['final_goal_distance_m']:.2f} m, "
               f"contacts {row['obstacle_contact_ticks']}, trips {row['trips']}", flush=True)
     won = [r for r in rows if r["success"]]

@@ -5,7 +5,8 @@ policy.
 Each run is evaluated by `robolearn eval`'s code (deterministic actions, one episode per env) with its own training
 config's evaluation settings (held-out layouts: `eval.task_overrides.layout.seed`), the same seeds for every run, so
 each policy meets the same layouts, starts and goals. Runs can be a planner + learned follower (go2-nav), the flat
-end-to-end baseline (go2-nav with `planner.kind: straight`) or a high level over a frozen skill (go2-nav-skill).
+end-to-end baseline (go2-nav with `planner.kind: straight`) or a high level over a frozen skill (go2-nav-skill); on
+go2-nav-crouch the success on the layouts with a low ceiling and on those without is reported too.
 
     python benchmarks/navigation.py runs/nav runs/nav-flat runs/nav-skill --label "planner + follower" \\
         --label "flat PPO" --label "high level + go2-flat skill" --episodes 200 [--num-envs 100] [--video]
@@ -37,7 +38,22 @@ def summarize(report: dict, label: str) -> dict:
             "collision": sum(e["metrics"]["collision"] for e in episodes) / n,
             "collision_ci95": [round(v, 4) for v in wilson95(round(sum(e["metrics"]["collision"]
                                                                         for e in episodes)), n)],
-            "failed": len(fell) / n, "cost": sum(e["episode_cost"] for e in episodes) / n}
+            "failed": len(fell) / n, "cost": sum(e["episode_cost"] for e in episodes) / n,
+            **_by_ceiling(episodes)}
+
+
+def _by_ceiling(episodes: list[dict]) -> dict:
+    """Success on the layouts with a low ceiling and on those without (go2-nav-crouch), with 95% intervals."""
+    if not episodes or "ceiling" not in episodes[0]["metrics"]:
+        return {}
+    out = {}
+    for key, under in (("with_ceiling", True), ("without_ceiling", False)):
+        group = [e for e in episodes if (e["metrics"]["ceiling"] > 0.5) == under]
+        won = sum(e["metrics"]["success"] > 0.5 for e in group)
+        out[f"success_{key}"] = won / len(group) if group else None
+        out[f"success_{key}_ci95"] = [round(v, 4) for v in wilson95(won, len(group))] if group else None
+        out[f"episodes_{key}"] = len(group)
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -57,7 +73,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=15)
-    fig.suptitle(f"go2-nav, held-out layouts, {rows[0]['episodes']} episodes each")
+    fig.suptitle(f"{rows[0]['task']}, held-out layouts, {rows[0]['episodes']} episodes each")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -108,6 +124,11 @@ def main() -> None:
         print(f"{label}: success {row['success']:.0%} [{row['success_ci95'][0]:.0%}, {row['success_ci95'][1]:.0%}], "
               f"time to goal {ttg}, collisions {row['collision']:.0%}, failed {row['failed']:.0%}, "
               f"cost {row['cost']:.2f} ({row['wall_s']} s)", flush=True)
+        for key in ("with_ceiling", "without_ceiling"):
+            if row.get(f"success_{key}") is not None:
+                low, high = row[f"success_{key}_ci95"]
+                print(f"  {key.replace('_', ' ')}: {row[f'success_{key}']:.0%} [{low:.0%}, {high:.0%}] of "
+                      f"{row[f'episodes_{key}']} episodes", flush=True)
     out = RESULTS / f"navigation_{stamp}.json"
     out.write_text(json.dumps(rows, indent=2))
     plot(rows, out.with_suffix(".png"))

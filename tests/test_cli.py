@@ -37,17 +37,17 @@ def test_list_shows_tasks_robots_backends_one_line_each():
         else:
             current = line.strip()
             sections[current] = []
-    assert sections["tasks"] == ["go2-flat", "go2-nav", "go2-nav-skill", "go2-rough", "panda-lift", "panda-push",
-                                 "panda-reach"]
+    assert sections["tasks"] == ["go2-flat", "go2-nav", "go2-nav-crouch", "go2-nav-skill", "go2-rough", "panda-lift",
+                                 "panda-push", "panda-reach"]
     assert sections["robots"] == ["go2", "panda", "panda_gripper", "so100"]
     assert "mujoco" in sections["backends"]
     assert sections["hardware profiles"] == ["go2", "panda", "panda_gripper", "so100"]
-    assert sections["shipped policy bundles"] == ["go2-flat", "go2-nav", "go2-rough-rma"]
+    assert sections["shipped policy bundles"] == ["go2-flat", "go2-nav", "go2-nav-crouch", "go2-rough-rma"]
 
 
 BAD_INPUTS = [
-    (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-nav, go2-nav-skill, go2-rough, "
-                            "panda-lift, panda-push, panda-reach"),
+    (("train", "go3-flat"), "error: unknown task 'go3-flat'; valid tasks: go2-flat, go2-nav, go2-nav-crouch, "
+                            "go2-nav-skill, go2-rough, panda-lift, panda-push, panda-reach"),
     (("train", "go2-flat", "--backend", "isaac"),
      "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
     (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),

@@ -20,6 +20,7 @@ import pytest
 from cyclonedds.idl import IdlStruct
 from cyclonedds.qos import Policy
 from cyclonedds.topic import Topic
+from dds_domain import new_domain
 
 from robolearn.deploy.interface import JointCommand
 from robolearn.ros import dds_types as T
@@ -39,16 +40,11 @@ from robolearn.ros.dds import (
 )
 from robolearn.ros.unitree_crc import crc32_mpeg2, crc32_words, crc_ok, lowcmd_crc, pack_lowcmd, with_crc
 
-_used_domains: set[int] = set()
-
 
 @pytest.fixture
 def domain() -> int:
-    """A random DDS domain id, so concurrent test runs on this machine do not hear each other."""
-    while (d := random.randint(1, 200)) in _used_domains:
-        pass
-    _used_domains.add(d)
-    return d
+    """A DDS domain id of its own (dds_domain.new_domain), so concurrent tests do not hear each other."""
+    return new_domain()
 
 
 def _child(code: str, *args: object) -> subprocess.Popen:

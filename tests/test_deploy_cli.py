@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import pty
-import random
 import re
 import select
 import struct
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dds_domain import new_domain
 
 from robolearn.config import from_dict, merge, to_dict
 from robolearn.deploy.bundle import load_bundle
@@ -201,7 +201,7 @@ def test_on_a_terminal_log_lines_start_on_a_fresh_line_and_the_command_is_clippe
 
 def test_dds_without_a_robot_exits_4_naming_the_topic():
     """No robot server on the domain: before, the runtime sat passive for the whole --duration and exited 0."""
-    domain = random.randint(1, 200)
+    domain = new_domain()
     t0 = time.monotonic()
     out = deploy("--transport", "dds", "--interface", "lo", "--set", f"dds.domain_id={domain}", "--set",
                  "safety.first_state_timeout_s=1", "--auto", "--duration", "60", timeout=45)
@@ -219,7 +219,7 @@ def test_dds_without_a_robot_exits_4_naming_the_topic():
 @pytest.fixture(scope="module")
 def ros2_server():
     """The Go2 twin speaking ros2_control topics (JointState, Imu on the profile's /imu/data, position commands)."""
-    domain = random.randint(1, 200)
+    domain = new_domain()
     server = subprocess.Popen([sys.executable, "-m", "robolearn.ros.dds_sim_server", "--robot", "go2", "--protocol",
                                "ros2", "--rate", "500", "--domain-id", str(domain), "--start", "standing"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # IMU topic: the profile's

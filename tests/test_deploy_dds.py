@@ -7,13 +7,13 @@ watchdog damps."""
 from __future__ import annotations
 
 import logging
-import random
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from dds_domain import new_domain
 
 from robolearn.config import from_dict, merge, to_dict
 from robolearn.deploy.bundle import load_bundle
@@ -75,7 +75,7 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 @pytest.mark.parametrize("protocol", ["unitree", "ros2"])
 def test_runtime_stands_up_and_walks_the_go2_over_dds_and_damps_when_the_robot_goes_silent(protocol, caplog):
     caplog.set_level(logging.ERROR, "robolearn.deploy")
-    domain = random.randint(1, 200)
+    domain = new_domain()
     data = merge(to_dict(load_profile("go2")), {
         # A position interface (ros2_control) applies its controller's gains (the twin's kp 20, kd 0.5), not the
         # ones sent; the runtime clips stand targets so kp * error stays within the torque limits, so its stand

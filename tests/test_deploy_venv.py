@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dds_domain import new_domain
 
 ROOT = Path(__file__).resolve().parent.parent
 # What `pip install <tree>` needs: the project files and the declaration folders setup.py installs as data.
@@ -153,7 +153,7 @@ def _base_at(track: np.ndarray, t: float) -> np.ndarray:
 
 
 def test_the_deploy_venv_walks_the_go2_twin_over_dds(deploy_venv, tmp_path):
-    domain = random.randint(1, 200)
+    domain = new_domain()
     server = subprocess.Popen([sys.executable, "-c", TRACKED_SERVER, str(domain)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:

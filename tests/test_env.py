@@ -153,7 +153,8 @@ def test_pushes_change_the_base_velocity():
 
 
 def test_bad_task_config_values_are_rejected():
-    with pytest.raises(ConfigError, match="unknown task 'go3'; valid tasks: go2-flat, go2-nav, go2-nav-skill, "):
+    with pytest.raises(ConfigError, match="unknown task 'go3'; valid tasks: go2-flat, go2-nav, go2-nav-crouch, "
+                                          "go2-nav-skill, "):
         load_task_cfg("go3")
     with pytest.raises(ConfigError, match="unknown field 'comands'"):
         load_task_cfg("go2-flat", {"comands": {}})

@@ -9,7 +9,6 @@ loopback (a random domain per test)."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from dds_domain import new_domain
 
 from robolearn.config import from_dict, merge, to_dict
 from robolearn.deploy.bundle import load_bundle, read_manifest, write_manifest
@@ -40,7 +40,7 @@ def bundle():
 
 @pytest.fixture
 def domain() -> int:
-    return random.randint(1, 200)
+    return new_domain()
 
 
 def _profile(**changes) -> HardwareProfile:
@@ -172,7 +172,7 @@ def _running(bundle, sources: NavigationSources, profile: HardwareProfile | None
     from robolearn.twin.navigation import NavTwin
 
     profile = profile or _profile()
-    twin = NavTwin("go2-nav", 1.0 / profile.control_hz, scenario=scenario, layout_seed=HELD_OUT,
+    twin = NavTwin(bundle.manifest.task, 1.0 / profile.control_hz, scenario=scenario, layout_seed=HELD_OUT,
                    joint_names=profile.joint_names)
     if sources.pose is None:
         sources.pose = twin.base_pose
@@ -441,3 +441,110 @@ def test_the_ros2_node_checks_messages_as_the_dds_sources_do() -> None:
     with pytest.raises(ValueError, match=r"/plan: .*frame 'odom', expected 'map'"):
         latest.poll()
     assert latest.poll()[1] == stamp and latest.rejected == 1  # the good path stays; one raise per rejection
+
+
+def test_clearance_scan_on_the_robot_equals_the_training_term_and_crosses_dds(domain: int) -> None:
+    """go2-nav-crouch: the robot-side clearance scan (PathFollower, from a ClearanceGrid and the base pose) equals
+    the task's clearance_scan at the same poses; the grid crosses DDS as nav_msgs/OccupancyGrid in cm (nothing
+    overhead: 127), and a cell below -1 is rejected."""
+    from robolearn.deploy.bundle import NavigationSpec
+    from robolearn.planning import ClearanceGrid
+    from robolearn.ros.dds import DdsClearanceSource, make_writer, participant
+    from robolearn.ros.dds_types import OccupancyGrid_
+    from robolearn.ros.navigation import grid_message
+    from robolearn.sim.tasks.navigation import OPEN
+
+    task = make_task("go2-nav-crouch", 4, seed=1, overrides={"layout": {"seed": HELD_OUT, "count": 16},
+                                                             "noise_scale": 0.0})
+    try:
+        spec = NavigationSpec(**task.navigation_contract())
+        assert spec.clearance_max_m == task.cfg.scan.max_clearance
+        s = task.scenarios
+        with_ceiling = np.flatnonzero(s.ceilings[:, 0, 0] < 50)[:4]
+        task.scenario[:] = torch.as_tensor(with_ceiling)
+        grids = [ClearanceGrid(np.where(s.clearance[k] >= OPEN, np.inf, s.clearance[k]), s.resolution, s.origin)
+                 for k in with_ceiling]
+        seen_ceiling = 0
+        for offset in np.arange(-1.2, 1.21, 0.3):  # along x through each layout's ceiling, turning as it goes
+            qpos = task.sim.qpos.clone()
+            qpos[:, 0] = torch.as_tensor(s.ceilings[with_ceiling, 0, 0] + offset)
+            qpos[:, 1] = torch.linspace(-0.6, 0.6, 4, dtype=torch.float64)
+            yaw = torch.full((4,), float(offset), dtype=torch.float64)
+            qpos[:, 3], qpos[:, 6] = torch.cos(yaw / 2), torch.sin(yaw / 2)
+            task.sim.set_state(torch.ones(4, dtype=torch.bool), qpos, torch.zeros_like(task.sim.qvel))
+            task.update_state()
+            expected = task.clearance_scan().numpy()
+            for i, grid in enumerate(grids):
+                f = PathFollower(spec)
+                f.update(task.base_xy[i].double().numpy(), float(task.heading[i]))
+                got = f.clearance_scan(grid)
+                # float32 (task) vs float64 (robot) at cell borders: compare away from the slab's edges
+                assert (np.abs(got - expected[i]) < 1e-5).mean() > 0.97, (offset, i)
+                seen_ceiling += int((got < spec.clearance_max_m).any())
+        assert seen_ceiling >= 12
+    finally:
+        task.close()
+
+    grid = grids[0]
+    source = DdsClearanceSource("/clearance", frame_id="odom", domain_id=domain, network_interface="lo")
+    writer = make_writer(participant(domain, "lo"), "rt/clearance", OccupancyGrid_)
+    try:
+        good = grid_message(grid, "odom")
+        bad = grid_message(grid, "odom")
+        bad.data[5] = -5
+        t0 = time.monotonic()
+        while (source.read() is None or source.rejected < 1) and time.monotonic() - t0 < 10:
+            for m in (good, bad):
+                writer.write(m)
+            time.sleep(0.05)
+        received, _ = source.read()
+        assert received.shape == grid.shape and received.origin == pytest.approx(grid.origin)
+        finite = np.isfinite(grid.clearance)
+        assert finite.any() and np.array_equal(np.isfinite(received.clearance), finite)
+        np.testing.assert_allclose(received.clearance[finite], grid.clearance[finite], atol=0.005)
+        with pytest.raises(ValueError, match="clearance cells must be 0..127 cm or -1"):
+            source.poll()
+    finally:
+        source.close()
+
+
+def test_the_crouch_bundle_reads_the_clearance_grid_crouches_under_the_ceiling_and_damps_without_it() -> None:
+    """The shipped go2-nav-crouch bundle needs a clearance source; with one, on the twin, the robot walks under
+    held-out scenario 23's ceiling (1.2 m after the start, 0.34 m high: 3 cm below the standing body's top)
+    crouched, without touching it; a clearance source that stops giving a grid damps the robot, naming it."""
+    from robolearn.twin.sim_robot import SimRobot
+
+    crouch = load_bundle("go2-nav-crouch")
+    profile = _profile()
+    robot = SimRobot("go2", 1.0 / profile.control_hz, joint_names=profile.joint_names)
+    with pytest.raises(BundleError, match="an occupancy grid .its scan. and a clearance grid .its clearance scan."):
+        DeployRuntime(crouch, profile, robot, navigation=NavigationSources(pose=lambda: None, path=lambda: None,
+                                                                           grid=lambda: None))
+    robot.close()
+    grid: dict[str, object] = {"on": True}
+
+    def clearance():
+        return twin.clearance() if grid["on"] else None
+
+    def path():
+        return twin.path, time.monotonic()  # a stack republishing its plan
+
+    rt, twin = _running(crouch, NavigationSources(pose=None, path=path, clearance=clearance), scenario=23)
+    (x, height), = twin.ceilings
+    assert height < 0.35 and x < 2.0
+    ceiling = twin.model.geom("ceiling0").id
+    lowest, touched = 1.0, False
+    t0 = time.monotonic()
+    while twin.base_pose()[0][0] < x + 0.7 and time.monotonic() - t0 < 8.0 and rt.mode == Mode.RUN:
+        rt.spin(0.05)
+        if abs(twin.data.qpos[0] - x) < 0.3:
+            lowest = min(lowest, float(twin.data.qpos[2]))
+        touched |= bool((twin.data.contact.geom[:twin.data.ncon] == ceiling).any())
+    assert rt.mode == Mode.RUN and not rt.trips, rt.trips
+    assert twin.base_pose()[0][0] >= x + 0.7, "did not pass under the ceiling in 8 s"
+    assert not touched and lowest < 0.24, lowest  # it stands at 0.27 (its top at 0.37 m)
+    grid["on"] = False
+    rt.spin(0.1)
+    assert rt.mode == Mode.DAMP and "no clearance grid received" in rt.trips[-1].reason
+    rt.close()
+    twin.close()

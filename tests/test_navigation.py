@@ -13,15 +13,16 @@ import pytest
 import torch
 
 from robolearn.config import declarations_root
-from robolearn.errors import ConfigError
+from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.config import load_train_cfg
 from robolearn.learn.eval_run import evaluate_run
 from robolearn.learn.hierarchical import HighLevelTask, load_skill
 from robolearn.learn.train import make_ppo_runner
+from robolearn.learn.warm_start import warm_start
 from robolearn.planning import OccupancyGrid
 from robolearn.sim.tasks import make_task
 from robolearn.sim.tasks.locomotion import POLICY_OBSERVATIONS
-from robolearn.sim.tasks.navigation import LayoutCfg, PlannerCfg, generate_scenarios
+from robolearn.sim.tasks.navigation import OPEN, LayoutCfg, PlannerCfg, generate_scenarios
 
 SMALL = {"layout": {"count": 8}}
 SKILL_GROUP = [{"term": o.term, "scale": o.scale, "noise": o.noise} for o in POLICY_OBSERVATIONS]
@@ -244,3 +245,102 @@ def test_a_joint_over_its_urdf_velocity_limit_is_penalized_counted_and_ends_the_
         assert task.terminated().tolist() == [True, False] and task._cost_joint_velocity()[0] == 1
     finally:
         task.close()
+
+
+def test_low_ceilings_have_a_clearance_grid_a_crouch_target_and_stop_a_standing_robot() -> None:
+    """go2-nav-crouch: slabs across the arena, lower than the standing robot's top. The clearance grid holds their
+    clearance under them, the scan reads it ahead, the base-height target drops under them, and a robot standing
+    under one touches it (a base contact: the episode ends)."""
+    layout, planner = LayoutCfg(count=16, seed=3, ceilings=1), PlannerCfg(min_clearance=0.28)
+    s = generate_scenarios(layout, planner)
+    with_ceiling = s.ceilings[:, 0, 0] < 50
+    assert 0 < with_ceiling.sum() < 16  # 0 or 1 per layout
+    cols = s.origin[0] + (np.arange(s.clearance.shape[2]) + 0.5) * s.resolution
+    for i in np.flatnonzero(with_ceiling):
+        x, clearance = s.ceilings[i, 0]
+        assert layout.ceiling_clearance[0] <= clearance <= layout.ceiling_clearance[1]
+        under = np.abs(cols - x) < layout.ceiling_length / 2
+        np.testing.assert_allclose(s.clearance[i][:, under], clearance, rtol=1e-6)
+        assert (s.clearance[i][:, np.abs(cols - x) > layout.ceiling_length / 2 + s.resolution] == OPEN).all()
+    assert (s.clearance[~with_ceiling] == OPEN).all()
+    # the ceiling draws come after a layout's other draws: the first layout is the one without ceilings
+    np.testing.assert_array_equal(s.boxes[0], generate_scenarios(LayoutCfg(count=1, seed=3), planner).boxes[0])
+    with pytest.raises(ConfigError, match="min_clearance"):
+        make_task("go2-nav-crouch", 1, overrides={**SMALL, "planner": {"min_clearance": 0.4}})
+
+    task = make_task("go2-nav-crouch", 2, seed=0, overrides={"layout": {"count": 32}, "noise_scale": 0.0,
+                                                             "randomization": {"push_interval_s": 0}})
+    # a layout with a ceiling where a robot fits 1 m before the slab's center and under it, 0.4 m from obstacles
+    sc = task.scenarios
+
+    def free_y(lib: int) -> float | None:
+        grid = OccupancyGrid(sc.occupied[lib], sc.resolution, sc.origin).inflate(0.4)
+        x = sc.ceilings[lib, 0, 0]
+        return next((y for y in np.arange(-1.0, 1.01, 0.1)
+                     if not grid.sample(np.array([x - 1.0, x]), np.full(2, y)).any()), None)
+
+    lib, y = next((i, free_y(i)) for i in np.flatnonzero(sc.ceilings[:, 0, 0] < 50) if free_y(i) is not None)
+    task.scenario[:] = int(lib)
+    x, clearance = sc.ceilings[lib, 0]
+    geom_pos = task._nominal_geom_pos.expand(2, -1, -1).clone()
+    geom_pos[:, task._geom_ids, :2] = task._lib_geom_xy[task.scenario]
+    geom_pos[:, task._ceiling_ids] = task._lib_ceiling_pos[task.scenario]
+    task.sim.set_model_field("geom_pos", torch.ones(2, dtype=torch.bool), geom_pos)
+    ceiling_id = task.model.geom("ceiling0").id
+    np.testing.assert_allclose(task.sim.model_field("geom_pos", 0)[ceiling_id],
+                               [x, 0.0, clearance + task.cfg.layout.ceiling_thickness / 2])
+    # env 0 stands 1 m before the slab's center, its back to it (its scan's back row reaches 0.2 m under the slab;
+    # the body and its preview ahead do not); env 1 stands under it
+    qpos = task.sim.qpos.clone()
+    qpos[:, 0] = torch.tensor([x - 1.0, x], dtype=torch.float64)
+    qpos[:, 1] = float(y)
+    qpos[:, 2] = 0.3
+    qpos[:, 3:7] = torch.tensor([[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    task.sim.set_state(torch.ones(2, dtype=torch.bool), qpos, torch.zeros_like(task.sim.qvel))
+    task.update_state()
+    scan = task.observation_terms()["clearance_scan"]
+    back_row = task._scan_points[:, 0] < -0.75
+    front = task._scan_points[:, 0] > 0.0
+    torch.testing.assert_close(scan[0, back_row], torch.full_like(scan[0, back_row], float(clearance)))
+    assert (scan[0, front] == task.cfg.scan.max_clearance).all()
+    standing = task.cfg.base_height_target
+    expected = clearance - task.body_top - task.cfg.crouch_margin
+    assert task.height_target[0] == pytest.approx(standing) and task.height_target[1] == pytest.approx(expected)
+    assert expected < standing - 0.05 and 0.08 < task.body_top < 0.12
+    touched = False
+    for _ in range(5):
+        task.sensors = task.sim.step(task.default_joint_pos.double().expand(2, 4, 12).clone())
+        task.update_state()
+        touched |= bool(task.base_contact[1])
+        assert not task.base_contact[0] and bool(task.terminated()[1]) == bool(task.base_contact[1])
+    assert touched
+
+
+def test_init_starts_a_run_from_another_tasks_weights_matching_columns_by_name(tmp_path) -> None:
+    """`train go2-nav-crouch --init <go2-nav run>`: the new clearance-scan columns get zero weights, so the
+    warm-started actor and critic compute what the trained ones do; other network shapes are refused."""
+    small = {"layout": {"count": 4}, "episode_length_s": 0.5}
+    common = {"num_envs": 4, "steps_per_env": 4, "max_iterations": 1, "max_time_s": 0.0, "save_interval": 1,
+              "eval": {"num_envs": 1}, "task_overrides": small, "ppo": {"minibatches": 2},
+              "network": {"actor_hidden": [32], "critic_hidden": [32]}}
+    old = make_ppo_runner(load_train_cfg("go2-nav", overrides=common), tmp_path / "nav")
+    old.learn(progress=False)
+    crouch_small = {"task_overrides": {**small, "layout": {"count": 4, "ceilings": 1}}}
+    new = make_ppo_runner(load_train_cfg("go2-nav-crouch", overrides={**common, **crouch_small}), tmp_path / "crouch")
+    report = warm_start(new.algorithm, new.task, tmp_path / "nav", count_cap=8)
+    assert report["policy"] == (111, 63, 0) and report["privileged"] == (125, 63, 0)
+    obs = new.task.observations()
+    columns = new.task.observation_columns("policy")
+    shared = [i for i, c in enumerate(columns) if not c.startswith("clearance_scan")]
+    a, b = old.algorithm.policy, new.algorithm.policy
+    torch.testing.assert_close(b.act_mean(obs["policy"]), a.act_mean(obs["policy"][:, shared]))
+    critic_shared = [i for i, c in enumerate(new.task.observation_columns("privileged"))
+                     if "clearance_scan" not in c]
+    torch.testing.assert_close(b.value(obs["privileged"]), a.value(obs["privileged"][:, critic_shared]))
+    assert int(a.actor_norm.count) == 16 and int(b.actor_norm.count) == 8  # capped: new columns adapt fast
+    other = make_ppo_runner(load_train_cfg("go2-nav-crouch", overrides={
+        **common, **crouch_small, "network": {"actor_hidden": [16], "critic_hidden": [32]}}), tmp_path / "other")
+    with pytest.raises(CheckpointError, match=r"actor\.0\.weight: shape \(32, 111\) .* \(16, 174\).*same network"):
+        warm_start(other.algorithm, other.task, tmp_path / "nav", count_cap=100)
+    for runner in (old, new, other):
+        runner.close()

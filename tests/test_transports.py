@@ -8,7 +8,6 @@ one-line ConfigError."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from cyclonedds.domain import Domain
+from dds_domain import new_domain
 
 from robolearn.deploy.bundle import load_bundle
 from robolearn.deploy.interface import JointCommand
@@ -36,16 +36,11 @@ from robolearn.ros.dds import (
 )
 from robolearn.ros.unitree_crc import with_crc
 
-_used: set[int] = set()
-
 
 @pytest.fixture
 def domain() -> int:
-    """A random DDS domain id above test_dds.py's range (1-200), so concurrent runs do not hear each other."""
-    while (d := random.randint(201, 232)) in _used:
-        pass
-    _used.add(d)
-    return d
+    """A DDS domain id of its own above the other tests' range (1-200), so concurrent tests do not hear each other."""
+    return new_domain(201, 232)
 
 
 def _until(cond: Callable[[], object], timeout: float = 10.0) -> bool:
@@ -218,8 +213,7 @@ def test_domain_open_on_another_interface_is_a_one_line_config_error(domain):
     assert participant(domain, "lo") is participant(domain, "lo")  # the same interface is fine
 
     # a domain this process opened outside participant(): cyclonedds refuses a second config
-    other = next(d for d in range(201, 233) if d not in _used)
-    _used.add(other)
+    other = new_domain(201, 232)
     held = Domain(other, loopback_config(other))
     with pytest.raises(DdsDomainError, match=f"DDS domain {other} is already open in this process with another "
                                              f"configuration") as err:
@@ -227,8 +221,7 @@ def test_domain_open_on_another_interface_is_a_one_line_config_error(domain):
     assert "\n" not in str(err.value)
     del held
 
-    third = next(d for d in range(201, 233) if d not in _used)
-    _used.add(third)
+    third = new_domain(201, 232)
     with pytest.raises(DdsDomainError, match="cannot use network interface 'nosuchif0'") as err:
         participant(third, "nosuchif0")
     assert "\n" not in str(err.value)

@@ -171,7 +171,8 @@ def deploy(
                            joint_names=prof.joint_names)
         try:
             nav_link = navigation_link(prof, manifest.navigation, path_topic=path_topic, goal_topic=goal_topic,
-                                       pose=robot_if.base_pose, grid=robot_if.occupancy, goal=robot_if.goal)
+                                       pose=robot_if.base_pose, grid=robot_if.occupancy,
+                                       clearance=robot_if.clearance, goal=robot_if.goal)
         except BaseException:
             robot_if.close()
             raise
@@ -307,6 +308,8 @@ def plan(
         help="the layout library (as deploy --layout-seed; default: the task's training layouts)")] = None,
     topic: Annotated[str, typer.Option(help="nav_msgs/Path topic")] = "/plan",
     map_topic: Annotated[str, typer.Option(help="also publish the layout as nav_msgs/OccupancyGrid here")] = "",
+    clearance_topic: Annotated[str, typer.Option(help="also publish the layout's overhead clearance here "
+                                                      "(nav_msgs/OccupancyGrid, cm per cell)")] = "",
     frame: Annotated[str, typer.Option(help="frame_id of the path and the map")] = "odom",
     rate: Annotated[float, typer.Option(help="messages per second (Nav2 republishes its plan at 1 Hz)")] = 1.0,
     duration: Annotated[float, typer.Option(help="seconds to publish (0: until Ctrl-C)")] = 0.0,
@@ -325,14 +328,16 @@ def plan(
         raise ConfigError(f"--rate must be > 0 and --duration >= 0, got {rate:g} and {duration:g}")
     check_network_interface(interface, "--interface")
     sc = load_scenario(task, seed, layout_seed)
-    publisher = PlanPublisher(topic, frame=frame, map_topic=map_topic, domain_id=domain, network_interface=interface)
+    publisher = PlanPublisher(topic, frame=frame, map_topic=map_topic, clearance_topic=clearance_topic,
+                              domain_id=domain, network_interface=interface)
     console.print(f"[bold]plan[/] {task} scenario {seed}: {len(sc.path)} waypoints from "
                   f"({sc.start[0]:.2f}, {sc.start[1]:.2f}) to ({sc.goal[0]:.2f}, {sc.goal[1]:.2f}) on {topic} "
-                  f"({frame}) at {rate:g} Hz" + (f", map on {map_topic}" if map_topic else ""))
+                  f"({frame}) at {rate:g} Hz" + (f", map on {map_topic}" if map_topic else "")
+                  + (f", clearance on {clearance_topic}" if clearance_topic else ""))
     start = time.monotonic()
     try:
         while duration == 0 or time.monotonic() - start < duration:
-            publisher.publish(sc.path, sc.grid)
+            publisher.publish(sc.path, sc.grid, sc.clearance)
             time.sleep(1.0 / rate)
     except KeyboardInterrupt:
         pass

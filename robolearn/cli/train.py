@@ -138,6 +138,10 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="run folder (its latest checkpoint) or checkpoint file to "
                                                         "continue, in that run's folder")] = None,
     checkpoint: Annotated[Optional[int], typer.Option(help="with --resume RUN: continue from model_<N>.pt")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="a PPO run folder or checkpoint to start the actor-critic "
+                                                      "from, in a new run: observation columns are matched by "
+                                                      "term name, new terms start with zero weights (the same "
+                                                      "network section)")] = None,
     progress: Annotated[bool, typer.Option(help="show the progress bar (or, without a terminal, log lines)")] = True,
     log_interval: Annotated[int, typer.Option(help="iterations between log lines without a terminal")] = 10,
     nproc: Annotated[int, typer.Option(help="processes (ranks) on this machine, started with torchrun; "
@@ -178,6 +182,9 @@ def train(
             raise RobolearnError("--dataset is for --algo diffusion (learning from demonstrations)")
         cfg = _train_config(task, config, overrides, resume, checkpoint)
     offline = getattr(cfg, "algorithm", "") == "diffusion"
+    if init is not None and (resume is not None or offline):
+        raise RobolearnError("--init starts a new PPO run from another run's weights: not with --resume (which "
+                             "continues a run) or --algo diffusion")
     if offline and (nproc != 1 or video):
         raise RobolearnError("--algo diffusion: one process, no --video (the closing evaluation and `robolearn eval "
                              "RUN --video` record episodes)")
@@ -199,6 +206,15 @@ def train(
         if video and runner.is_main:  # its own 1-env task, built as the closing evaluation builds its own
             runner.video = TrainingVideo(cfg, device=runner.task.device, interval=video_interval,
                                          length=video_length)
+        if init is not None:
+            from robolearn.learn.warm_start import warm_start
+
+            done = warm_start(runner.algorithm, runner.task, init, count_cap=5 * cfg.num_envs * cfg.steps_per_env)
+            if runner.is_main:
+                console.print(f"[bold]initialized[/] from {done['file']}: " + "; ".join(
+                    f"{g} {kept} columns kept, {new} new (zero weights), {dropped} dropped"
+                    for g, (kept, new, dropped) in ((g, done[g]) for g in ("policy", "privileged"))),
+                    highlight=False)
         if resume is not None:
             file = runner.resume(source)
             if runner.is_main:

@@ -51,7 +51,7 @@ PARITY_TOLERANCE = 1e-4  # onnxruntime on the robot vs the exporter's torch (the
 DIFFUSION_PARITY_TOLERANCE = 1e-3  # raw actions of a whole denoising loop (10 graph calls, float32)
 ROLES = ("policy", "high_level", "low_level", "safety_critic", "encoder")
 ACTING_ROLES = ("policy", "low_level")  # graphs whose output is the joint action the runtime applies
-NAVIGATION_TERMS = ("waypoints", "goal_pos", "occupancy_scan")  # observation terms a path (and a map) give
+NAVIGATION_TERMS = ("waypoints", "goal_pos", "occupancy_scan", "clearance_scan")  # terms a path (and maps) give
 
 Range = tuple[float, float]
 
@@ -115,7 +115,8 @@ class ChunkSpec:
 class NavigationSpec:
     """A waypoint follower's subgoal interface (robolearn.deploy.navigation): its `waypoints`, `goal_pos` and
     `occupancy_scan` terms come from a path (a navigation stack's, or planned here on an occupancy grid from a goal),
-    the base pose (x, y, yaw) in the path's frame and, for the scan, an occupancy grid. The path, the goal and the
+    the base pose (x, y, yaw) in the path's frame and, for the scan, an occupancy grid; a `clearance_scan` term
+    (a follower trained under low ceilings) from an overhead-clearance grid. The path, the goal and the
     base pose share one fixed frame (odom or map)."""
 
     subgoal: Literal["path"] = "path"
@@ -129,12 +130,13 @@ class NavigationSpec:
     scan_resolution_m: float
     planner_inflate_m: float  # planning on a grid (a goal without a path): obstacles grow by this
     replan_hz: float  # planning on a grid: replanned this often (and whenever the goal changes)
+    clearance_max_m: float = 0.0  # the clearance scan reads min(overhead clearance, this); 0: no clearance scan
 
     def __post_init__(self) -> None:
         positive = ("spacing_m", "lookahead_m", "goal_radius_m", "obs_clip_m", "scan_resolution_m", "replan_hz")
         bad = [k for k in positive if not getattr(self, k) > 0]
         if bad or self.waypoints_observed < 1 or self.progress_window < 1 or self.planner_inflate_m < 0 \
-                or len(self.scan_size_m) != 2 or min(self.scan_size_m) <= 0:
+                or self.clearance_max_m < 0 or len(self.scan_size_m) != 2 or min(self.scan_size_m) <= 0:
             raise ConfigError(f"navigation: {', '.join(bad) or 'counts or sizes'}: expected positive values "
                               f"(waypoints_observed and progress_window >= 1, planner_inflate_m >= 0)")
 
@@ -437,6 +439,9 @@ class BundleManifest:
         if following and self.navigation is None:
             raise ConfigError(f"observation terms {following} come from a path: the bundle needs a navigation "
                               f"section (its subgoal interface)")
+        if "clearance_scan" in following and not self.navigation.clearance_max_m > 0:
+            raise ConfigError("observation term clearance_scan: navigation.clearance_max_m must be > 0 (the clearance "
+                              "the scan reads where nothing is overhead)")
 
     def _check_joints(self) -> None:
         n = len(self.joints.names)

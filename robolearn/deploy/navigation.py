@@ -5,7 +5,8 @@ occupancy scan around it. `PathFollower` computes those observation terms on the
 task does (`robolearn.sim.tasks.navigation`; tests/test_nav_deploy.py checks the two agree on the same state):
 a path is resampled every `spacing_m`, progress is the nearest path point within `progress_window` points ahead of
 the last progress (it never goes back), the tracked point is the first one at least `lookahead_m` beyond it, and
-the scan samples an occupancy grid (a map, or a local costmap) at a grid of points around the base.
+the scan samples an occupancy grid (a map, or a local costmap) at a grid of points around the base; a follower
+trained under low ceilings (go2-nav-crouch) also samples an overhead-clearance grid at the same points.
 
 Where the path comes from is the robot's business: a ROS 2 navigation stack's `nav_msgs/Path` (Nav2's `/plan`,
 `robolearn.ros.dds.DdsPathSource`), or the bundle's own high level, `GoalPlanner`: A* on the occupancy grid from
@@ -28,7 +29,7 @@ import numpy as np
 
 from robolearn.deploy.bundle import NavigationSpec
 from robolearn.errors import ConfigError
-from robolearn.planning import OccupancyGrid, nearest_free, plan_path, resample
+from robolearn.planning import ClearanceGrid, OccupancyGrid, nearest_free, plan_path, resample
 
 __all__ = ["PathFollower", "GoalPlanner", "NavigationSources", "PoseReading", "PathReading", "scan_points", "yaw_of"]
 
@@ -41,12 +42,14 @@ class NavigationSources:
     """What a waypoint follower reads on the robot, each a callable the runtime polls at the policy rate:
     `pose() -> ((x, y, yaw), stamp) | None` the base in the path's frame (odometry or localization), `path() ->
     (waypoints [N, 2], stamp) | None` the latest path (raising ValueError when the source rejected a malformed one
-    since the last call), `grid() -> OccupancyGrid | None` for the occupancy scan (needed when the policy
-    observes it). Stamps are on time.monotonic()."""
+    since the last call), `grid() -> OccupancyGrid | None` for the occupancy scan and `clearance() ->
+    ClearanceGrid | None` for the clearance scan (each needed when the policy observes its scan). Stamps are on
+    time.monotonic()."""
 
     pose: Callable[[], PoseReading | None]
     path: Callable[[], PathReading | None]
     grid: Callable[[], OccupancyGrid | None] | None = None
+    clearance: Callable[[], ClearanceGrid | None] | None = None
 
 
 def scan_points(size: tuple[float, float], resolution: float) -> np.ndarray:
@@ -133,17 +136,19 @@ class PathFollower:
     def goal_pos(self) -> np.ndarray:
         return np.clip(self.to_base(self.goal[None]), -self.spec.obs_clip_m, self.spec.obs_clip_m).reshape(-1)
 
-    def scan(self, grid: OccupancyGrid) -> np.ndarray:
-        """1 where a scan point lies in an occupied cell of `grid` or outside it, else 0."""
+    def _scan_world(self) -> tuple[np.ndarray, np.ndarray]:
         c, si = math.cos(self.yaw), math.sin(self.yaw)
         px, py = self._scan[:, 0], self._scan[:, 1]
-        x, y = self.xy[0] + c * px - si * py, self.xy[1] + si * px + c * py
-        rows, cols = grid.shape
-        col = np.floor((x - grid.origin[0]) / grid.resolution).astype(int)
-        row = np.floor((y - grid.origin[1]) / grid.resolution).astype(int)
-        inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-        occupied = grid.occupied[row.clip(0, rows - 1), col.clip(0, cols - 1)]
-        return np.where(inside, occupied, True).astype(float)
+        return self.xy[0] + c * px - si * py, self.xy[1] + si * px + c * py
+
+    def scan(self, grid: OccupancyGrid) -> np.ndarray:
+        """1 where a scan point lies in an occupied cell of `grid` or outside it, else 0."""
+        return grid.sample(*self._scan_world()).astype(float)
+
+    def clearance_scan(self, grid: ClearanceGrid) -> np.ndarray:
+        """The overhead clearance (m) at the scan points, min(clearance, clearance_max_m): clearance_max_m where
+        nothing is overhead or outside the grid."""
+        return np.minimum(grid.sample(*self._scan_world()), self.spec.clearance_max_m)
 
 
 class GoalPlanner:

@@ -36,6 +36,7 @@ class Measurement:
     waypoints: np.ndarray | None = None  # a waypoint follower's terms (robolearn.deploy.navigation.PathFollower)
     goal_pos: np.ndarray | None = None
     occupancy_scan: np.ndarray | None = None
+    clearance_scan: np.ndarray | None = None
 
 
 def projected_gravity(quat: np.ndarray) -> np.ndarray:
@@ -66,6 +67,7 @@ TERMS: dict[str, Callable[[Measurement, np.ndarray], np.ndarray]] = {
     "waypoints": lambda m, d: _need(m.waypoints, "waypoints (a path and the base pose)"),
     "goal_pos": lambda m, d: _need(m.goal_pos, "goal_pos (a path and the base pose)"),
     "occupancy_scan": lambda m, d: _need(m.occupancy_scan, "occupancy_scan (an occupancy grid and the base pose)"),
+    "clearance_scan": lambda m, d: _need(m.clearance_scan, "clearance_scan (a clearance grid and the base pose)"),
 }
 
 
@@ -133,6 +135,11 @@ TERM_CONTRACT: dict[str, TermContract] = {
         reference="an occupancy grid sampled at the points of a navigation.scan_size_m grid every "
         "navigation.scan_resolution_m centered on the base, x-major (forward outer, left inner); outside the grid "
         "counts as occupied", sign="first point: back right; last: front left"),
+    "clearance_scan": TermContract(
+        units="m", frame=_YAW_FRAME,
+        reference="overhead clearance (from the ground to the lowest thing above: a ceiling) sampled at the "
+        "occupancy_scan points, min(clearance, navigation.clearance_max_m); nothing overhead or outside the grid "
+        "reads navigation.clearance_max_m", sign="first point: back right; last: front left"),
 }
 
 # Command names (Task.command_ranges) -> (units, frame): the order of the command vector is the bundle's `commands`.

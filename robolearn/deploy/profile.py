@@ -87,6 +87,7 @@ class Ros2Cfg:
     # A path follower's inputs, as for DDS (dds.base_pose_topic, ...): pose, map, path or goal, their frame
     base_pose_topic: str = ""
     map_topic: str = ""
+    clearance_topic: str = ""  # a follower with a clearance scan: overhead clearance as nav_msgs/OccupancyGrid (cm)
     path_topic: str = "/plan"
     goal_topic: str = ""
     nav_frame: str = ""
@@ -106,8 +107,11 @@ class DdsCfg:
     # A waypoint follower (a bundle with `navigation`): the base pose (geometry_msgs/PoseStamped from odometry or
     # a localization), the map for its scan (nav_msgs/OccupancyGrid), a path (nav_msgs/Path, e.g. Nav2's /plan) or
     # a goal (geometry_msgs/PoseStamped, planned here on the map), all in the frame `nav_frame` ("" accepts any).
+    # A follower trained under low ceilings also reads the overhead clearance on `clearance_topic`: a
+    # nav_msgs/OccupancyGrid whose cells hold the clearance in cm (0..126; 127 or -1: nothing overhead).
     base_pose_topic: str = ""
     map_topic: str = ""
+    clearance_topic: str = ""
     path_topic: str = "rt/plan"
     goal_topic: str = "rt/goal_pose"
     nav_frame: str = ""

@@ -268,12 +268,16 @@ class DeployRuntime:
         if m.navigation is not None:
             observed = m.observation + (self.high.observation if self.high is not None else [])
             scans = any(t.name == "occupancy_scan" for t in observed)
-            if navigation is None or (scans and navigation.grid is None):
-                raise BundleError(f"{bundle.folder}: the policy follows a path: it needs a base pose source, a path "
-                                  f"source{' and an occupancy grid (its scan)' if scans else ''} "
-                                  f"(robolearn.deploy.navigation.NavigationSources)")
+            clearance = any(t.name == "clearance_scan" for t in observed)
+            if navigation is None or (scans and navigation.grid is None) or (
+                    clearance and navigation.clearance is None):
+                needs = ["a base pose source", "a path source"] + [
+                    what for what, used in (("an occupancy grid (its scan)", scans),
+                                            ("a clearance grid (its clearance scan)", clearance)) if used]
+                raise BundleError(f"{bundle.folder}: the policy follows a path: it needs {', '.join(needs[:-1])} and "
+                                  f"{needs[-1]} (robolearn.deploy.navigation.NavigationSources)")
             self.follower = PathFollower(m.navigation)
-            self._scans = scans
+            self._scans, self._clearance_scans = scans, clearance
         self.ee = m.action.ee if m.action.type == "ee_delta" else None  # end-effector actions: IK here
         if self.ee is not None:
             names = m.joints.names
@@ -665,6 +669,11 @@ class DeployRuntime:
             if grid is None:
                 return {}, "no occupancy grid received (the policy's occupancy scan)"
             out["occupancy_scan"] = f.scan(grid)
+        if self._clearance_scans:
+            clearance = nav.clearance()
+            if clearance is None:
+                return {}, "no clearance grid received (the policy's clearance scan)"
+            out["clearance_scan"] = f.clearance_scan(clearance)
         return out, None
 
     def _camera_frames(self, now: float) -> tuple[list[np.ndarray], str | None]:

@@ -17,12 +17,13 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from robolearn.errors import ConfigError
 
-__all__ = ["OccupancyGrid", "plan_path", "shortcut", "resample", "nearest_free"]
+__all__ = ["OccupancyGrid", "ClearanceGrid", "plan_path", "shortcut", "resample", "nearest_free"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -75,6 +76,10 @@ class OccupancyGrid:
         rows, cols = self.occupied.shape
         return 0 <= row < rows and 0 <= col < cols
 
+    def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether each world point (x[i], y[i]) lies in an occupied cell; outside the grid counts as occupied."""
+        return _sample(self.occupied, self.origin, self.resolution, x, y, True)
+
     def inflate(self, radius_m: float) -> OccupancyGrid:
         """A copy where every cell whose center lies within `radius_m` of an occupied cell's center is occupied
         (a disk; plan a robot of that radius as a point). One shifted OR per disk offset, not per cell."""
@@ -115,6 +120,50 @@ class OccupancyGrid:
             r1 = max(math.ceil((ymax - y0) / resolution - 1e-9), r0 + 1)
             grid.occupied[max(r0, 0):max(min(r1, rows), 0), max(c0, 0):max(min(c1, cols), 0)] = True
         return grid
+
+
+@dataclass
+class ClearanceGrid:
+    """Overhead clearance on the cells of a 2-D grid (laid out as `OccupancyGrid`): `clearance` float [rows, cols],
+    m from the ground to the lowest thing above it (a ceiling, a table top), inf where nothing is overhead."""
+
+    clearance: np.ndarray
+    resolution: float
+    origin: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        self.clearance = np.asarray(self.clearance, dtype=np.float64)
+        if self.clearance.ndim != 2 or 0 in self.clearance.shape:
+            raise ConfigError(f"ClearanceGrid.clearance: expected a non-empty 2-D array [rows, cols], "
+                              f"got shape {self.clearance.shape}")
+        if np.isnan(self.clearance).any() or (self.clearance < 0).any():
+            raise ConfigError("ClearanceGrid.clearance: expected m >= 0 (inf where nothing is overhead), got NaN or "
+                              "negative values")
+        if not (math.isfinite(self.resolution) and self.resolution > 0):
+            raise ConfigError(f"ClearanceGrid.resolution: expected a positive number of m per cell, "
+                              f"got {self.resolution!r}")
+        if len(self.origin) != 2 or not all(math.isfinite(v) for v in self.origin):
+            raise ConfigError(f"ClearanceGrid.origin: expected a finite (x, y), got {self.origin!r}")
+        self.resolution = float(self.resolution)
+        self.origin = (float(self.origin[0]), float(self.origin[1]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return self.clearance.shape
+
+    def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The clearance (m) at each world point (x[i], y[i]); inf outside the grid."""
+        return _sample(self.clearance, self.origin, self.resolution, x, y, np.inf)
+
+
+def _sample(values: np.ndarray, origin: tuple[float, float], resolution: float, x: np.ndarray, y: np.ndarray,
+            outside: Any) -> np.ndarray:
+    rows, cols = values.shape
+    col = np.floor((np.asarray(x) - origin[0]) / resolution).astype(int)
+    row = np.floor((np.asarray(y) - origin[1]) / resolution).astype(int)
+    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    return np.where(inside, values[row.clip(0, rows - 1), col.clip(0, cols - 1)], outside)
 
 
 def _fmt(xy: Sequence[float]) -> str:

@@ -42,7 +42,7 @@ from cyclonedds.util import duration
 from robolearn.deploy.interface import JointCommand, RobotInterface, RobotState
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.errors import ConfigError
-from robolearn.planning import OccupancyGrid
+from robolearn.planning import ClearanceGrid, OccupancyGrid
 from robolearn.ros.dds_types import (
     NUM_MOTORS,
     Float64MultiArray_,
@@ -64,8 +64,8 @@ __all__ = [
     "robot_from_profile",
     "GO2_JOINT_NAMES", "loopback_config", "interface_config", "use_loopback", "participant", "dds_topic",
     "ros_default_qos", "sensor_data_qos", "LatestReader", "make_writer", "UnitreeDdsRobot", "Ros2DdsRobot",
-    "DdsTwistSource", "DdsPoseSource", "DdsPathSource", "DdsGridSource", "pose_array", "path_waypoints",
-    "occupancy_grid", "DdsDomainError",
+    "DdsTwistSource", "DdsPoseSource", "DdsPathSource", "DdsGridSource", "DdsClearanceSource", "pose_array",
+    "path_waypoints", "occupancy_grid", "clearance_grid", "CLEARANCE_OPEN_CM", "DdsDomainError",
 ]
 
 log = logging.getLogger("robolearn.dds")
@@ -620,6 +620,14 @@ class DdsGridSource(_StampedSource):
         return latest  # an OccupancyGrid is not changed by its readers
 
 
+class DdsClearanceSource(DdsGridSource):
+    """Overhead clearance from a `nav_msgs/OccupancyGrid` topic whose cells hold it in cm (`clearance_grid`):
+    `read() -> (ClearanceGrid, receipt stamp) | None`; malformed grids are rejected as by DdsGridSource."""
+
+    def _to_array(self, m: OccupancyGrid_, stamp: float) -> ClearanceGrid:
+        return clearance_grid(m, self.frame_id)
+
+
 # Message -> value, for the DDS sources above and the rclpy node alike (rclpy messages have the same fields). Each
 # raises ValueError naming what is wrong; with `frame_id`, a sample in another header frame is wrong.
 def _check_frame(m: Any, frame_id: str) -> None:
@@ -670,6 +678,21 @@ def occupancy_grid(m: Any, frame_id: str = "", occupied_threshold: int = 50) -> 
         raise ValueError("OccupancyGrid_ origin is rotated: only grids aligned with their frame are supported")
     data = np.asarray(m.data, dtype=np.int8).reshape(info.height, info.width)
     return OccupancyGrid((data >= occupied_threshold) | (data < 0), float(info.resolution), (o.x, o.y))
+
+
+CLEARANCE_OPEN_CM = 127  # a clearance grid's cell value for "nothing overhead" (as is -1, unknown)
+
+
+def clearance_grid(m: Any, frame_id: str = "") -> ClearanceGrid:
+    """nav_msgs/OccupancyGrid of overhead clearance -> ClearanceGrid: each cell the clearance in cm (0..126),
+    127 or -1 (unknown) nothing overhead (inf); other negative values are rejected."""
+    occupancy = occupancy_grid(m, frame_id)  # the same checks of size, resolution, origin and frame
+    data = np.asarray(m.data, dtype=np.int8).reshape(occupancy.shape).astype(np.int16)
+    if (data < -1).any():
+        raise ValueError(f"OccupancyGrid_ clearance cells must be 0..{CLEARANCE_OPEN_CM} cm or -1, got "
+                         f"{int(data.min())}")
+    clearance = np.where((data < 0) | (data >= CLEARANCE_OPEN_CM), np.inf, data / 100.0)
+    return ClearanceGrid(clearance, occupancy.resolution, occupancy.origin)
 
 
 def _twist_to_array(m: Twist_, stamp: float) -> np.ndarray:

@@ -5,6 +5,8 @@ navigation stack or a goal planned here, each a cyclonedds reader of the ROS 2 m
   (x, y, yaw); on the twin, the twin's own (ground truth).
 - map: `nav_msgs/OccupancyGrid` on `dds.map_topic` (a map server, a costmap); on the twin without a map topic,
   the layout's grid.
+- overhead clearance (a follower trained under low ceilings): `nav_msgs/OccupancyGrid` on `dds.clearance_topic`
+  with the clearance in cm per cell (`robolearn.ros.dds.clearance_grid`); on the twin without one, the layout's.
 - path: `nav_msgs/Path` on the path topic (Nav2's `/plan`): a path the source rejects (empty, NaN, another frame)
   stops the robot. Or, with a goal topic, `geometry_msgs/PoseStamped` goals planned on the map by the bundle's
   own high level (`GoalPlanner`). With neither, on the twin, the twin's goal is planned the same way.
@@ -23,7 +25,7 @@ from robolearn.deploy.bundle import NavigationSpec
 from robolearn.deploy.navigation import GoalPlanner, NavigationSources, PoseReading, yaw_of
 from robolearn.deploy.profile import HardwareProfile
 from robolearn.errors import ConfigError
-from robolearn.planning import OccupancyGrid
+from robolearn.planning import ClearanceGrid, OccupancyGrid
 
 __all__ = ["NavigationLink", "navigation_link", "rclpy_navigation_link", "LatestMessage", "PlanPublisher",
            "path_message", "grid_message"]
@@ -48,10 +50,11 @@ class NavigationLink:
 def navigation_link(profile: HardwareProfile, spec: NavigationSpec, *, path_topic: str | None = None,
                     goal_topic: str | None = None, pose: Callable[[], PoseReading | None] | None = None,
                     grid: Callable[[], OccupancyGrid | None] | None = None,
+                    clearance: Callable[[], ClearanceGrid | None] | None = None,
                     goal: np.ndarray | None = None) -> NavigationLink:
-    """The follower's sources: `pose` and `grid` when given (the twin's), else DDS readers of the profile's
-    topics; the path from `path_topic`, or goals from `goal_topic`, or (neither) `goal` planned here."""
-    from robolearn.ros.dds import DdsGridSource, DdsPathSource, DdsPoseSource
+    """The follower's sources: `pose`, `grid` and `clearance` when given (the twin's), else DDS readers of the
+    profile's topics; the path from `path_topic`, or goals from `goal_topic`, or (neither) `goal` planned here."""
+    from robolearn.ros.dds import DdsClearanceSource, DdsGridSource, DdsPathSource, DdsPoseSource
 
     d = profile.dds
     kw = {"domain_id": d.domain_id, "network_interface": d.network_interface or None}
@@ -71,12 +74,22 @@ def navigation_link(profile: HardwareProfile, spec: NavigationSpec, *, path_topi
             def grid() -> OccupancyGrid | None:
                 reading = grid_source.read()
                 return None if reading is None else reading[0]
+        if d.clearance_topic:
+            clearance_source = DdsClearanceSource(d.clearance_topic, frame_id=d.nav_frame, **kw)
+            link.readers.append(clearance_source)
+
+            def clearance() -> ClearanceGrid | None:
+                reading = clearance_source.read()
+                return None if reading is None else reading[0]
+        if spec.clearance_max_m > 0 and clearance is None:
+            raise ConfigError(f"{profile.source}: dds.clearance_topic: the policy's clearance scan needs the "
+                              f"overhead clearance (nav_msgs/OccupancyGrid, cm per cell)")
         if path_topic and goal_topic:
             raise ConfigError("--path-topic and --goal-topic: give one subgoal source, a path or a goal")
         if path_topic:
             path_source = DdsPathSource(path_topic, frame_id=d.nav_frame, **kw)
             link.readers.append(path_source)
-            link.sources = NavigationSources(pose=pose, path=path_source.poll, grid=grid)
+            link.sources = NavigationSources(pose=pose, path=path_source.poll, grid=grid, clearance=clearance)
             return link
         if grid is None:
             raise ConfigError(f"{profile.source}: dds.map_topic: planning to a goal needs a map "
@@ -94,7 +107,7 @@ def navigation_link(profile: HardwareProfile, spec: NavigationSpec, *, path_topi
             raise ConfigError("the path follower needs a subgoal source: --path-topic (nav_msgs/Path) or "
                               "--goal-topic (geometry_msgs/PoseStamped)")
         link.planner = GoalPlanner(spec, goal_reader, grid, pose).start()
-        link.sources = NavigationSources(pose=pose, path=link.planner.path, grid=grid)
+        link.sources = NavigationSources(pose=pose, path=link.planner.path, grid=grid, clearance=clearance)
         return link
     except BaseException:
         link.close()
@@ -140,7 +153,7 @@ def rclpy_navigation_link(node: Any, profile: HardwareProfile, spec: NavigationS
     from nav_msgs.msg import Path
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 
-    from robolearn.ros.dds import occupancy_grid, path_waypoints, pose_array
+    from robolearn.ros.dds import clearance_grid, occupancy_grid, path_waypoints, pose_array
 
     r, frame = profile.ros2, profile.ros2.nav_frame
     if not r.base_pose_topic:
@@ -158,16 +171,28 @@ def rclpy_navigation_link(node: Any, profile: HardwareProfile, spec: NavigationS
         def grid() -> OccupancyGrid | None:
             reading = maps.read()
             return None if reading is None else reading[0]
+    clearance = None
+    if r.clearance_topic:
+        overhead = LatestMessage(r.clearance_topic, lambda m: clearance_grid(m, frame))
+        node.create_subscription(GridMsg, r.clearance_topic, overhead.on_message, 10)
+
+        def clearance() -> ClearanceGrid | None:
+            reading = overhead.read()
+            return None if reading is None else reading[0]
+    if spec.clearance_max_m > 0 and clearance is None:
+        raise ConfigError(f"{profile.source}: ros2.clearance_topic: the policy's clearance scan needs the overhead "
+                          f"clearance (nav_msgs/OccupancyGrid, cm per cell)")
     if r.goal_topic:
         if grid is None:
             raise ConfigError(f"{profile.source}: ros2.map_topic: planning to a goal needs a map")
         goals = LatestMessage(r.goal_topic, lambda m: pose_array(m, frame))
         node.create_subscription(PoseStamped, r.goal_topic, goals.on_message, 10)
         planner = GoalPlanner(spec, goals.read, grid, pose).start()
-        return NavigationLink(sources=NavigationSources(pose=pose, path=planner.path, grid=grid), planner=planner)
+        return NavigationLink(sources=NavigationSources(pose=pose, path=planner.path, grid=grid, clearance=clearance),
+                              planner=planner)
     paths = LatestMessage(r.path_topic, lambda m: path_waypoints(m, frame))
     node.create_subscription(Path, r.path_topic, paths.on_message, 10)
-    return NavigationLink(sources=NavigationSources(pose=pose, path=paths.poll, grid=grid))
+    return NavigationLink(sources=NavigationSources(pose=pose, path=paths.poll, grid=grid, clearance=clearance))
 
 
 def _pose_reader(read: Callable[[], tuple[np.ndarray, float] | None]) -> Callable[[], PoseReading | None]:
@@ -193,23 +218,31 @@ def path_message(waypoints: np.ndarray, frame: str) -> Any:
                                        for x, y in np.asarray(waypoints, dtype=float)])
 
 
-def grid_message(grid: OccupancyGrid, frame: str) -> Any:
-    """nav_msgs/OccupancyGrid of `grid` in `frame`: 100 where occupied, 0 free."""
+def grid_message(grid: OccupancyGrid | ClearanceGrid, frame: str) -> Any:
+    """nav_msgs/OccupancyGrid of `grid` in `frame`: 100 where occupied, 0 free; or, for a ClearanceGrid, the
+    clearance in cm (at most 126; nothing overhead: CLEARANCE_OPEN_CM)."""
+    from robolearn.ros.dds import CLEARANCE_OPEN_CM
     from robolearn.ros.dds_types import Header_, MapMetaData_, OccupancyGrid_, Point_, Pose_
 
     rows, cols = grid.shape
     info = MapMetaData_(resolution=grid.resolution, width=cols, height=rows,
                         origin=Pose_(position=Point_(grid.origin[0], grid.origin[1], 0.0)))
-    data = np.where(grid.occupied, 100, 0).astype(np.int8).reshape(-1).tolist()
+    if isinstance(grid, ClearanceGrid):
+        cm = np.where(np.isfinite(grid.clearance), np.minimum(np.round(grid.clearance * 100.0), 126),
+                      CLEARANCE_OPEN_CM)
+        data = cm.astype(np.int8).reshape(-1).tolist()
+    else:
+        data = np.where(grid.occupied, 100, 0).astype(np.int8).reshape(-1).tolist()
     return OccupancyGrid_(header=Header_(frame_id=frame), info=info, data=data)
 
 
 class PlanPublisher:
     """Publishes a path (nav_msgs/Path on `path_topic`) and optionally a map (nav_msgs/OccupancyGrid on
-    `map_topic`) over DDS, as a navigation stack does: a stand-in for Nav2 when rehearsing on the twin."""
+    `map_topic`) and the overhead clearance (on `clearance_topic`, cm per cell) over DDS, as a navigation stack
+    does: a stand-in for Nav2 when rehearsing on the twin."""
 
-    def __init__(self, path_topic: str, *, frame: str = "odom", map_topic: str = "", domain_id: int = 0,
-                 network_interface: str | None = None) -> None:
+    def __init__(self, path_topic: str, *, frame: str = "odom", map_topic: str = "", clearance_topic: str = "",
+                 domain_id: int = 0, network_interface: str | None = None) -> None:
         from robolearn.ros.dds import dds_topic, make_writer, participant
         from robolearn.ros.dds_types import OccupancyGrid_, Path_
 
@@ -217,10 +250,14 @@ class PlanPublisher:
         self.frame = frame
         self._path = make_writer(dp, dds_topic(path_topic), Path_)
         self._map = make_writer(dp, dds_topic(map_topic), OccupancyGrid_) if map_topic else None
+        self._clearance = make_writer(dp, dds_topic(clearance_topic), OccupancyGrid_) if clearance_topic else None
         self.sent = 0
 
-    def publish(self, waypoints: np.ndarray, grid: OccupancyGrid | None = None) -> None:
+    def publish(self, waypoints: np.ndarray, grid: OccupancyGrid | None = None,
+                clearance: ClearanceGrid | None = None) -> None:
         if grid is not None and self._map is not None:
             self._map.write(grid_message(grid, self.frame))
+        if clearance is not None and self._clearance is not None:
+            self._clearance.write(grid_message(clearance, self.frame))
         self._path.write(path_message(waypoints, self.frame))
         self.sent += 1

@@ -4,8 +4,10 @@ the real robot with a navigation stack, odometry and a map.
 `NavTwin` is a `SimRobot` whose scene holds one scenario of the task's layout library (`layout.seed`, scenario
 index): the same walls, passage and pillars the task trains with, the robot at the scenario's start facing along
 its path. It is also the robot's navigation environment: `base_pose()` is the odometry (ground truth here),
-`occupancy()` the map (the layout's occupancy grid, what a map server or a costmap gives), `path` the planner's
-path (what Nav2 would publish) and `goal`. `collisions` counts control periods with an obstacle touched.
+`occupancy()` the map (the layout's occupancy grid, what a map server or a costmap gives), `clearance()` the
+overhead clearance under the layout's low ceilings (go2-nav-crouch), `path` the planner's
+path (what Nav2 would publish) and `goal`. `collisions` counts control periods with an obstacle (or a ceiling)
+touched.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 
 from robolearn.deploy.navigation import yaw_of
 from robolearn.errors import ConfigError
-from robolearn.planning import OccupancyGrid
+from robolearn.planning import ClearanceGrid, OccupancyGrid
 from robolearn.sim.tasks import load_task_cfg
-from robolearn.sim.tasks.navigation import NavigationCfg, add_layout, generate_scenarios
+from robolearn.sim.tasks.navigation import OPEN, NavigationCfg, add_layout, generate_scenarios
 from robolearn.twin.sim_robot import SimRobot
 
 __all__ = ["NavTwin", "Scenario", "load_scenario"]
@@ -31,7 +33,8 @@ __all__ = ["NavTwin", "Scenario", "load_scenario"]
 @dataclass
 class Scenario:
     """One scenario of a navigation task's layout library: start and goal (x, y), the planner's path [P, 2], the
-    occupancy grid (un-inflated), the obstacle boxes [B, 4] (center x, y, half x, half y)."""
+    occupancy grid (un-inflated), the obstacle boxes [B, 4] (center x, y, half x, half y), the ceilings [C, 2]
+    (center x, clearance) and the overhead clearance on the grid's cells."""
 
     start: np.ndarray
     goal: np.ndarray
@@ -39,6 +42,8 @@ class Scenario:
     grid: OccupancyGrid
     boxes: np.ndarray
     cfg: NavigationCfg
+    ceilings: np.ndarray
+    clearance: ClearanceGrid
 
 
 def load_scenario(task: str, scenario: int = 0, layout_seed: int | None = None) -> Scenario:
@@ -55,7 +60,9 @@ def load_scenario(task: str, scenario: int = 0, layout_seed: int | None = None) 
     return Scenario(start=lib.start[scenario].copy(), goal=lib.goal[scenario].copy(),
                     path=lib.path[scenario, :lib.length[scenario]].copy(),
                     grid=OccupancyGrid(lib.occupied[scenario], lib.resolution, lib.origin),
-                    boxes=lib.boxes[scenario].copy(), cfg=cfg)
+                    boxes=lib.boxes[scenario].copy(), cfg=cfg, ceilings=lib.ceilings[scenario].copy(),
+                    clearance=ClearanceGrid(np.where(lib.clearance[scenario] >= OPEN, np.inf,
+                                                     lib.clearance[scenario]), lib.resolution, lib.origin))
 
 
 class NavTwin(SimRobot):
@@ -65,14 +72,17 @@ class NavTwin(SimRobot):
     def __init__(self, task: str, control_dt: float, *, scenario: int = 0, layout_seed: int | None = None,
                  joint_names: list[str] | None = None, lockstep: bool = True) -> None:
         sc = load_scenario(task, scenario, layout_seed)
-        cfg, boxes = sc.cfg, sc.boxes
+        cfg, boxes, ceilings = sc.cfg, sc.boxes, sc.ceilings
         self.task, self.task_cfg, self.scenario = task, cfg, scenario
         self.start, self.goal, self.path, self.grid = sc.start, sc.goal, sc.path, sc.grid
+        self.ceilings, self.clearance_grid = ceilings, sc.clearance
         self._obstacles = np.zeros(0, dtype=int)  # the settling steps of SimRobot.__init__ count nothing
         self.collisions = 0
         super().__init__(cfg.robot, control_dt, joint_names=joint_names, lockstep=lockstep,
-                         scene=lambda spec: add_layout(spec, boxes, cfg, goal_marker=True, goal=tuple(self.goal)))
-        self._obstacles = np.array([self.model.geom(f"obstacle{i}").id for i in range(len(boxes))])
+                         scene=lambda spec: add_layout(spec, boxes, cfg, goal_marker=True, goal=tuple(self.goal),
+                                                       ceilings=ceilings))
+        self._obstacles = np.array([self.model.geom(f"obstacle{i}").id for i in range(len(boxes))]
+                                   + [self.model.geom(f"ceiling{i}").id for i in range(len(ceilings))], dtype=int)
         first = self.path[1] - self.path[0] if len(self.path) > 1 else self.goal - self.start
         self.place(self.start, math.atan2(first[1], first[0]))
 
@@ -96,6 +106,10 @@ class NavTwin(SimRobot):
 
     def occupancy(self) -> OccupancyGrid:
         return self.grid
+
+    def clearance(self) -> ClearanceGrid:
+        """The overhead clearance on the map's cells (what an elevation map of the ceiling gives)."""
+        return self.clearance_grid
 
     def goal_distance(self) -> float:
         return float(np.linalg.norm(self.data.qpos[0:2] - self.goal))

@@ -324,6 +324,18 @@ class Task(ABC):
             layout.append({"name": name, "dim": dim, "scale": scale_list})
         return layout
 
+    def observation_columns(self, group: str) -> list[str]:
+        """A name per column of observation group `group`, in order: `term[i]`, and `included/term[i]` for the
+        columns of an included group. Two tasks' groups can be matched column by column by name."""
+        values = self.observation_terms()
+        columns: list[str] = []
+        for e in self._obs_groups[group]:
+            if e.group:
+                columns += [f"{e.group}/{c}" for c in self.observation_columns(e.group)]
+            else:
+                columns += [f"{e.term}[{i}]" for i in range(values[e.term].shape[1])]
+        return columns
+
     @abstractmethod
     def terminated(self) -> torch.Tensor:
         """[N] bool: failure (not time-outs)."""

@@ -46,6 +46,7 @@ __all__ = ["LayoutCfg", "PlannerCfg", "ScanCfg", "NavigationCfg", "NavigationTas
 
 Range = tuple[float, float]
 _OBSTACLE_RGBA = [0.62, 0.52, 0.42, 1.0]
+_CEILING_RGBA = [0.45, 0.55, 0.7, 0.55]  # translucent: top-down videos show the robot under it
 
 
 @dataclass(kw_only=True)
@@ -59,6 +60,11 @@ class LayoutCfg:
     thickness: float = 0.1  # m, walls
     clearance: float = 0.8  # m: pillars keep at least this far from the start and the goal
     margin: float = 0.6  # m: start and goal lie this far inside the arena's ends
+    ceilings: int = 0  # at most this many low ceilings per layout (the count is uniform in 0..ceilings): slabs
+    #                    across the arena's whole width, too low to walk under standing (the robot must crouch)
+    ceiling_clearance: Range = (0.31, 0.35)  # m from the ground to a ceiling's underside
+    ceiling_length: float = 0.6  # m along x
+    ceiling_thickness: float = 0.05  # m
     count: int = 512  # scenarios in the library
     seed: int = 0  # of the library: evaluate on held-out layouts with another seed
 
@@ -75,6 +81,11 @@ class LayoutCfg:
             raise ConfigError(f"layout.passage_width must satisfy 0 < low <= high < width ({width}), got [{lo}, {hi}]")
         if min(self.pillar_size, self.height, self.thickness) <= 0:
             raise ConfigError("layout.pillar_size, layout.height and layout.thickness must be > 0")
+        lo, hi = self.ceiling_clearance
+        if self.ceilings < 0 or not 0 < lo <= hi or min(self.ceiling_length, self.ceiling_thickness) <= 0:
+            raise ConfigError(f"layout: ceilings must be >= 0, ceiling_clearance 0 < low <= high, ceiling_length and "
+                              f"ceiling_thickness > 0; got {self.ceilings}, [{lo}, {hi}], {self.ceiling_length}, "
+                              f"{self.ceiling_thickness}")
 
 
 @dataclass(kw_only=True)
@@ -84,12 +95,16 @@ class PlannerCfg:
     inflate: float = 0.25  # m: obstacles grow by this before planning (the robot planned as a point)
     spacing: float = 0.3  # m between path points
     max_points: int = 64  # path points kept per scenario (a longer path is cut: its last point is the goal)
+    min_clearance: float = 0.0  # m: cells under a ceiling lower than this are obstacles (the lowest the robot
+    #                             passes crouching); 0: ceilings never block
 
     def __post_init__(self) -> None:
         if self.kind not in ("astar", "straight"):
             raise ConfigError(f"planner.kind must be 'astar' or 'straight', got {self.kind!r}")
-        if self.resolution <= 0 or self.inflate < 0 or self.spacing <= 0 or self.max_points < 2:
-            raise ConfigError("planner: resolution and spacing must be > 0, inflate >= 0, max_points >= 2")
+        if (self.resolution <= 0 or self.inflate < 0 or self.spacing <= 0 or self.max_points < 2
+                or self.min_clearance < 0):
+            raise ConfigError("planner: resolution and spacing must be > 0, inflate and min_clearance >= 0, "
+                              "max_points >= 2")
 
 
 @dataclass(kw_only=True)
@@ -99,6 +114,7 @@ class ScanCfg(ScanGridCfg):
 
     size: tuple[float, float] = (1.6, 1.2)  # m along the base's forward and left axes, centered on it
     resolution: float = 0.2  # m between points
+    max_clearance: float = 0.5  # m: the clearance scan reads min(overhead clearance, this) (no ceiling: this)
 
 
 @dataclass(kw_only=True)
@@ -115,6 +131,10 @@ class NavigationCfg(LocomotionCfg):
     start_yaw_noise: float = 1.0  # rad around the heading of the path's first segment
     waypoints_observed: int = 2
     obs_clip: float = 3.0  # m: observed waypoint and goal coordinates are clipped to +- this
+    crouch_margin: float = 0.03  # m: under a ceiling the base-height target is the clearance over the body minus
+    #                              the body's top (above the base frame) minus this
+    body_reach: tuple[float, float] = (-0.2, 0.8)  # m behind and ahead of the base along its heading where the
+    #                                                 clearance over the body is read (the trunk plus a preview)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,13 +142,18 @@ class NavigationCfg(LocomotionCfg):
             raise ConfigError(f"command_source must be 'path' or 'external', got {self.command_source!r}")
         if min(self.speed, self.lookahead, self.goal_radius, self.obs_clip) <= 0 or self.waypoints_observed < 1:
             raise ConfigError("speed, lookahead, goal_radius and obs_clip must be > 0 and waypoints_observed >= 1")
+        if self.layout.ceilings and self.layout.ceiling_clearance[0] < self.planner.min_clearance:
+            raise ConfigError(f"layout.ceiling_clearance {list(self.layout.ceiling_clearance)} goes below "
+                              f"planner.min_clearance {self.planner.min_clearance}: a ceiling across the whole "
+                              f"arena would close every layout")
 
 
 @dataclass
 class Scenarios:
     """The scenario library, numpy: obstacle boxes `boxes` [S, B, 4] (center x, y, half x, half y; hidden ones far
     away), `start`/`goal` [S, 2], `path` [S, P, 2] (padded with the goal), `length` [S] points per path,
-    `occupied` [S, rows, cols] (the un-inflated grid), the grid's `origin` and `resolution`."""
+    `occupied` [S, rows, cols] (the un-inflated grid), the grid's `origin` and `resolution`; `ceilings` [S, C, 2]
+    (center x, clearance; hidden ones far away) and `clearance` [S, rows, cols] (m under a ceiling, OPEN where none)."""
 
     boxes: np.ndarray
     start: np.ndarray
@@ -138,23 +163,39 @@ class Scenarios:
     occupied: np.ndarray
     origin: tuple[float, float]
     resolution: float
+    ceilings: np.ndarray
+    clearance: np.ndarray
 
 
 _HIDDEN = 100.0  # m: x of obstacles a layout does not use
+OPEN = 10.0  # m: the clearance where no ceiling is
 
 
 def _box_count(layout: LayoutCfg) -> int:
     return 4 + 2 * layout.walls + layout.pillars  # arena walls, two pieces per crossing wall, pillars
 
 
+def ceiling_z(layout: LayoutCfg, clearance: float) -> float:
+    """The height of a ceiling slab's center for its `clearance` (underside above the ground)."""
+    return clearance + layout.ceiling_thickness / 2
+
+
 def add_layout(spec: mujoco.MjSpec, boxes: np.ndarray, cfg: NavigationCfg, *, goal_marker: bool,
-               goal: tuple[float, float] = (0.0, 0.0)) -> None:
-    """Obstacle geoms `obstacle{i}` for `boxes` [B, 4] (center x, y, half x, half y) of `cfg.layout.height`, and
-    optionally a goal disc (a mocap body `goal`, no physics) at `goal`."""
-    h = cfg.layout.height / 2
+               goal: tuple[float, float] = (0.0, 0.0), ceilings: np.ndarray | None = None) -> None:
+    """Obstacle geoms `obstacle{i}` for `boxes` [B, 4] (center x, y, half x, half y) of `cfg.layout.height`,
+    ceiling slabs `ceiling{i}` for `ceilings` [C, 2] (center x, clearance) across the arena, and optionally a goal
+    disc (a mocap body `goal`, no physics) at `goal`."""
+    layout = cfg.layout
+    h = layout.height / 2
     for i, (x, y, hx, hy) in enumerate(boxes):
         spec.worldbody.add_geom(name=f"obstacle{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, h],
                                 size=[hx, hy, h], contype=1, conaffinity=1, rgba=_OBSTACLE_RGBA)
+    half_y = layout.size[1] / 2 + layout.thickness
+    for i, (x, clearance) in enumerate(np.zeros((0, 2)) if ceilings is None else ceilings):
+        spec.worldbody.add_geom(name=f"ceiling{i}", type=mujoco.mjtGeom.mjGEOM_BOX,
+                                pos=[x, 0.0, ceiling_z(layout, clearance)],
+                                size=[layout.ceiling_length / 2, half_y, layout.ceiling_thickness / 2],
+                                contype=1, conaffinity=1, rgba=_CEILING_RGBA)
     if goal_marker:
         body = spec.worldbody.add_body(name="goal", mocap=True, pos=[goal[0], goal[1], 0.005])
         body.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[cfg.goal_radius, 0.005, 0],
@@ -176,7 +217,15 @@ def generate_scenarios(layout: LayoutCfg, planner: PlannerCfg) -> Scenarios:
     outside = [(-big, -big, 0.0, big), (length, -big, big, big), (-big, -big, big, -half_w), (-big, half_w, big, big)]
     walls_x = [length * (i + 1) / (layout.walls + 1) for i in range(layout.walls)]
     p = layout.pillar_size / 2
-    boxes, starts, goals, paths, lengths, grids = [], [], [], [], [], []
+    # ceilings: clear of the start and the goal by layout.clearance; their cells in the clearance grid
+    half_c = layout.ceiling_length / 2
+    ceiling_x = (layout.margin + layout.clearance + half_c, length - layout.margin - layout.clearance - half_c)
+    if layout.ceilings and ceiling_x[0] > ceiling_x[1]:
+        raise ConfigError(f"layout: no room for a ceiling of length {layout.ceiling_length} between the start and "
+                          f"the goal ({layout.clearance} m from each)")
+    rows, cols = (int(math.ceil(s / res - 1e-9)) for s in (grid_size[1], grid_size[0]))
+    cell_x = origin[0] + (np.arange(cols) + 0.5) * res
+    boxes, starts, goals, paths, lengths, grids, ceilings, clearances = [], [], [], [], [], [], [], []
     for _ in range(layout.count):
         scene = list(arena)
         for x in walls_x:
@@ -194,10 +243,18 @@ def generate_scenarios(layout: LayoutCfg, planner: PlannerCfg) -> Scenarios:
             on_wall = any(abs(xy[0] - x) < p + t / 2 + 0.05 for x in walls_x)
             if not (near_end or on_wall):
                 pillars.append((xy[0], xy[1], p, p))
+        # drawn after everything else (and only with layout.ceilings): layouts without ceilings stay as they were
+        slabs = [(rng.uniform(*ceiling_x), rng.uniform(*layout.ceiling_clearance))
+                 for _ in range(int(rng.integers(0, layout.ceilings + 1)) if layout.ceilings else 0)]
+        clearance = np.full((rows, cols), OPEN)
+        for x, c in slabs:  # every cell the slab overlaps
+            under = np.abs(cell_x - x) < half_c + res / 2
+            clearance[:, under] = np.minimum(clearance[:, under], c)
+        blocking = [(x - half_c, -big, x + half_c, big) for x, c in slabs if c < planner.min_clearance]
         path = None
         for kept in (pillars, []):
             grid = OccupancyGrid.from_boxes([(x - hx, y - hy, x + hx, y + hy) for x, y, hx, hy in scene + kept]
-                                            + outside, grid_size, res, origin)
+                                            + outside + blocking, grid_size, res, origin)
             try:
                 path = plan_path(grid.inflate(planner.inflate), start, goal)
             except ConfigError:
@@ -218,8 +275,12 @@ def generate_scenarios(layout: LayoutCfg, planner: PlannerCfg) -> Scenarios:
         lengths.append(len(points))
         paths.append(np.concatenate([points, np.repeat(goal[None], planner.max_points - len(points), axis=0)]))
         grids.append(grid.occupied)
+        ceilings.append(slabs + [(_HIDDEN, OPEN)] * (layout.ceilings - len(slabs)))
+        clearances.append(clearance.astype(np.float32))
     return Scenarios(np.asarray(boxes, dtype=np.float64), np.asarray(starts), np.asarray(goals), np.asarray(paths),
-                     np.asarray(lengths), np.asarray(grids), grid.origin, res)
+                     np.asarray(lengths), np.asarray(grids), grid.origin, res,
+                     np.asarray(ceilings, dtype=np.float64).reshape(layout.count, layout.ceilings, 2),
+                     np.asarray(clearances))
 
 
 class NavigationTask(LocomotionTask):
@@ -237,7 +298,7 @@ class NavigationTask(LocomotionTask):
 
     def add_to_scene(self, spec: mujoco.MjSpec, render: bool) -> None:
         super().add_to_scene(spec, render)
-        add_layout(spec, self.scenarios.boxes[0], self.cfg, goal_marker=render)
+        add_layout(spec, self.scenarios.boxes[0], self.cfg, goal_marker=render, ceilings=self.scenarios.ceilings[0])
 
     def setup(self) -> None:
         super().setup()
@@ -245,6 +306,21 @@ class NavigationTask(LocomotionTask):
         self._geom_ids = torch.tensor([self.model.geom(f"obstacle{i}").id for i in range(s.boxes.shape[1])],
                                       device=dev)
         self._lib_geom_xy = torch.as_tensor(s.boxes[:, :, :2], dtype=torch.float64, device=dev)  # [S, B, 2]
+        self._ceiling_ids = torch.tensor([self.model.geom(f"ceiling{i}").id for i in range(s.ceilings.shape[1])],
+                                         dtype=torch.long, device=dev)
+        ceiling_pos = np.stack([s.ceilings[..., 0], np.zeros_like(s.ceilings[..., 0]),
+                                ceiling_z(self.cfg.layout, s.ceilings[..., 1])], axis=-1)
+        self._lib_ceiling_pos = torch.as_tensor(ceiling_pos, dtype=torch.float64, device=dev)  # [S, C, 3]
+        self._lib_clearance = torch.as_tensor(s.clearance.reshape(len(s.clearance), -1), dtype=torch.float32,
+                                              device=dev)
+        # the body's top above the base frame: the base-contact zone's box (see LocomotionTask.add_to_scene)
+        site = self.model.site("base_touch")
+        rotation = np.zeros(9)
+        mujoco.mju_quat2Mat(rotation, site.quat)
+        half = np.abs(rotation.reshape(3, 3)) @ (site.size - 0.02)
+        self.body_top = float(site.pos[2] + half[2])
+        reach = torch.arange(*self.cfg.body_reach, 0.1, device=dev)
+        self._body_points = torch.stack((reach, torch.zeros_like(reach)), dim=1)
         self._lib_start = torch.as_tensor(s.start, dtype=torch.float32, device=dev)
         self._lib_goal = torch.as_tensor(s.goal, dtype=torch.float32, device=dev)
         self._lib_path = torch.as_tensor(s.path, dtype=torch.float32, device=dev)
@@ -265,6 +341,7 @@ class NavigationTask(LocomotionTask):
         self.collided = torch.zeros(n, dtype=torch.bool, device=dev)
         self._point_index = torch.arange(self._lib_path.shape[1], device=dev)
         self._scan_points = self.cfg.scan.points(dev)
+        self.height_target = torch.full((n,), self.cfg.base_height_target, device=dev)
         self._forward_axis = torch.tensor([1.0, 0.0, 0.0], device=dev).expand(n, 3)
         self._window = max(1, int(math.ceil(2 * self.cfg.lookahead / self.cfg.planner.spacing)))
 
@@ -283,6 +360,7 @@ class NavigationTask(LocomotionTask):
         self.collided = self.collided & ~mask
         geom_pos = self._nominal_geom_pos.expand(n, -1, -1).clone()
         geom_pos[:, self._geom_ids, :2] = self._lib_geom_xy[self.scenario]
+        geom_pos[:, self._ceiling_ids] = self._lib_ceiling_pos[self.scenario]
         self.sim.set_model_field("geom_pos", mask, geom_pos)
         super().reset_idx(mask)
 
@@ -335,6 +413,10 @@ class NavigationTask(LocomotionTask):
         self.reach_time = torch.where(arrived, self.episode_step * self.dt, self.reach_time)
         self.reached = self.reached | arrived
         self.collided = self.collided | self.base_contact
+        if self.cfg.layout.ceilings:
+            over_body = self._sample_grid(self._lib_clearance, self._body_points, outside=OPEN).amin(dim=1)
+            self.height_target = (over_body - self.body_top - self.cfg.crouch_margin).clamp(
+                max=self.cfg.base_height_target)
         if self.cfg.command_source == "path":
             self.commands = self.pursuit_commands()
 
@@ -357,6 +439,8 @@ class NavigationTask(LocomotionTask):
                   ObsTermCfg(term="waypoints", noise=0.05), ObsTermCfg(term="goal_pos", noise=0.05),
                   ObsTermCfg(term="joint_pos", noise=0.01), ObsTermCfg(term="joint_vel", scale=0.05, noise=1.5),
                   ObsTermCfg(term="last_action"), ObsTermCfg(term="occupancy_scan")]
+        if self.cfg.layout.ceilings:
+            policy.append(ObsTermCfg(term="clearance_scan", noise=0.01))
         privileged = [ObsTermCfg(group="policy", clean=True), ObsTermCfg(term="base_lin_vel", scale=2.0),
                       ObsTermCfg(term="base_height"), ObsTermCfg(term="friction"), ObsTermCfg(term="added_mass"),
                       ObsTermCfg(term="motor_strength"), ObsTermCfg(term="foot_contacts"),
@@ -376,19 +460,32 @@ class NavigationTask(LocomotionTask):
         """The goal (x, y) in the base's yaw frame (m, clipped to +- obs_clip)."""
         return self.to_base(self.goal.unsqueeze(1)).squeeze(1).clamp(-self.cfg.obs_clip, self.cfg.obs_clip)
 
-    def occupancy_scan(self) -> torch.Tensor:
-        """[N, K]: 1 where a scan point lies on an obstacle or outside the grid, else 0 (the un-inflated grid)."""
-        x, y = yaw_points_to_world(self.base_xy, self.heading, self._scan_points)
+    def _sample_grid(self, library: torch.Tensor, points: torch.Tensor, outside: float) -> torch.Tensor:
+        """[N, K]: each env's grid of `library` [S, rows x cols] (its scenario's) at `points` [K, 2] in the base's
+        yaw frame; `outside` beyond the grid."""
+        x, y = yaw_points_to_world(self.base_xy, self.heading, points)
         (x0, y0), res, (rows, cols) = self.scenarios.origin, self.scenarios.resolution, self._grid_shape
         col = torch.floor((x - x0) / res).long()
         row = torch.floor((y - y0) / res).long()
         inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
         cell = (row.clamp(0, rows - 1) * cols + col.clamp(0, cols - 1))
-        occupied = self._lib_occupied[self.scenario].gather(1, cell)
-        return torch.where(inside, occupied, 1.0)
+        return torch.where(inside, library[self.scenario].gather(1, cell), outside)
+
+    def occupancy_scan(self) -> torch.Tensor:
+        """[N, K]: 1 where a scan point lies on an obstacle or outside the grid, else 0 (the un-inflated grid)."""
+        return self._sample_grid(self._lib_occupied, self._scan_points, outside=1.0)
+
+    def clearance_scan(self) -> torch.Tensor:
+        """[N, K]: the overhead clearance (m, ground to ceiling) at the scan points, min(clearance, max_clearance):
+        max_clearance where no ceiling is."""
+        return self._sample_grid(self._lib_clearance, self._scan_points, outside=OPEN).clamp(
+            max=self.cfg.scan.max_clearance)
 
     def _obs_occupancy_scan(self) -> torch.Tensor:
         return self.occupancy_scan()
+
+    def _obs_clearance_scan(self) -> torch.Tensor:
+        return self.clearance_scan()
 
     # -- episode -----------------------------------------------------------------------------------------
     def success(self) -> torch.Tensor:
@@ -400,9 +497,13 @@ class NavigationTask(LocomotionTask):
 
     def episode_metrics(self) -> dict[str, torch.Tensor]:
         """success (the goal reached at any step), time_to_goal_s (0 where not reached: its mean over successes is
-        time_to_goal_s / success), collision (the body touched an obstacle or the ground), final goal distance."""
-        return {"success": self.reached.float(), "time_to_goal_s": self.reach_time,
-                "collision": self.collided.float(), "goal_distance": self.goal_distance}
+        time_to_goal_s / success), collision (the body touched an obstacle or the ground), final goal distance; with
+        ceilings, ceiling (1 where the layout has one)."""
+        out = {"success": self.reached.float(), "time_to_goal_s": self.reach_time,
+               "collision": self.collided.float(), "goal_distance": self.goal_distance}
+        if self.cfg.layout.ceilings:  # whether the layout had a low ceiling (success under one: benchmarks)
+            out["ceiling"] = (self._lib_ceiling_pos[self.scenario, :, 0] < _HIDDEN / 2).any(dim=1).float()
+        return out
 
     def navigation_contract(self) -> dict[str, Any]:
         """The subgoal interface a robot needs to rebuild `waypoints`, `goal_pos` and `occupancy_scan` (a bundle's
@@ -412,7 +513,7 @@ class NavigationTask(LocomotionTask):
                 "lookahead_m": cfg.lookahead, "progress_window": self._window, "goal_radius_m": cfg.goal_radius,
                 "obs_clip_m": cfg.obs_clip, "scan_size_m": tuple(cfg.scan.size),
                 "scan_resolution_m": cfg.scan.resolution, "planner_inflate_m": cfg.planner.inflate,
-                "replan_hz": 1.0}
+                "replan_hz": 1.0, "clearance_max_m": cfg.scan.max_clearance if cfg.layout.ceilings else 0.0}
 
     def geom_positions(self, env: int) -> dict[str, np.ndarray]:
         """{obstacle geom: position [3]} of env `env`'s layout, for renderers."""
@@ -434,6 +535,17 @@ class NavigationTask(LocomotionTask):
     def _reward_goal(self) -> torch.Tensor:
         """1 while the base is within goal_radius of the goal."""
         return (self.goal_distance < self.cfg.goal_radius).float()
+
+    def _reward_base_height(self) -> torch.Tensor:
+        """Squared distance of the base height to its target: base_height_target, lower under a ceiling (crouch:
+        the clearance over the body minus the body's top and crouch_margin)."""
+        return (self.base_height - self.height_target).square()
+
+    def _reward_crouch(self) -> torch.Tensor:
+        """Squared height (m) of the base above its target where that is lower than standing (under and just before a
+        ceiling), else 0: base_height's pull toward the target is too weak to teach crouching on its own."""
+        return (self.base_height - self.height_target).clamp(min=0.0).square() * (
+            self.height_target < self.cfg.base_height_target).float()
 
     def _reward_progress(self) -> torch.Tensor:
         """Base velocity (m/s, world xy) along the direction to the tracked point, clipped to [-speed, speed]."""
