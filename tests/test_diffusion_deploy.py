@@ -36,9 +36,16 @@ def push_bundle(pushes, tmp_path_factory):
     return root
 
 
+# The profile's 100 ms policy timeout is 6 chunks' worth on an idle machine (benchmarks measure that); tests share
+# the machine with other tests (pytest-xdist workers), where a chunk can take several times longer.
+TEST_POLICY_TIMEOUT_MS = 300
+
+
 def _profile(**changes) -> HardwareProfile:
     prof = load_profile("panda_gripper")
-    return from_dict(HardwareProfile, merge(to_dict(prof), {"stand": {"duration_s": 0.05}, **changes}), where="test")
+    return from_dict(HardwareProfile, merge(to_dict(prof), {"stand": {"duration_s": 0.05},
+                                                            "safety": {"policy_timeout_ms": TEST_POLICY_TIMEOUT_MS},
+                                                            **changes}), where="test")
 
 
 def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle) -> None:
@@ -166,8 +173,9 @@ def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_
         rt.spin(1.0)
         assert rt.mode == Mode.RUN and not rt.trips
         steps = rt._run_ticks // rt.policy_every  # policy steps asked for
+        answered = len(rt.stats.policy_latency)  # actions the policy returned (fewer on a busy machine)
         chunks = (bundle.policy.graph.calls - calls) // 10
-        assert abs(chunks - steps / 4) <= 1.5, (chunks, steps)
+        assert abs(chunks - answered / 4) <= 1.5 and answered >= steps / 3, (chunks, answered, steps)
         assert np.linalg.norm(rt._ee_target - start_ee) > 1e-3  # the commanded end effector moved
         assert rt.last_action.shape == (4,) and np.all(np.abs(rt.last_action) <= 1.0)
         assert np.allclose(rt._to[7:], 0.04 * (1.0 - (rt.last_action[3] + 1.0) / 2.0))  # the fingers' targets
@@ -179,12 +187,15 @@ def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_
 def test_a_late_chunk_is_held_then_damped_and_a_bad_object_pose_damps(push_bundle) -> None:
     """A chunk later than the policy timeout: the control loop keeps ticking (holding the target), then damps.
     A stale or NaN object pose, and no pose source at all, are refused as well."""
+    import threading
+
     state = {"slow": False}
+    resume = threading.Event()
 
     def slow_policy(obs):
         bundle_policy = slow_policy.inner
         if state["slow"] and not bundle_policy.queue:
-            time.sleep(0.4)  # a stalled denoising loop
+            resume.wait(5.0)  # a stalled denoising loop (released once the test has seen the damp)
         return bundle_policy(obs)
 
     slow_policy.inner = load_bundle(push_bundle / "bundle").policy
@@ -194,11 +205,15 @@ def test_a_late_chunk_is_held_then_damped_and_a_bad_object_pose_damps(push_bundl
         rt.spin(0.3)
         assert rt.mode == Mode.RUN
         state["slow"] = True
-        ticks = rt.ticks
-        rt.spin(0.4)
+        ticks, t0 = rt.ticks, time.monotonic()
+        while rt.mode == Mode.RUN and time.monotonic() - t0 < 3.0:  # the queued actions, then the timeout
+            rt.spin(0.05)
+        held = time.monotonic() - t0
         assert rt.mode == Mode.DAMP and "policy stalled" in rt.trips[-1].reason
-        assert rt.ticks - ticks > 0.3 * 480  # the loop ticked on at the control rate meanwhile
+        assert held >= TEST_POLICY_TIMEOUT_MS / 1000  # not before the timeout
+        assert rt.ticks - ticks > 0.6 * held * 480  # the loop ticked on at the control rate meanwhile
     finally:
+        resume.set()
         rt.close()
 
     stamp = [time.monotonic()]
@@ -242,7 +257,8 @@ def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, 
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "robolearn.cli", "deploy", "--robot", "panda_gripper", "--policy",
                           str(push_bundle / "bundle"), "--auto", "--duration", "4", "--seed", "2", "--set",
-                          "stand.duration_s=0.5", "--report",
+                          "stand.duration_s=0.5", "--set", f"safety.policy_timeout_ms={TEST_POLICY_TIMEOUT_MS}",
+                          "--report",
                           str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=120, cwd=root,
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr

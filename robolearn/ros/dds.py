@@ -224,7 +224,8 @@ class LatestReader(Generic[T, R]):
         self._latest: tuple[R, float] | None = None
         self._topic = Topic(dp, topic, data_type)
         self._listener = Listener(on_data_available=self._on_data)
-        self._reader: DataReader | None = DataReader(dp, self._topic, qos or sensor_data_qos(), self._listener)
+        self._reader: DataReader | None = None  # the listener can fire while the DataReader is being built
+        self._reader = DataReader(dp, self._topic, qos or sensor_data_qos(), self._listener)
 
     def _on_data(self, reader: DataReader | None) -> None:
         # cyclonedds may call the listener before the DataReader object is registered (data arriving during
