@@ -29,7 +29,7 @@ import numpy as np
 
 from robolearn.deploy.bundle import NavigationSpec
 from robolearn.errors import ConfigError
-from robolearn.planning import ClearanceGrid, OccupancyGrid, nearest_free, plan_path, resample
+from robolearn.planning import ClearanceGrid, OccupancyGrid, plan_to_goal, resample
 
 __all__ = ["PathFollower", "GoalPlanner", "NavigationSources", "PoseReading", "PathReading", "scan_points", "yaw_of"]
 
@@ -211,15 +211,7 @@ class GoalPlanner:
             return
         self._planned_goal, self._planned_at = goal, now
         try:
-            inflated = grid.inflate(self.spec.planner_inflate_m)
-            here = np.asarray(pose[0][:2], dtype=float)
-            # near an obstacle the base may stand in its inflated margin: plan from the nearest free place
-            start = nearest_free(inflated, here, max_distance=2.0 * self.spec.planner_inflate_m + grid.resolution)
-            if start is None:
-                raise ConfigError(f"the base at {here.round(2).tolist()} is inside an obstacle of the map")
-            path = plan_path(inflated, start, goal)
-            if not np.allclose(start, here):
-                path = np.concatenate([here[None], path])
+            path = plan_to_goal(grid, self.spec.planner_inflate_m, np.asarray(pose[0][:2], dtype=float), goal)
             with self._lock:
                 self._latest = (path, self.clock())
                 self.plans += 1

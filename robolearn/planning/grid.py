@@ -23,7 +23,7 @@ import numpy as np
 
 from robolearn.errors import ConfigError
 
-__all__ = ["OccupancyGrid", "ClearanceGrid", "plan_path", "shortcut", "resample", "nearest_free"]
+__all__ = ["OccupancyGrid", "ClearanceGrid", "plan_to_goal", "plan_path", "shortcut", "resample", "nearest_free"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -339,3 +339,16 @@ def resample(path: np.ndarray, spacing: float) -> np.ndarray:
     else:
         at[-1] = length
     return np.stack([np.interp(at, s, path[:, 0]), np.interp(at, s, path[:, 1])], axis=1)
+
+
+def plan_to_goal(grid: OccupancyGrid, inflate_m: float, here: Sequence[float], goal: Sequence[float]) -> np.ndarray:
+    """Waypoints [N, 2] from a robot at `here` to `goal` on `grid` inflated by `inflate_m`: A* from `here`, or, when
+    the robot stands in an obstacle's inflated margin, from the nearest free place (then `here` is the first
+    waypoint). Raises ConfigError saying why when there is no plan."""
+    inflated = grid.inflate(inflate_m)
+    here = np.asarray(here, dtype=float)[:2]
+    start = nearest_free(inflated, here, max_distance=2.0 * inflate_m + grid.resolution)
+    if start is None:
+        raise ConfigError(f"the base at {here.round(2).tolist()} is inside an obstacle of the map")
+    path = plan_path(inflated, start, goal)
+    return path if np.allclose(start, here) else np.concatenate([here[None], path])
