@@ -39,16 +39,8 @@ class OccupancyGrid:
 
     def __post_init__(self) -> None:
         self.occupied = np.asarray(self.occupied, dtype=bool)
-        if self.occupied.ndim != 2 or 0 in self.occupied.shape:
-            raise ConfigError(f"OccupancyGrid.occupied: expected a non-empty 2-D array [rows, cols], "
-                              f"got shape {self.occupied.shape}")
-        if not (math.isfinite(self.resolution) and self.resolution > 0):
-            raise ConfigError(f"OccupancyGrid.resolution: expected a positive number of m per cell, "
-                              f"got {self.resolution!r}")
-        if len(self.origin) != 2 or not all(math.isfinite(v) for v in self.origin):
-            raise ConfigError(f"OccupancyGrid.origin: expected a finite (x, y), got {self.origin!r}")
-        self.resolution = float(self.resolution)
-        self.origin = (float(self.origin[0]), float(self.origin[1]))
+        self.resolution, self.origin = _check_cells("OccupancyGrid", "occupied", self.occupied, self.resolution,
+                                                    self.origin)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -133,19 +125,11 @@ class ClearanceGrid:
 
     def __post_init__(self) -> None:
         self.clearance = np.asarray(self.clearance, dtype=np.float64)
-        if self.clearance.ndim != 2 or 0 in self.clearance.shape:
-            raise ConfigError(f"ClearanceGrid.clearance: expected a non-empty 2-D array [rows, cols], "
-                              f"got shape {self.clearance.shape}")
+        self.resolution, self.origin = _check_cells("ClearanceGrid", "clearance", self.clearance, self.resolution,
+                                                    self.origin)
         if np.isnan(self.clearance).any() or (self.clearance < 0).any():
             raise ConfigError("ClearanceGrid.clearance: expected m >= 0 (inf where nothing is overhead), got NaN or "
                               "negative values")
-        if not (math.isfinite(self.resolution) and self.resolution > 0):
-            raise ConfigError(f"ClearanceGrid.resolution: expected a positive number of m per cell, "
-                              f"got {self.resolution!r}")
-        if len(self.origin) != 2 or not all(math.isfinite(v) for v in self.origin):
-            raise ConfigError(f"ClearanceGrid.origin: expected a finite (x, y), got {self.origin!r}")
-        self.resolution = float(self.resolution)
-        self.origin = (float(self.origin[0]), float(self.origin[1]))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -155,6 +139,18 @@ class ClearanceGrid:
     def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The clearance (m) at each world point (x[i], y[i]); inf outside the grid."""
         return _sample(self.clearance, self.origin, self.resolution, x, y, np.inf)
+
+
+def _check_cells(kind: str, field: str, cells: np.ndarray, resolution: float,
+                 origin: tuple[float, float]) -> tuple[float, tuple[float, float]]:
+    """A grid's layout checked (non-empty 2-D cells, resolution > 0, finite origin): (resolution, origin) as floats."""
+    if cells.ndim != 2 or 0 in cells.shape:
+        raise ConfigError(f"{kind}.{field}: expected a non-empty 2-D array [rows, cols], got shape {cells.shape}")
+    if not (math.isfinite(resolution) and resolution > 0):
+        raise ConfigError(f"{kind}.resolution: expected a positive number of m per cell, got {resolution!r}")
+    if len(origin) != 2 or not all(math.isfinite(v) for v in origin):
+        raise ConfigError(f"{kind}.origin: expected a finite (x, y), got {origin!r}")
+    return float(resolution), (float(origin[0]), float(origin[1]))
 
 
 def _sample(values: np.ndarray, origin: tuple[float, float], resolution: float, x: np.ndarray, y: np.ndarray,

@@ -70,17 +70,11 @@ def navigation_link(profile: HardwareProfile, spec: NavigationSpec, *, path_topi
         if d.map_topic:  # the map from DDS, also on the twin (which has its own) when the profile names a topic
             grid_source = DdsGridSource(d.map_topic, frame_id=d.nav_frame, **kw)
             link.readers.append(grid_source)
-
-            def grid() -> OccupancyGrid | None:
-                reading = grid_source.read()
-                return None if reading is None else reading[0]
+            grid = _latest_value(grid_source.read)
         if d.clearance_topic:
             clearance_source = DdsClearanceSource(d.clearance_topic, frame_id=d.nav_frame, **kw)
             link.readers.append(clearance_source)
-
-            def clearance() -> ClearanceGrid | None:
-                reading = clearance_source.read()
-                return None if reading is None else reading[0]
+            clearance = _latest_value(clearance_source.read)
         if spec.clearance_max_m > 0 and clearance is None:
             raise ConfigError(f"{profile.source}: dds.clearance_topic: the policy's clearance scan needs the "
                               f"overhead clearance (nav_msgs/OccupancyGrid, cm per cell)")
@@ -167,18 +161,12 @@ def rclpy_navigation_link(node: Any, profile: HardwareProfile, spec: NavigationS
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)  # map servers latch /map
         maps = LatestMessage(r.map_topic, lambda m: occupancy_grid(m, frame))
         node.create_subscription(GridMsg, r.map_topic, maps.on_message, latched)
-
-        def grid() -> OccupancyGrid | None:
-            reading = maps.read()
-            return None if reading is None else reading[0]
+        grid = _latest_value(maps.read)
     clearance = None
     if r.clearance_topic:
         overhead = LatestMessage(r.clearance_topic, lambda m: clearance_grid(m, frame))
         node.create_subscription(GridMsg, r.clearance_topic, overhead.on_message, 10)
-
-        def clearance() -> ClearanceGrid | None:
-            reading = overhead.read()
-            return None if reading is None else reading[0]
+        clearance = _latest_value(overhead.read)
     if spec.clearance_max_m > 0 and clearance is None:
         raise ConfigError(f"{profile.source}: ros2.clearance_topic: the policy's clearance scan needs the overhead "
                           f"clearance (nav_msgs/OccupancyGrid, cm per cell)")
@@ -193,6 +181,17 @@ def rclpy_navigation_link(node: Any, profile: HardwareProfile, spec: NavigationS
     paths = LatestMessage(r.path_topic, lambda m: path_waypoints(m, frame))
     node.create_subscription(Path, r.path_topic, paths.on_message, 10)
     return NavigationLink(sources=NavigationSources(pose=pose, path=paths.poll, grid=grid, clearance=clearance))
+
+
+def _latest_value(read: Callable[[], tuple[Any, float] | None]) -> Callable[[], Any]:
+    """A source's (value, stamp) readings -> its latest value (None before the first): maps, whose age the
+    runtime does not check."""
+
+    def value() -> Any:
+        reading = read()
+        return None if reading is None else reading[0]
+
+    return value
 
 
 def _pose_reader(read: Callable[[], tuple[np.ndarray, float] | None]) -> Callable[[], PoseReading | None]:
