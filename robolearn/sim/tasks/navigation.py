@@ -8,6 +8,13 @@ built (numpy, `robolearn.planning`); a reset draws a scenario per env and moves 
 (per-env `geom_pos`), so resets are batched tensor work with no planning and no per-env Python. Evaluation on
 held-out layouts is the same task with another `layout.seed`.
 
+Low ceilings (`layout.ceilings`, go2-nav-crouch): slabs across the arena's whole width, their underside
+`ceiling_clearance` above the ground, lower than the standing robot's top. The library keeps an overhead-clearance
+grid beside the occupancy grid; the policy observes it as `clearance_scan` on the scan's points. Under and just
+before a ceiling (`body_reach` along the heading) the base-height target drops to the clearance less the body's top
+(read from the model) and `crouch_margin`, which the `base_height` and `crouch` reward terms score. A ceiling lower
+than `planner.min_clearance` is an obstacle for the planner.
+
 Paths: `planner.kind: astar` plans on the layout's occupancy grid inflated by `planner.inflate` (the robot's
 half-width plus a margin), shortcuts and resamples it every `planner.spacing` m; `straight` is the segment from start
 to goal (the flat end-to-end baseline: the same observations, no planner). The tracked point is the first path
@@ -285,7 +292,8 @@ def generate_scenarios(layout: LayoutCfg, planner: PlannerCfg) -> Scenarios:
 
 class NavigationTask(LocomotionTask):
     """`locomotion` in obstacle layouts with a goal. Policy observations: base angular velocity, projected gravity,
-    the next waypoints and the goal (base yaw frame), joint positions and velocities, last action, occupancy scan;
+    the next waypoints and the goal (base yaw frame), joint positions and velocities, last action, occupancy scan
+    (and, with ceilings, the clearance scan);
     privileged adds the clean policy group, base velocity, height, the randomized physics, foot contacts and the
     pursuit command."""
 
