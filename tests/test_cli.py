@@ -52,6 +52,9 @@ BAD_INPUTS = [
      "error: unknown backend 'isaac'; valid backends: mujoco, mjwarp, mjx, pybullet"),
     (("train", "go2-flat", "--set", "num_envs"), "error: --set expects key=value"),
     (("play", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+    (("train", "go2-nav-crouch", "--init", "runs/does-not-exist"), "error: checkpoint not found: runs/does-not-exist"),
+    (("train", "go2-nav-crouch", "--init", "runs/a", "--resume", "runs/b"),
+     "error: --init starts a new run from another run's weights; --resume continues a run: give one of them"),
     # The bad-input tour (benchmarks/bad_inputs.py). Before: click's usage errors were a 5-line box
     (("trian", "panda-reach"), "error: No such command 'trian'. Did you mean 'train'? (see '"),
     (("train",), "error: Missing argument 'task'."),

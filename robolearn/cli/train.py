@@ -173,6 +173,11 @@ def train(
                              f"{video_length}")
     overrides = parse_sets(set_, backend=backend, device=device, num_envs=num_envs, max_iterations=iterations,
                            max_time_s=max_time, seed=seed, algorithm=algo)
+    if init is not None and resume is not None:
+        raise RobolearnError("--init starts a new run from another run's weights; --resume continues a run: give "
+                             "one of them")
+    if init is not None:
+        checkpoint_file(init)  # a missing run is an error now, not after the task is built
     if dataset is not None:
         overrides["dataset"] = str(dataset)
     if algo == "diffusion" and (resume is None or config is not None):
@@ -182,9 +187,8 @@ def train(
             raise RobolearnError("--dataset is for --algo diffusion (learning from demonstrations)")
         cfg = _train_config(task, config, overrides, resume, checkpoint)
     offline = getattr(cfg, "algorithm", "") == "diffusion"
-    if init is not None and (resume is not None or offline):
-        raise RobolearnError("--init starts a new PPO run from another run's weights: not with --resume (which "
-                             "continues a run) or --algo diffusion")
+    if init is not None and offline:
+        raise RobolearnError("--init starts a new PPO run from another run's weights: not with --algo diffusion")
     if offline and (nproc != 1 or video):
         raise RobolearnError("--algo diffusion: one process, no --video (the closing evaluation and `robolearn eval "
                              "RUN --video` record episodes)")
