@@ -19,6 +19,7 @@ import torch
 
 from robolearn.errors import CheckpointError
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint
+from robolearn.learn.models.actor_critic import ActorCritic
 
 __all__ = ["warm_start"]
 
@@ -57,7 +58,7 @@ def warm_start(algorithm: Any, task: Any, path: str | Path, *, count_cap: int) -
         raise CheckpointError(f"{file}: trained for {ckpt['num_actions']} actions; task {task.name} has "
                               f"{task.num_actions}")
     policy = algorithm.policy
-    if type(policy).__name__ != "ActorCritic" or policy.history != 1:
+    if type(policy) is not ActorCritic or policy.history != 1:
         raise CheckpointError(f"--init: warm starts are for the plain actor-critic (network without "
                               f"privileged_encoder or history); this run's is {type(policy).__name__}")
     old_state: dict[str, torch.Tensor] = ckpt["model"]
