@@ -83,7 +83,7 @@ def warm_start(algorithm: Any, task: Any, path: str | Path, *, count_cap: int) -
             value = new_state[key].clone()
             if key.endswith(".weight"):
                 value.zero_()
-            value[..., dst] = old_state[key][..., src].to(value.dtype)
+            value[..., dst.to(value.device)] = old_state[key][..., src].to(value.device, value.dtype)
             new_state[key] = value
             mapped.add(key)
         report[group] = (len(pairs), len(new) - len(pairs), len(old) - len(pairs))
