@@ -253,6 +253,17 @@ def _range(value: Any) -> tuple[float, float] | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
+def _write_task_bundle(folder: Path, task_name: str, task: Task, graphs: list[GraphSpec], contract: dict[str, Any],
+                       source: dict[str, Any]) -> None:
+    """deploy.yaml of a bundle exported from a run on `task`: its graphs, the task's contract, and `source` stamped
+    with the export time."""
+    manifest = BundleManifest(
+        format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=task_name, robot=task.robot_cfg.name,
+        kind=task.robot_cfg.kind, graphs=graphs, **contract,
+        source={**source, "exported": datetime.datetime.now().isoformat(timespec="seconds")})
+    write_manifest(manifest, folder)
+
+
 def bundle_contract(task: Task, *, backend: str = "mujoco", observation: list[ObsTerm] | None = None,
                     commands: list[CommandSpec] | None = None) -> dict[str, Any]:
     """The version 2 contract sections of a bundle for a policy trained on `task` (read from the task and its
@@ -412,11 +423,7 @@ def export_policy(policy: Policy, task_name: str, output: str | Path, *, task_ov
         graphs = [graph] + [_extra_graph(dataclasses.replace(e, rate_hz=e.rate_hz or control_hz), folder)
                             for e in extra_graphs or []]
         error = _check_parity(policy, onnx_path, graph, recorded, folder / PARITY, seed)
-        manifest = BundleManifest(
-            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=task_name, robot=task.robot_cfg.name,
-            kind=task.robot_cfg.kind, graphs=graphs, **contract,
-            source={**(source or {}), "exported": datetime.datetime.now().isoformat(timespec="seconds")})
-        write_manifest(manifest, folder)
+        _write_task_bundle(folder, task_name, task, graphs, contract, dict(source or {}))
     except ConfigError as exc:
         raise BundleError(f"export: {exc}") from None
     finally:
@@ -511,12 +518,8 @@ def export_hierarchy(policy: Policy, cfg: Any, output: str | Path, *, source: di
         if (skill_folder / PARITY).is_file():
             shutil.copyfile(skill_folder / PARITY, folder / PARITY)
         error = _check_parity(policy, high_path, high, recorded, folder / "parity_high_level.npz", seed)
-        manifest = BundleManifest(
-            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
-            kind=task.robot_cfg.kind, graphs=[high, low], **contract,
-            source={**(source or {}), "skill": str(skill_folder), "skill_source": skill.source,
-                    "exported": datetime.datetime.now().isoformat(timespec="seconds")})
-        write_manifest(manifest, folder)
+        _write_task_bundle(folder, cfg.task, task, [high, low], contract,
+                           {**(source or {}), "skill": str(skill_folder), "skill_source": skill.source})
     except ConfigError as exc:
         raise BundleError(f"export: {exc}") from None
     finally:
@@ -678,13 +681,9 @@ def export_diffusion(ckpt: dict[str, Any], file: Path, output: str | Path, *, se
         except BundleError as exc:
             raise BundleError(f"{path}: the runtime's sampler (onnxruntime + numpy DDIM) differs from torch + "
                               f"diffusers: {exc}") from None
-        manifest = BundleManifest(
-            format=BUNDLE_FORMAT, version=BUNDLE_VERSION, task=cfg.task, robot=task.robot_cfg.name,
-            kind=task.robot_cfg.kind, graphs=[graph, *encoders], **contract,
-            source={"run": str(run_folder(file)), "iteration": int(ckpt.get("iteration", 0)),
-                    "algorithm": "diffusion", "dataset": str(cfg.dataset),
-                    "exported": datetime.datetime.now().isoformat(timespec="seconds")})
-        write_manifest(manifest, folder)
+        _write_task_bundle(folder, cfg.task, task, [graph, *encoders], contract,
+                           {"run": str(run_folder(file)), "iteration": int(ckpt.get("iteration", 0)),
+                            "algorithm": "diffusion", "dataset": str(cfg.dataset)})
     except ConfigError as exc:
         raise BundleError(f"export: {exc}") from None
     finally:
