@@ -148,3 +148,74 @@ def test_the_critic_can_learn_from_named_cost_terms_only():
                                torch.tensor([1.0, 0.0, 0.0]))  # a saturated joint is not what this critic predicts
     with pytest.raises(ConfigError, match=r"safety_critic.terms: \['falls'\] are not cost terms of the task"):
         violation_signal(SafetyCriticCfg(terms=["falls"]), total, info)
+
+
+class FirstActionRisk(torch.nn.Module):
+    """risk(frame, a) = sigmoid(20 (a_0 - 0.2)): a known critic (risky where the first action exceeds ~0.2)."""
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.obs_dim = obs_dim
+
+    def forward(self, frame: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(20.0 * (action[:, :1] - 0.2))
+
+
+def test_the_filter_in_training_executes_and_stores_only_actions_under_the_threshold(tmp_path):
+    """`safety_critic.filter_in_training`: PPO's sampled actions pass the safety filter before the task steps; the
+    rollout stores the executed actions with their log-probabilities, and the iteration logs how many it replaced."""
+    cfg = load_train_cfg("panda-wipe", overrides={
+        "num_envs": 16, "steps_per_env": 8, "max_iterations": 2, "ppo": {"minibatches": 2, "epochs": 1},
+        "network": {"init_std": 1.0}, "eval": {"num_envs": 2}, "task_overrides": {"episode_length_s": 2.0},
+        "safety_critic": {"enabled": True, "hidden": [16], "filter_in_training": True, "filter_threshold": 0.5}})
+    runner = make_ppo_runner(cfg, tmp_path / "shield", log_interval=1000)
+    ppo = runner.algorithm
+    assert ppo.shield is not None and ppo.shield.critic is ppo.risk.critic  # the critic being learned
+    ppo.shield.critic = FirstActionRisk(ppo.risk.critic.obs_dim)
+    obs = runner.task.observations()
+    executed = ppo.act(obs)
+    assert (executed[:, 0] <= 0.2 + 1e-6).all()  # risk <= 0.5 exactly where a_0 <= 0.2
+    actor_obs, _, stored, log_prob, *_ = ppo._step
+    torch.testing.assert_close(stored, executed)
+    torch.testing.assert_close(log_prob, ppo.policy.distribution(actor_obs).log_prob(executed).sum(-1))
+    stats = ppo.shield.stats(reset=True)
+    assert 0.2 < stats["replaced_fraction"] < 1.0 and stats["no_safe_candidate_fraction"] == 0.0  # 0 is safe
+    runner.learn(progress=False)  # end to end with the learned critic: the filter statistics are logged
+    with pytest.raises(Exception, match="filter_selection one of lowest_risk, closest_safe"):
+        load_train_cfg("panda-wipe", overrides={"safety_critic": {"filter_selection": "nearest"}})
+
+
+def test_robolearn_risk_also_executes_the_filters_candidates_toward_the_measured_joints(tmp_path):
+    """`safety_critic.candidate_fraction`: the fit executes filter-like candidates in that fraction of envs (here
+    all of them), half shrunk toward the measured joints, half perturbed, so that the critic learns their risk."""
+    from robolearn.learn.risk_fit import RiskFit, make_risk_fit_runner
+    from robolearn.sim.tasks import make_task
+
+    cfg = load_train_cfg("panda-wipe", overrides={
+        "num_envs": 16, "steps_per_env": 4, "max_iterations": 1, "ppo": {"minibatches": 2, "epochs": 1},
+        "eval": {"num_envs": 2}, "task_overrides": {"episode_length_s": 1.5}})
+    make_ppo_runner(cfg, tmp_path / "wipe", log_interval=1000).learn(progress=False)
+    runner = make_risk_fit_runner(tmp_path / "wipe", tmp_path / "wipe-risk", num_envs=64, steps_per_env=4,
+                                  iterations=1, critic={"candidate_fraction": 1.0, "candidate_noise": 0.5,
+                                                        "shrink_toward": "measured", "hidden": [16]})
+    fit, task = runner.algorithm, runner.task
+    assert len(set(task.episode_step.tolist())) > 20  # the envs start at random phases of their first episode
+    obs = task.observations()
+    torch.manual_seed(7)
+    executed = fit.act(obs)
+    torch.manual_seed(7)  # the same draws, in the documented order: the policy's sample, then the candidates
+    sample = fit.policy.distribution(fit.policy.actor_input(obs)).sample()
+    n = sample.shape[0]
+    torch.rand(n)  # which envs (all, at fraction 1)
+    shrink = torch.rand(n, 1) < 0.5
+    u = torch.rand(n, 1)
+    measured = task.measured_action()
+    expected_shrunk = measured + u * (sample - measured)
+    torch.testing.assert_close(executed[shrink[:, 0]], expected_shrunk[shrink[:, 0]])
+    perturbed = executed[~shrink[:, 0]] - sample[~shrink[:, 0]]
+    assert 0.3 < float(perturbed.std()) < 0.7  # perturbed by candidate_noise
+    assert 10 < int(shrink.sum()) < 54
+    runner.learn(progress=False)
+    with pytest.raises(Exception, match="not joint position targets"):  # end-effector actions hold no joints
+        RiskFit(fit.policy, {}, fit.learner, num_envs=1, steps_per_env=2, checkpoint_format="robolearn-ppo",
+                task=make_task("panda-push", 1))

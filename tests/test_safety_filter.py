@@ -215,3 +215,94 @@ def test_the_simulation_filter_takes_the_deploy_filters_decisions(hip_bundle):
     assert stats["no_safe_candidate_fraction"] == 0.0
     with pytest.raises(ConfigError, match="threshold must be a risk in \\[0, 1\\]"):
         FilteredPolicy(Passthrough(), critic, threshold=2.0)
+
+
+def test_closest_safe_takes_the_least_change_under_the_threshold_in_both_filters(hip_bundle):
+    """`selection: closest_safe`: among the candidates under the threshold the one nearest the command (a pressing
+    arm eases off instead of lifting away); lowest_risk takes the safest. The simulation filter agrees per env."""
+    from robolearn.deploy.profile import SELECTIONS as DEPLOY_SELECTIONS
+    from robolearn.learn.filtered_policy import SELECTIONS, FilteredPolicy
+
+    assert SELECTIONS == DEPLOY_SELECTIONS
+    closest = make_filter(hip_bundle, threshold=0.2, shrink_steps=8, selection="closest_safe")
+    lowest = make_filter(hip_bundle, threshold=0.2, shrink_steps=8)
+    rng = np.random.default_rng(3)
+    frame = np.zeros(FRAME, dtype=np.float32)
+    checked = 0
+    for _ in range(200):
+        a = rng.uniform(-1.5, 1.5, ACTIONS).astype(np.float32)
+        a[0] = rng.uniform(0.5, 1.5)  # risky: risk(a) > 0.2 needs a[0] > 0.5 - ln(4)/10
+        seed = int(rng.integers(1 << 30))
+        closest.rng, lowest.rng = np.random.default_rng(seed), np.random.default_rng(seed)  # the same candidates
+        cands = closest.candidates(a)
+        closest.rng = np.random.default_rng(seed)
+        dc, dl = closest.decide(frame, a, now=0.0), lowest.decide(frame, a, now=0.0)
+        assert dc.replaced and dl.replaced and dc.chosen_risk <= 0.2 and dl.chosen_risk <= 0.2
+        safe = [c for c in cands if risk_of(c, W0, 0.5) <= 0.2 - 1e-4]
+        nearest = min(np.linalg.norm(c - a) for c in safe)
+        assert np.linalg.norm(dc.action - a) == pytest.approx(nearest, abs=1e-5)  # the least change that is safe
+        assert dl.chosen_risk <= dc.chosen_risk + 1e-7 and np.linalg.norm(dl.action - a) >= nearest - 1e-5
+        checked += np.linalg.norm(dl.action - a) > nearest + 1e-3
+    assert checked > 100  # the two rules differ on most actions
+    with pytest.raises(ConfigError, match="selection: expected one of lowest_risk, closest_safe"):
+        SafetyFilterCfg(selection="nearest")
+
+    critic = LinearRisk(W0, b=0.5)
+    critic.obs_dim = FRAME
+    sim = FilteredPolicy(Passthrough(), critic, threshold=0.2, random_candidates=0, shrink_steps=8,
+                         selection="closest_safe")
+    deploy = make_filter(hip_bundle, threshold=0.2, random_candidates=0, shrink_steps=8, selection="closest_safe")
+    frames = rng.standard_normal((64, FRAME)).astype(np.float32)
+    actions = rng.uniform(-1.5, 1.5, (64, ACTIONS)).astype(np.float32)
+    got = sim.act_mean(torch.from_numpy(np.concatenate([frames, actions], axis=1))).numpy()
+    want = np.stack([deploy.decide(f, a, now=0.0).action for f, a in zip(frames, actions, strict=True)])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert sim.stats()["replaced_fraction"] > 0.2
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        FilteredPolicy(Passthrough(), critic, selection="nearest")
+
+
+def test_shrinking_toward_the_measured_joints_in_both_filters(hip_bundle):
+    """`shrink_toward: measured`: the shrunk candidates lie between the command and the action that holds the
+    measured joints (a joint impedance's push scales down with them); the simulation filter, bound to a real task,
+    takes the deploy filter's decisions given the same measured pose."""
+    from robolearn.learn.filtered_policy import FilteredPolicy
+    from robolearn.sim.tasks import make_task
+
+    task = make_task("go2-flat", 32, seed=4)
+    for _ in range(5):  # the robot settles away from its default pose
+        task.step(torch.zeros(32, task.num_actions))
+    measured = task.measured_action()
+    torch.testing.assert_close(task.default_joint_pos + task.cfg.action_scale * measured, task.joint_pos)
+    critic = LinearRisk(W0, b=0.5)
+    critic.obs_dim = FRAME
+    sim = FilteredPolicy(Passthrough(), critic, threshold=0.2, random_candidates=0, shrink_steps=8,
+                         selection="closest_safe", shrink_toward="measured")
+    with pytest.raises(ConfigError, match="bind\\(task\\) first"):
+        sim.act_mean(torch.zeros(1, FRAME + ACTIONS))
+    sim.bind(task)
+    deploy = make_filter(hip_bundle, threshold=0.2, random_candidates=0, shrink_steps=8, selection="closest_safe",
+                         shrink_toward="measured")
+    rng = np.random.default_rng(5)
+    frames = rng.standard_normal((32, FRAME)).astype(np.float32)
+    actions = rng.uniform(-1.5, 1.5, (32, ACTIONS)).astype(np.float32)
+    got = sim.act_mean(torch.from_numpy(np.concatenate([frames, actions], axis=1))).numpy()
+    decisions = [deploy.decide(f, a, now=0.0, measured=m)
+                 for f, a, m in zip(frames, actions, measured.numpy(), strict=True)]
+    damped = np.array([d.damp is not None for d in decisions])  # no candidate under it: the robot damps, ...
+    want = np.stack([d.action for d in decisions])
+    np.testing.assert_allclose(got[~damped], want[~damped], atol=1e-5)
+    assert sim.stats()["no_safe_candidate_fraction"] == damped.mean()  # ... a simulated episode counts it
+    replaced = (np.abs(got - actions).max(axis=1) > 1e-6) & ~damped
+    assert replaced.sum() > 5
+    for g, a, m in zip(got[replaced], actions[replaced], measured.numpy()[replaced], strict=True):
+        k = (g - m)[0] / (a - m)[0]  # on the segment from the measured action to the command
+        np.testing.assert_allclose(g, m + k * (a - m), atol=1e-5)
+        assert 0.0 <= k < 1.0
+    with pytest.raises(ValueError, match="needs the measured action"):
+        deploy.decide(frames[0], actions[0], now=0.0)
+    push = make_task("panda-push", 1)
+    with pytest.raises(ConfigError, match="not joint position targets"):
+        FilteredPolicy(Passthrough(), critic, shrink_toward="measured").bind(push)
+    with pytest.raises(ConfigError, match="shrink_toward: expected one of default, measured"):
+        SafetyFilterCfg(shrink_toward="home")

@@ -107,6 +107,12 @@ def eval_(
                                                 "eval_<backend>[_<randomization>]_filtered.json")] = False,
     filter_threshold: Annotated[float, typer.Option(help="with --safety-filter: the risk above which an action is "
                                                          "replaced")] = 0.2,
+    filter_selection: Annotated[str, typer.Option(help="with --safety-filter: lowest_risk (the safest candidate) or "
+                                                       "closest_safe (the one nearest the command under the "
+                                                       "threshold)")] = "lowest_risk",
+    filter_toward: Annotated[str, typer.Option(help="with --safety-filter: where the shrunk candidates head: default "
+                                                    "(the default pose) or measured (the measured joints)")
+                             ] = "default",
     sampler: Annotated[Optional[str], typer.Option(help="diffusion runs: ddim (few steps), ddpm (all training "
                                                         "steps) or warm (RTI-DP warm start); default: the run's")
                        ] = None,
@@ -155,10 +161,12 @@ def eval_(
     report, results = evaluate_run(run, backend=backend, episodes=episodes, num_envs=num_envs, seed=seed,
                                    randomization=randomization, task=task, on_first_batch=clip.first_batch,
                                    device=device, checkpoint=checkpoint,
-                                   safety_filter={"threshold": filter_threshold} if safety_filter else None)
+                                   safety_filter={"threshold": filter_threshold, "selection": filter_selection,
+                                                  "shrink_toward": filter_toward}
+                                   if safety_filter else None)
     _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
     if safety_filter:
-        console.print("safety filter: " + " ".join(f"{k}={v:.4g}" for k, v in report["safety_filter"].items()),
+        console.print("safety filter: " + " ".join(f"{k}={_fmt(v)}" for k, v in report["safety_filter"].items()),
                       highlight=False)
     suffix = ("" if randomization == "train" else f"_{randomization}") + ("_filtered" if safety_filter else "")
     out = _write_report(run_folder(run) / f"eval_{backend}{suffix}.json", report)

@@ -20,6 +20,10 @@ class StandCfg:
     kd: float | None = None
 
 
+SELECTIONS = ("lowest_risk", "closest_safe")  # how the safety filter picks a candidate (SafetyFilterCfg.selection)
+SHRINK_TOWARD = ("default", "measured")  # where its shrunk candidates head (SafetyFilterCfg.shrink_toward)
+
+
 @dataclass(kw_only=True)
 class SafetyFilterCfg:
     """The learned safety filter (deploy/safety_filter.py), active when the bundle has a safety_critic graph."""
@@ -29,6 +33,14 @@ class SafetyFilterCfg:
     shrink_steps: int = 4  # candidates: the action scaled toward the default pose by (n-1)/n, ..., 0
     random_candidates: int = 12  # and Gaussian perturbations of it
     noise: float = 0.3  # their standard deviation, in action units
+    # which candidate replaces a risky action: lowest_risk (the safest), or closest_safe (the one nearest the
+    # commanded action among those under the threshold: the least intervention, e.g. easing a pressing arm instead
+    # of lifting it); either damps when no candidate is under the threshold
+    selection: str = "lowest_risk"
+    # where the shrunk candidates head: default (0: the default pose) or measured (the action that holds the joints
+    # where they are measured: under a joint impedance the pushing force scales down with the shrink; for a
+    # pressing arm, moving toward the default pose can first push harder)
+    shrink_toward: str = "default"
     impedance_threshold: float = 0.1  # risk above this lowers the joint gains (impedance)...
     impedance_scale: float = 0.5  # ...to this fraction...
     impedance_recover_s: float = 0.5  # ...ramping back to full over this long once the risk is below it
@@ -40,6 +52,12 @@ class SafetyFilterCfg:
         if self.shrink_steps < 1 or self.random_candidates < 0:
             raise ConfigError(f"safety.filter: shrink_steps must be >= 1 and random_candidates >= 0, got "
                               f"{self.shrink_steps} and {self.random_candidates}")
+        if self.shrink_toward not in SHRINK_TOWARD:
+            raise ConfigError(f"safety.filter.shrink_toward: expected one of {', '.join(SHRINK_TOWARD)}, got "
+                              f"{self.shrink_toward!r}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"safety.filter.selection: expected one of {', '.join(SELECTIONS)}, got "
+                              f"{self.selection!r}")
         if not 0.0 < self.impedance_scale <= 1.0 or self.noise < 0 or self.impedance_recover_s < 0:
             raise ConfigError(f"safety.filter: impedance_scale must be in (0, 1], noise and impedance_recover_s "
                               f">= 0; got {self.impedance_scale}, {self.noise}, {self.impedance_recover_s}")

@@ -714,7 +714,8 @@ class DeployRuntime:
         frame = self.observations.frame(Measurement(q=q, dq=dq, command=self.command,
                                                     last_action=self._previous_action, quat=state.quat,
                                                     gyro=state.gyro, ee_pos=ee_pos))
-        decision = self.filter.decide(frame, self.last_action, now)
+        measured = (q - self.default) / self.bundle.manifest.action_scale  # holds the joints where they are
+        decision = self.filter.decide(frame, self.last_action, now, measured)
         if decision.damp is not None:
             return decision.damp, 1.0
         if decision.replaced:

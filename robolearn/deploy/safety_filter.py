@@ -6,9 +6,11 @@ every control tick (500 Hz on the Go2, up to 1 kHz on arms, above the policy's 5
 executed in the state just measured:
 
 - risk <= threshold: the action passes;
-- else the filter scores candidates in one batch (the action shrunk toward the default pose, 0 in action units, in
-  `shrink_steps` steps, and `random_candidates` Gaussian perturbations of it) and executes the lowest-risk one if
-  that one is at or below the threshold; if none is, the runtime damps (`Decision.damp`);
+- else the filter scores candidates in one batch (the action shrunk toward the default pose, 0 in action units, or
+  with `shrink_toward: measured` toward the action that holds the measured joints, in `shrink_steps` steps, and
+  `random_candidates` Gaussian perturbations of it) and executes the lowest-risk one
+  (`selection: lowest_risk`) or the one closest to the command among those at or below the threshold
+  (`closest_safe`); if none is at or below it, the runtime damps (`Decision.damp`);
 - a risk that is NaN/inf, or a critic that fails, is a fault: the runtime damps.
 
 While the risk of the executed action is above `impedance_threshold`, the joint gains (the arm's impedance) are
@@ -71,13 +73,20 @@ class SafetyFilter:
         out = self.graph.session.run([self.output], {self.obs_name: frames, self.action_name: actions})[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
-    def candidates(self, action: np.ndarray) -> np.ndarray:
-        """[K, A] float32: the command shrunk toward the default pose, then random perturbations of it."""
+    def candidates(self, action: np.ndarray, measured: np.ndarray | None = None) -> np.ndarray:
+        """[K, A] float32: the command shrunk toward the default pose (or toward `measured`, the action holding the
+        measured joints, with shrink_toward: measured), then random perturbations of it."""
         cfg = self.cfg
         noise = self.rng.standard_normal((cfg.random_candidates, action.shape[0]), dtype=np.float32) * cfg.noise
-        return np.concatenate([self.shrink * action, action + noise]).astype(np.float32)
+        anchor = np.zeros_like(action) if measured is None else np.asarray(measured, dtype=np.float32)
+        return np.concatenate([anchor + self.shrink * (action - anchor), action + noise]).astype(np.float32)
 
-    def decide(self, frame: np.ndarray, action: np.ndarray, now: float) -> Decision:
+    def decide(self, frame: np.ndarray, action: np.ndarray, now: float, measured: np.ndarray | None = None
+               ) -> Decision:
+        """The action to execute. `measured`: the action that holds the measured joints (needed with
+        shrink_toward: measured)."""
+        if self.cfg.shrink_toward == "measured" and measured is None:
+            raise ValueError("safety filter with shrink_toward: measured needs the measured action")
         a = np.asarray(action, dtype=np.float32)
         f = np.asarray(frame, dtype=np.float32)[None]
         self.log.ticks += 1
@@ -92,13 +101,16 @@ class SafetyFilter:
             self._high_until = now
         if risk <= self.cfg.threshold:
             return Decision(a, risk, risk, False, None)
-        cands = self.candidates(a)
+        cands = self.candidates(a, measured if self.cfg.shrink_toward == "measured" else None)
         try:
             risks = self._risk(np.repeat(f, len(cands), axis=0), cands)
         except Exception as exc:
             return self._damp(a, risk, f"safety critic failed: {type(exc).__name__}: {exc}", now)
         risks = np.where(np.isfinite(risks), risks, np.inf)  # a NaN candidate is never chosen
         best = int(np.argmin(risks))
+        safe = risks <= self.cfg.threshold
+        if self.cfg.selection == "closest_safe" and safe.any():  # the least change among the safe candidates
+            best = int(np.argmin(np.where(safe, np.linalg.norm(cands - a, axis=1), np.inf)))
         if risks[best] > self.cfg.threshold:
             return self._damp(a, risk, f"safety filter: risk {risk:.3f} over the threshold {self.cfg.threshold:g} "
                                        f"and no candidate under it (lowest {risks[best]:.3f})", now)

@@ -131,6 +131,8 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
         env = make_policy_task(cfg, min(num_envs, episodes - first), backend=backend, device=device,
                                seed=seed + batch, overrides=overrides)
         try:
+            if safety_filter is not None:
+                policy.bind(env)  # the filter's candidates may start from the env's measured joints
             on_step = on_first_batch(env) if on_first_batch is not None and batch == 0 else None
             summary, batch_results = evaluate(policy, env, on_step=on_step)
         finally:

@@ -2,10 +2,13 @@
 
 The same rule as the deploy runtime's filter (deploy/safety_filter.py, numpy and onnxruntime at control rate),
 here in torch at the policy rate (the task steps once per policy action): an action whose risk is over the
-threshold is replaced by the lowest-risk candidate (the action shrunk toward 0, the default pose, in
-`shrink_steps` steps, and `random_candidates` Gaussian perturbations). Where no candidate is under the
-threshold the robot would damp on hardware; a simulated episode cannot, so the lowest-risk candidate is taken and
-counted in `no_safe_candidate`. `act_mean` is what evaluation calls; counts stay on the device until `stats()`.
+threshold is replaced by a candidate (the action shrunk toward 0, the default pose, or with `shrink_toward:
+measured` toward the action that holds the measured joints, in `shrink_steps` steps, and
+`random_candidates` Gaussian perturbations): the lowest-risk one (`selection: lowest_risk`), or the one closest to
+the commanded action among those under the threshold (`closest_safe`, the least intervention). Where no candidate
+is under the threshold the robot would damp on hardware; a simulated episode cannot, so the lowest-risk candidate
+is taken and counted in `no_safe_candidate`. `act_mean` is what evaluation calls, `filter` what PPO calls on its
+sampled actions in training (`safety_critic.filter_in_training`); counts stay on the device until `stats()`.
 The critic: a module `critic(frame [B, obs_dim], action [B, A]) -> risk [B, 1]` with `obs_dim` (RiskCritic).
 """
 
@@ -16,17 +19,29 @@ from torch import nn
 
 from robolearn.errors import ConfigError
 
-__all__ = ["FilteredPolicy"]
+__all__ = ["FilteredPolicy", "SELECTIONS", "SHRINK_TOWARD"]
+
+# the deploy filter's too (deploy/profile.py; learn imports no deploy)
+SELECTIONS = ("lowest_risk", "closest_safe")
+SHRINK_TOWARD = ("default", "measured")
 
 
 class FilteredPolicy(nn.Module):
     def __init__(self, policy: nn.Module, critic: nn.Module, *, threshold: float = 0.2, shrink_steps: int = 4,
-                 random_candidates: int = 12, noise: float = 0.3, seed: int = 0) -> None:
+                 random_candidates: int = 12, noise: float = 0.3, selection: str = "lowest_risk",
+                 shrink_toward: str = "default", seed: int = 0) -> None:
         super().__init__()
         if not 0.0 <= threshold <= 1.0 or shrink_steps < 1 or random_candidates < 0 or noise < 0:
             raise ConfigError(f"safety filter: threshold must be a risk in [0, 1], shrink_steps >= 1, "
                               f"random_candidates and noise >= 0; got {threshold}, {shrink_steps}, "
                               f"{random_candidates}, {noise}")
+        if selection not in SELECTIONS:
+            raise ConfigError(f"safety filter: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        if shrink_toward not in SHRINK_TOWARD:
+            raise ConfigError(f"safety filter: shrink_toward must be one of {', '.join(SHRINK_TOWARD)}, got "
+                              f"{shrink_toward!r}")
+        self.selection, self.shrink_toward = selection, shrink_toward
+        self._task = None  # with shrink_toward measured: the task whose measured joints anchor the candidates
         self.policy, self.critic = policy, critic
         self.threshold, self.noise, self.random_candidates = threshold, noise, random_candidates
         self.history = getattr(policy, "history", 1)
@@ -45,26 +60,56 @@ class FilteredPolicy(nn.Module):
     def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.policy.actor_input(obs)
 
+    def bind(self, task) -> None:
+        """The task the filtered actions are executed in (its measured joints, for `shrink_toward: measured`)."""
+        if self.shrink_toward == "measured":
+            task.measured_action()  # a task without joint position actions fails here, by name
+        self._task = task
+
+    def anchor(self, a: torch.Tensor) -> torch.Tensor:
+        """What the shrink candidates move the command toward: 0 (the default pose) or the measured joints."""
+        if self.shrink_toward == "default":
+            return torch.zeros_like(a)
+        if self._task is None:
+            raise ConfigError("safety filter with shrink_toward: measured: bind(task) first (its measured joints)")
+        return self._task.measured_action().to(a.device)
+
+    def frame(self, x: torch.Tensor) -> torch.Tensor:
+        """The critic's observation frame in an actor input (the newest frame of a history)."""
+        return x[:, -self.frame_dim:] if self.history > 1 else x[:, : self.frame_dim]
+
     @torch.no_grad()
     def act_mean(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.policy.act_mean(x)  # [N, A]
-        frame = x[:, -self.frame_dim:] if self.history > 1 else x[:, : self.frame_dim]
+        return self.filter(self.frame(x), self.policy.act_mean(x))
+
+    @torch.no_grad()
+    def filter(self, frame: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The actions [N, A] to execute for commanded actions `a` in observation frames `frame` [N, obs_dim]."""
         risk = self.critic(frame, a).squeeze(-1)  # [N]
         if self._generator is None or self._generator.device != a.device:
             self._generator = torch.Generator(device=a.device).manual_seed(self.seed)
             self.counts = self.counts.to(a.device)
         noise = torch.randn((self.random_candidates, *a.shape), generator=self._generator, device=a.device)
-        cands = torch.cat([self.shrink * a, a + self.noise * noise])  # [K, N, A]
+        anchor = self.anchor(a)
+        cands = torch.cat([anchor + self.shrink * (a - anchor), a + self.noise * noise])  # [K, N, A]
         K, N = cands.shape[:2]
         cand_risk = self.critic(frame.repeat(K, 1), cands.flatten(0, 1)).view(K, N)
         best_risk, best = cand_risk.min(dim=0)  # [N]
+        if self.selection == "closest_safe":  # the least change among the safe candidates, where there is one
+            safe = cand_risk <= self.threshold
+            change = torch.where(safe, (cands - a).norm(dim=-1), torch.inf)  # [K, N]
+            best = torch.where(safe.any(dim=0), change.argmin(dim=0), best)
+            best_risk = cand_risk.gather(0, best.view(1, N))[0]
         chosen = cands.gather(0, best.view(1, N, 1).expand(1, N, a.shape[1]))[0]
         risky = risk > self.threshold
         self.counts += torch.stack([torch.tensor(float(N), device=a.device), risky.sum(),
                                     (risky & (best_risk > self.threshold)).sum()]).float()
         return torch.where(risky.unsqueeze(-1), chosen, a)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self, reset: bool = False) -> dict[str, float]:
+        """Counts since construction (or the last `reset`): one host read."""
         scored, replaced, unsafe = self.counts.tolist()
+        if reset:
+            self.counts = torch.zeros_like(self.counts)
         return {"scored": scored, "replaced_fraction": replaced / max(scored, 1.0),
                 "no_safe_candidate_fraction": unsafe / max(scored, 1.0)}

@@ -12,6 +12,7 @@ from torch import nn
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.distributed import Distributed
+from robolearn.learn.filtered_policy import FilteredPolicy
 from robolearn.learn.models.actor_critic import ActorCritic
 from robolearn.learn.risk_critic import RiskCriticLearner, violation_signal
 from robolearn.learn.storage import Batch, RolloutStorage
@@ -74,6 +75,12 @@ class PPO(Algorithm):
         self.storage = RolloutStorage(steps_per_env, num_envs, policy.actor_dim, policy.critic_norm.mean.shape[0],
                                       policy.log_std.shape[0], device=policy.log_std.device,
                                       cost=self.uses_cost or risk is not None)
+        self.shield: FilteredPolicy | None = None  # the safety filter in training (safety_critic.filter_in_training)
+        if risk is not None and risk.cfg.filter_in_training:
+            self.shield = FilteredPolicy(policy, risk.critic, threshold=risk.cfg.filter_threshold,
+                                         selection=risk.cfg.filter_selection, shrink_toward=risk.cfg.shrink_toward,
+                                         shrink_steps=risk.cfg.filter_shrink_steps,
+                                         seed=int(generator.initial_seed()))
         self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
         self.updates = 0  # updates done (the linear schedule's position, with `total_updates`)
         self.total_updates = total_updates
@@ -87,6 +94,8 @@ class PPO(Algorithm):
             self.dist.update_normalizers(((self.policy.actor_norm, actor_obs), (self.policy.critic_norm, critic_obs)))
         dist = self.policy.distribution(actor_obs)
         actions = dist.rsample()  # mean + std * N(0, 1); `sample` checks std >= 0 on the host (a sync per step)
+        if self.shield is not None:  # the executed (filtered) actions are what the rollout learns from
+            actions = self.shield.filter(obs["policy"], actions)
         values = self.policy.value(critic_obs).squeeze(-1)
         self._step = (actor_obs, critic_obs, actions, dist.log_prob(actions).sum(-1), dist.mean,
                       dist.stddev.expand_as(dist.mean), values)
@@ -221,4 +230,8 @@ class PPO(Algorithm):
         if self.risk is not None:  # Q_risk on the policy's observation frame (a teacher's extras left out)
             frame = storage.actor_obs[..., : self.risk.critic.obs_dim]
             stats.update(self.risk.update(frame, storage.actions, storage.violations, storage.dones))
+        if self.shield is not None:
+            shield = self.shield.stats(reset=True)
+            stats["safety/replaced_fraction"] = shield["replaced_fraction"]
+            stats["safety/no_safe_candidate_fraction"] = shield["no_safe_candidate_fraction"]
         return stats

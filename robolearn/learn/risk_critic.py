@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from robolearn.errors import ConfigError
+from robolearn.learn.filtered_policy import SELECTIONS, SHRINK_TOWARD
 from robolearn.learn.models.actor_critic import EmpiricalNormalizer, mlp
 
 __all__ = ["SafetyCriticCfg", "RiskCritic", "RiskCriticLearner", "violation_signal"]
@@ -44,6 +45,22 @@ class SafetyCriticCfg:
     epochs: int = 4  # passes over each rollout
     minibatches: int = 8
     init_risk: float = 0.05  # the heads start here (their output bias), not at 0.5: violations are rare
+    # `robolearn risk`: the fraction of envs per step that execute a safety-filter candidate instead of the policy's
+    # action (the action shrunk toward 0 by a uniform factor, or perturbed by `candidate_noise`), so that the critic
+    # knows the actions the filter will score; a policy's own noise rarely reaches them (a pressing arm's critic
+    # fitted without them called lifting the arm as risky as pressing harder)
+    candidate_fraction: float = 0.0
+    candidate_noise: float = 0.3
+    # where shrunk candidates head, for these and for the filter in training: default (0, the default pose) or
+    # measured (the action that holds the measured joints: a joint impedance's force scales down with the shrink)
+    shrink_toward: str = "default"
+    # The safety filter in training (a shield): PPO's sampled actions pass through this critic as in evaluation
+    # and on the robot (filtered_policy.py) before the task steps; the rollout keeps the executed actions. In
+    # `robolearn risk` the policy collects through the filter (outside candidate_fraction).
+    filter_in_training: bool = False
+    filter_threshold: float = 0.5
+    filter_selection: str = "closest_safe"  # lowest_risk | closest_safe
+    filter_shrink_steps: int = 4
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma < 1.0:
@@ -53,6 +70,17 @@ class SafetyCriticCfg:
                               f"{self.learning_rate}")
         if not 0.0 < self.init_risk < 1.0:
             raise ConfigError(f"safety_critic.init_risk must be in (0, 1), got {self.init_risk}")
+        if not 0.0 <= self.candidate_fraction <= 1.0 or self.candidate_noise < 0:
+            raise ConfigError(f"safety_critic: candidate_fraction must be in [0, 1] and candidate_noise >= 0; got "
+                              f"{self.candidate_fraction} and {self.candidate_noise}")
+        if self.shrink_toward not in SHRINK_TOWARD:
+            raise ConfigError(f"safety_critic.shrink_toward must be one of {', '.join(SHRINK_TOWARD)}, got "
+                              f"{self.shrink_toward!r}")
+        if not 0.0 <= self.filter_threshold <= 1.0 or self.filter_selection not in SELECTIONS:
+            raise ConfigError(f"safety_critic: filter_threshold must be a risk in [0, 1] and filter_selection one of "
+                              f"{', '.join(SELECTIONS)}; got {self.filter_threshold} and {self.filter_selection!r}")
+        if self.filter_shrink_steps < 1:
+            raise ConfigError(f"safety_critic.filter_shrink_steps must be >= 1, got {self.filter_shrink_steps}")
         if self.epochs < 1 or self.minibatches < 1:
             raise ConfigError(f"safety_critic: epochs and minibatches must be >= 1, got {self.epochs} and "
                               f"{self.minibatches}")

@@ -2,10 +2,14 @@
 
 The policy is frozen; it acts with its own Gaussian (its learned std: the critic must know actions around the
 mean, which the filter's candidates are) in the run's task with the run's training settings (or a named
-randomization, e.g. wide). Each iteration collects `steps_per_env` steps from every env and fits the critic on
-them (risk_critic.py). The result is a run folder whose checkpoint is the source's (same policy weights, PPO
-state, config with `safety_critic.enabled`) plus the critic: eval (`--safety-filter`), export (the bundle's
-`safety_critic` graph) and `train --resume` take it like any PPO run.
+randomization, e.g. wide). In `safety_critic.candidate_fraction` of the envs each step it executes a candidate as
+the safety filter draws them instead (shrunk toward 0 or perturbed), so that the critic has seen those too; with
+`safety_critic.filter_in_training` the other envs execute the policy through the filter with the critic being
+fitted, so that the data lie where the filter decides (Recovery RL's Q_risk of the filtered policy). Each
+iteration collects `steps_per_env` steps from every env and fits the critic on them (risk_critic.py). The result
+is a run folder whose checkpoint is the source's (same policy weights, PPO state, config with
+`safety_critic.enabled`) plus the critic: eval (`--safety-filter`), export (the bundle's `safety_critic` graph)
+and `train --resume` take it like any PPO run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from robolearn.errors import ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
 from robolearn.learn.evaluate import evaluate_final
+from robolearn.learn.filtered_policy import FilteredPolicy
 from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg, violation_signal
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
@@ -35,9 +40,19 @@ class RiskFit(Algorithm):
     progress_metric: ClassVar[tuple[str, str]] = ("Q_risk", "risk/mean_q")
 
     def __init__(self, policy: nn.Module, source_state: dict[str, Any], learner: RiskCriticLearner, *,
-                 num_envs: int, steps_per_env: int, checkpoint_format: str) -> None:
+                 num_envs: int, steps_per_env: int, checkpoint_format: str, task: Any = None) -> None:
         self.policy, self.learner, self.source_state = policy.eval().requires_grad_(False), learner, source_state
         self.checkpoint_format = checkpoint_format  # the source's: the result is that kind of run
+        self.task = task  # its measured joints anchor the candidates with shrink_toward: measured
+        cfg = learner.cfg
+        if (cfg.candidate_fraction > 0 or cfg.filter_in_training) and cfg.shrink_toward == "measured":
+            task.measured_action()  # a task without joint position actions fails here, by name
+        self.shield: FilteredPolicy | None = None  # the filter in the loop (safety_critic.filter_in_training)
+        if cfg.filter_in_training:
+            self.shield = FilteredPolicy(self.policy, learner.critic, threshold=cfg.filter_threshold,
+                                         selection=cfg.filter_selection, shrink_toward=cfg.shrink_toward,
+                                         shrink_steps=cfg.filter_shrink_steps)
+            self.shield.bind(task)
         dev = next(policy.parameters()).device
         frame_dim = learner.shape["obs_dim"]
         T, N, A = steps_per_env, num_envs, learner.shape["num_actions"]
@@ -49,6 +64,20 @@ class RiskFit(Algorithm):
 
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         actions = self.policy.distribution(self.policy.actor_input(obs)).sample()
+        cfg = self.learner.cfg
+        n, dev = actions.shape[0], actions.device
+        pick = torch.zeros(n, dtype=torch.bool, device=dev)
+        if cfg.candidate_fraction > 0:  # what the filter will score: shrunk toward 0, or perturbed
+            pick = torch.rand(n, device=dev) < cfg.candidate_fraction
+            shrink = torch.rand(n, 1, device=dev) < 0.5
+            anchor = self.task.measured_action() if cfg.shrink_toward == "measured" else torch.zeros_like(actions)
+            shrunk = anchor + (actions - anchor) * torch.rand(n, 1, device=dev)
+            perturbed = actions + cfg.candidate_noise * torch.randn_like(actions)
+            candidates = torch.where(shrink, shrunk, perturbed)
+        if self.shield is not None:  # the other envs run the filtered policy: data where the filter decides
+            actions = self.shield.filter(obs["policy"], actions)
+        if cfg.candidate_fraction > 0:
+            actions = torch.where(pick.unsqueeze(1), candidates, actions)
         self.frames[self.t], self.actions[self.t] = obs["policy"], actions
         return actions
 
@@ -91,11 +120,13 @@ def make_risk_fit_runner(source: str | Path, run_dir: str | Path, *, num_envs: i
         task.close()
         raise ConfigError(f"task {cfg.task} declares no cost terms: a safety critic learns from the cost "
                           f"(costs: in the task's YAML)")
+    task.desynchronize_episodes()  # every rollout then holds every phase of an episode (fixed-length episodes
+    # started together would give the critic one phase per iteration: it forgot the others in between)
     learner = RiskCriticLearner(task.obs_dims["policy"], task.num_actions, cfg.safety_critic,
                                 generator=torch.Generator().manual_seed(seed + 2))
     source_state = {k: ckpt[k] for k in ("model", "optimizer", "lr", "rng", "updates") if k in ckpt}
     algorithm = RiskFit(policy, source_state, learner, num_envs=num_envs, steps_per_env=steps_per_env,
-                        checkpoint_format=ckpt["format"])
+                        checkpoint_format=ckpt["format"], task=task)
     meta = {"task": cfg.task, "obs_dims": task.obs_dims, "num_actions": task.num_actions,
             "joint_names": list(task.robot.joint_names),
             "risk_fit": {"source": str(source), "randomization": randomization, "num_envs": num_envs,

@@ -64,6 +64,8 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
             dist.broadcast_module(ppo.cost_critic)
     else:
         ppo = PPO(policy, cfg.ppo, **common)
+    if ppo.shield is not None:
+        ppo.shield.bind(task)
     meta = {"task": cfg.task, "obs_dims": obs_dims, "num_actions": task.num_actions,
             "joint_names": list(task.robot.joint_names)}
     settings = RunnerCfg(steps_per_env=cfg.steps_per_env, max_iterations=cfg.max_iterations,

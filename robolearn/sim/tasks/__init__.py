@@ -15,12 +15,13 @@ from robolearn.sim.tasks.manipulation import LiftTask, ManipulationTask, PushTas
 from robolearn.sim.tasks.navigation import NavigationTask
 from robolearn.sim.tasks.reach import ReachTask
 from robolearn.sim.tasks.rough import RoughLocomotionTask
+from robolearn.sim.tasks.wipe import WipeTask
 
 __all__ = ["Task", "TaskCfg", "ManipulationTask", "TASK_TYPES", "task_names", "load_task_cfg", "make_task"]
 
 TASK_TYPES: dict[str, type[Task]] = {"locomotion": LocomotionTask, "reach": ReachTask, "push": PushTask,
                                      "lift": LiftTask, "rough_locomotion": RoughLocomotionTask,
-                                     "navigation": NavigationTask}
+                                     "navigation": NavigationTask, "wipe": WipeTask}
 
 
 def _tasks_dir() -> Path:

@@ -410,6 +410,23 @@ class Task(ABC):
             high = torch.minimum(high, (hi - self.default_joint_pos) / cfg.action_scale)
         return low, high
 
+    def desynchronize_episodes(self) -> None:
+        """Start every env at a random step of its first episode (which then ends sooner, as a time-out), so that a
+        rollout of a few steps covers all phases of an episode instead of the same few steps in every env (rsl_rl's
+        `init_at_random_ep_len`). Tasks whose state follows the episode step (a moving target) jump there."""
+        self.episode_step = torch.randint(0, self.max_episode_steps, (self.num_envs,), generator=self.generator,
+                                          device=self.device)
+
+    def measured_action(self) -> torch.Tensor:
+        """[N, A]: the action whose joint targets are the measured joint positions (it holds the joints where they
+        are; a joint impedance then pushes with no force beyond damping and gravity compensation). The safety
+        filter's candidates can shrink a command toward it (`shrink_toward: measured`)."""
+        if self.num_actions != len(self.default_joint_pos) or type(self).action_to_ctrl is not Task.action_to_ctrl:
+            raise ConfigError(f"task {self.name}: its actions are not joint position targets (default + "
+                              f"action_scale x action), so no action holds the measured pose; use "
+                              f"shrink_toward: default")
+        return (self.joint_pos - self.default_joint_pos) / self.cfg.action_scale
+
     def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency (or, with
         `deploy_targets`, the deploy runtime's interpolated, clamped and rate-limited targets)."""
