@@ -6,7 +6,8 @@ interval, as a table, JSON and a bar plot (the safety issue's evaluation table).
         [--threshold 0.5] [--selection closest_safe] [--toward measured] [--episodes 200] [--randomization train]
 
 `--filtered` is a run with a safety critic (`robolearn risk RUN`, or a run trained with `safety_critic.enabled`):
-its policy runs through the filter exactly as `robolearn eval --safety-filter` runs it; `--ppo` is evaluated without
+its policy runs through the filter exactly as `robolearn eval --safety-filter` runs it, with the run's filter
+settings (`safety_critic.filter_*`) unless the options below say otherwise; `--ppo` is evaluated without
 it (give the same run twice to see the filter alone). A run given as RUN#N is evaluated at its checkpoint of
 iteration N. Every policy meets the same seeds, so the same episodes. The
 PPO-Lagrangian row is checked against its run's cost limit (`lagrangian.cost_limit`). Several --threshold values
@@ -100,19 +101,19 @@ def main() -> None:
     parser.add_argument("--filtered", action="append", default=[],
                         help="a run with a safety critic: its policy through the safety filter (repeat for several)")
     parser.add_argument("--threshold", type=float, action="append", help="the filter's risk threshold (repeat to "
-                                                                         "sweep; default 0.2)")
-    parser.add_argument("--selection", default="lowest_risk", help="the filter's candidate rule: lowest_risk or "
-                                                                       "closest_safe")
-    parser.add_argument("--toward", default="default", help="where the shrunk candidates head: default (the "
-                                                              "default pose) or measured (the measured joints)")
-    parser.add_argument("--shrink-steps", type=int, default=4, help="the filter's candidates: the action shrunk "
-                                                                     "toward the default pose in this many steps")
+                                                                         "sweep; default: the run's)")
+    parser.add_argument("--selection", help="the filter's candidate rule: lowest_risk or closest_safe (default: "
+                                            "the run's)")
+    parser.add_argument("--toward", help="where the shrunk candidates head: default (the default pose) or measured "
+                                         "(the measured joints); default: the run's")
+    parser.add_argument("--shrink-steps", type=int, help="the filter's candidates: the action shrunk in this many "
+                                                         "steps (default: the run's)")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--num-envs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=9000)
     parser.add_argument("--randomization", default="train")
     args = parser.parse_args()
-    thresholds = args.threshold or [0.2]
+    thresholds = args.threshold or [None]
     def name(given: str, several: bool) -> str:
         return f" [{Path(given.partition('#')[0]).name}{'#' + given.partition('#')[2] if '#' in given else ''}]" \
             if several else ""
@@ -120,7 +121,7 @@ def main() -> None:
     runs: list[tuple[str, str, dict | None]] = [("PPO", args.ppo, None)]
     runs += [(f"PPO-Lagrangian{name(r, len(args.ppo_lag) > 1)}", r, None) for r in args.ppo_lag]
     for r in args.filtered:
-        runs += [(f"PPO + filter ({t:g}){name(r, len(args.filtered) > 1)}" if len(thresholds) > 1 else
+        runs += [(f"PPO + filter ({t:g}){name(r, len(args.filtered) > 1)}" if len(thresholds) > 1 and t else
                   f"PPO + safety filter{name(r, len(args.filtered) > 1)}", r,
                   {"threshold": t, "selection": args.selection, "shrink_steps": args.shrink_steps,
                    "shrink_toward": args.toward})

@@ -188,6 +188,7 @@ def test_the_filter_in_training_executes_and_stores_only_actions_under_the_thres
 def test_robolearn_risk_also_executes_the_filters_candidates_toward_the_measured_joints(tmp_path):
     """`safety_critic.candidate_fraction`: the fit executes filter-like candidates in that fraction of envs (here
     all of them), half shrunk toward the measured joints, half perturbed, so that the critic learns their risk."""
+    from robolearn.errors import ConfigError
     from robolearn.learn.risk_fit import RiskFit, make_risk_fit_runner
     from robolearn.sim.tasks import make_task
 
@@ -216,6 +217,25 @@ def test_robolearn_risk_also_executes_the_filters_candidates_toward_the_measured
     assert 0.3 < float(perturbed.std()) < 0.7  # perturbed by candidate_noise
     assert 10 < int(shrink.sum()) < 54
     runner.learn(progress=False)
+    as_typed = make_risk_fit_runner(tmp_path / "wipe", tmp_path / "typed", num_envs=2, iterations=1,
+                                    critic={"learning_rate": "3e-4"})  # --set learning_rate=3e-4: YAML gives a str
+    assert as_typed.algorithm.learner.cfg.learning_rate == 3e-4
+    with pytest.raises(ConfigError, match=r"safety_critic \(robolearn risk --set\).learning_rate: expected a "
+                                          r"number, got 'fast'"):
+        make_risk_fit_runner(tmp_path / "wipe", tmp_path / "bad", num_envs=2, critic={"learning_rate": "fast"})
     with pytest.raises(Exception, match="not joint position targets"):  # end-effector actions hold no joints
         RiskFit(fit.policy, {}, fit.learner, num_envs=1, steps_per_env=2, checkpoint_format="robolearn-ppo",
                 task=make_task("panda-push", 1))
+
+
+def test_the_filter_in_simulation_takes_the_runs_own_settings_unless_given():
+    from robolearn.learn.eval_run import filter_settings
+
+    fitted = {"config": {"safety_critic": {"filter_threshold": 0.6, "filter_selection": "closest_safe",
+                                           "shrink_toward": "measured", "filter_shrink_steps": 16}}}
+    assert filter_settings(fitted, {"threshold": None, "selection": None, "shrink_toward": None}) == {
+        "threshold": 0.6, "selection": "closest_safe", "shrink_toward": "measured", "shrink_steps": 16}
+    assert filter_settings(fitted, {"threshold": 0.3})["threshold"] == 0.3  # an option given on the command line
+    older = {"config": {"safety_critic": {"enabled": True}}}  # a run from before these settings: deploy defaults
+    assert filter_settings(older, {}) == {"threshold": 0.2, "selection": "lowest_risk", "shrink_toward": "default",
+                                          "shrink_steps": 4}

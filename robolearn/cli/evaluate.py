@@ -105,14 +105,15 @@ def eval_(
     safety_filter: Annotated[bool, typer.Option("--safety-filter", help="pass the actions through the run's Q_risk "
                                                 "safety critic (as the deploy runtime does); writes "
                                                 "eval_<backend>[_<randomization>]_filtered.json")] = False,
-    filter_threshold: Annotated[float, typer.Option(help="with --safety-filter: the risk above which an action is "
-                                                         "replaced")] = 0.2,
-    filter_selection: Annotated[str, typer.Option(help="with --safety-filter: lowest_risk (the safest candidate) or "
-                                                       "closest_safe (the one nearest the command under the "
-                                                       "threshold)")] = "lowest_risk",
-    filter_toward: Annotated[str, typer.Option(help="with --safety-filter: where the shrunk candidates head: default "
-                                                    "(the default pose) or measured (the measured joints)")
-                             ] = "default",
+    filter_threshold: Annotated[Optional[float], typer.Option(
+        help="with --safety-filter: the risk above which an action is replaced (default: the run's "
+             "safety_critic.filter_threshold)")] = None,
+    filter_selection: Annotated[Optional[str], typer.Option(
+        help="with --safety-filter: lowest_risk (the safest candidate) or closest_safe (the one nearest the command "
+             "under the threshold); default: the run's")] = None,
+    filter_toward: Annotated[Optional[str], typer.Option(
+        help="with --safety-filter: where the shrunk candidates head: default (the default pose) or measured (the "
+             "measured joints); default: the run's")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="diffusion runs: ddim (few steps), ddpm (all training "
                                                         "steps) or warm (RTI-DP warm start); default: the run's")
                        ] = None,

@@ -115,9 +115,11 @@ def evaluate_run(run: str | Path, *, backend: str = "mujoco", episodes: int | No
                  ) -> tuple[dict[str, Any], list[EpisodeResult]]:
     """(report, per-episode results) of the run's latest checkpoint (or model_<checkpoint>.pt).
     `on_first_batch(task)` may return a per-step callback (a video recorder) for the first batch. With
-    `safety_filter` (FilteredPolicy's settings, {} for its defaults) the actions pass through the run's Q_risk."""
+    `safety_filter` (FilteredPolicy's settings over the run's own, see `filter_settings`; {}: the run's) the
+    actions pass through the run's Q_risk."""
     cfg, policy, ckpt = load_policy(run, task=task, checkpoint=checkpoint)
     if safety_filter is not None:
+        safety_filter = filter_settings(ckpt, safety_filter)
         policy = _filtered(policy, ckpt, run, safety_filter)
     episodes = episodes if episodes is not None else cfg.eval.num_envs
     num_envs = min(num_envs if num_envs is not None else default_batch(backend, episodes), episodes)
@@ -173,3 +175,12 @@ def _filtered(policy: Any, ckpt: dict[str, Any], run: str | Path, settings: dict
         raise RobolearnError(f"{run}: no safety critic in this checkpoint (train with --set "
                              f"safety_critic.enabled=true, or fit one to the policy with `robolearn risk {run}`)")
     return FilteredPolicy(policy, RiskCritic.from_checkpoint(ckpt["risk_critic"]), **settings)
+
+
+def filter_settings(ckpt: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The safety filter's settings for a run: its config's (`safety_critic.filter_*`, `shrink_toward`; the deploy
+    defaults for runs that predate them) with the `given` ones (not None) on top."""
+    sc = ckpt["config"].get("safety_critic", {})
+    settings = {"threshold": sc.get("filter_threshold", 0.2), "selection": sc.get("filter_selection", "lowest_risk"),
+                "shrink_toward": sc.get("shrink_toward", "default"), "shrink_steps": sc.get("filter_shrink_steps", 4)}
+    return {**settings, **{k: v for k, v in given.items() if v is not None}}

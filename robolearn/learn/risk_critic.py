@@ -57,9 +57,11 @@ class SafetyCriticCfg:
     # The safety filter in training (a shield): PPO's sampled actions pass through this critic as in evaluation
     # and on the robot (filtered_policy.py) before the task steps; the rollout keeps the executed actions. In
     # `robolearn risk` the policy collects through the filter (outside candidate_fraction).
+    # The filter settings (the deploy profile's `safety.filter` defaults) are also what `robolearn eval
+    # --safety-filter` uses for this run unless its options say otherwise.
     filter_in_training: bool = False
-    filter_threshold: float = 0.5
-    filter_selection: str = "closest_safe"  # lowest_risk | closest_safe
+    filter_threshold: float = 0.2
+    filter_selection: str = "lowest_risk"  # lowest_risk | closest_safe
     filter_shrink_steps: int = 4
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from robolearn.config import merge, to_dict
+from robolearn.config import from_dict, merge, to_dict
 from robolearn.errors import ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
@@ -110,7 +110,8 @@ def make_risk_fit_runner(source: str | Path, run_dir: str | Path, *, num_envs: i
         raise ConfigError(f"{source}: a {ckpt['format']} checkpoint; `robolearn risk` fits a critic to a PPO run's "
                           f"policy (robolearn train)")
     cfg, policy, _ = load_policy(source)
-    cfg.safety_critic = SafetyCriticCfg(**merge(to_dict(cfg.safety_critic), {**(critic or {}), "enabled": True}))
+    settings = merge(to_dict(cfg.safety_critic), {**(critic or {}), "enabled": True})
+    cfg.safety_critic = from_dict(SafetyCriticCfg, settings, where="safety_critic (robolearn risk --set)")
     num_envs = num_envs or cfg.num_envs
     torch.manual_seed(seed)
     overrides = cfg.task_overrides if randomization == "train" else merge(
