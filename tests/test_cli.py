@@ -38,8 +38,8 @@ def test_list_shows_tasks_robots_backends_one_line_each():
             current = line.strip()
             sections[current] = []
     assert sections["tasks"] == ["go2-flat", "go2-nav", "go2-nav-crouch", "go2-nav-skill", "go2-rough", "panda-lift",
-                                 "panda-push", "panda-reach"]
-    assert sections["robots"] == ["go2", "panda", "panda_gripper", "so100"]
+                                 "panda-push", "panda-reach", "panda-wipe"]
+    assert sections["robots"] == ["go2", "panda", "panda_gripper", "panda_wiper", "so100"]
     assert "mujoco" in sections["backends"]
     assert sections["hardware profiles"] == ["go2", "panda", "panda_gripper", "so100"]
     assert sections["shipped policy bundles"] == ["go2-flat", "go2-nav", "go2-nav-crouch", "go2-rough-rma"]
@@ -134,7 +134,7 @@ def test_malformed_config_file_names_file_and_line(tmp_path):
 def test_unknown_robot_in_a_task_override():
     out = run("train", "panda-reach", "--set", "task_overrides.robot=ur5")
     assert out.returncode == 2
-    assert "error: unknown robot 'ur5'; valid robots: go2, panda, panda_gripper, so100" in out.stderr
+    assert "error: unknown robot 'ur5'; valid robots: go2, panda, panda_gripper, panda_wiper, so100" in out.stderr
 
 
 def test_train_then_play_writes_run_folder_and_video(tmp_path):
