@@ -81,6 +81,9 @@ def test_the_target_waits_then_moves_along_the_line_to_its_end():
     ({"contact_force": 40.0}, "contact_force must be in \\(0, force_limit=30.0\\)"),
     ({"settle_s": 5.0}, "settle_s \\(5.0\\) must be shorter than episode_length_s"),
     ({"line_min_length": 2.0}, "line_min_length must be in"),
+    ({"pad_radius": -0.01}, "pad_radius must be > 0, got -0.01"),
+    ({"pad_friction": -1.0}, "pad_friction must be >= 0, got -1.0"),
+    ({"line_x": [0.6, 0.4]}, "line_x must be \\[low, high\\] with low < high, got \\[0.6, 0.4\\]"),
 ])
 def test_bad_wipe_settings_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -56,6 +56,20 @@ class WipeCfg(ReachCfg):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ("pad_radius", "pad_timeconst", "press_force", "force_obs_scale", "wipe_tolerance"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.pad_friction < 0:
+            raise ConfigError(f"pad_friction must be >= 0, got {self.pad_friction}")
+        if self.force_site_radius <= 2 * self.pad_radius:
+            raise ConfigError(f"force_site_radius ({self.force_site_radius}) must exceed the pad's reach below the "
+                              f"tool point (2 x pad_radius = {2 * self.pad_radius})")
+        if not 0 < self.success_fraction <= 1:
+            raise ConfigError(f"success_fraction must be in (0, 1], got {self.success_fraction}")
+        for name in ("line_x", "line_y"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ConfigError(f"{name} must be [low, high] with low < high, got {[lo, hi]}")
         if not 0 < self.contact_force < self.force_limit:
             raise ConfigError(f"contact_force must be in (0, force_limit={self.force_limit}), got {self.contact_force}")
         if self.settle_s >= self.episode_length_s:
