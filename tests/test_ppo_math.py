@@ -132,3 +132,18 @@ def test_time_outs_are_bootstrapped_and_failures_are_not():
     assert stored[0] == 1.0 and stored[1] == 1.0  # running, and failed: no bootstrap
     assert stored[2] == pytest.approx(1.0 + 0.9 * float(values[2]))  # cut by the time limit: + gamma V(s)
     assert ppo.storage.dones[0].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_the_clipped_surrogate_stays_finite_for_an_action_far_in_the_tail():
+    """A safety filter's replacement is stored as executed; far in the policy's tail its log-ratio after an update
+    can pass float32's exp overflow (88): the surrogate must stay finite (else the update writes NaN weights)."""
+    from robolearn.learn.ppo import clipped_surrogate
+
+    old = torch.tensor([-500.0, -1.0])
+    new = torch.tensor([-400.0, -1.0])  # +100 in log space for the tail action
+    adv = torch.tensor([-1.0, 1.0])
+    loss, ratio = clipped_surrogate(new, old, adv, 0.2)
+    assert torch.isfinite(loss) and torch.isfinite(ratio).all()
+    assert ratio[1] == 1.0  # on-policy ratios are untouched
+    ordinary, _ = clipped_surrogate(torch.tensor([-1.1]), torch.tensor([-1.0]), torch.tensor([2.0]), 0.2)
+    assert ordinary == pytest.approx(-(2.0 * torch.exp(torch.tensor(-0.1))).item())

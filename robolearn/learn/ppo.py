@@ -17,7 +17,19 @@ from robolearn.learn.models.actor_critic import ActorCritic
 from robolearn.learn.risk_critic import RiskCriticLearner, violation_signal
 from robolearn.learn.storage import Batch, RolloutStorage
 
-__all__ = ["PPOCfg", "PPO"]
+__all__ = ["PPOCfg", "PPO", "clipped_surrogate"]
+
+MAX_LOG_RATIO = 20.0  # exp(20) ~ 5e8: far beyond any on-policy ratio, far below float32's overflow at exp(88)
+
+
+def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(PPO's clipped surrogate loss, the ratios). The log-ratio is clamped to +-MAX_LOG_RATIO: an action far out in
+    the Gaussian's tail (a safety filter's replacement, stored as executed) must not give exp(.) = inf and a NaN
+    update; on-policy ratios are never near the bound."""
+    ratio = torch.exp((log_prob - old_log_prob).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
+    surrogate = -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
+    return surrogate, ratio
 
 
 @dataclass(kw_only=True)
@@ -194,9 +206,8 @@ class PPO(Algorithm):
                 kl = (torch.log(dist.stddev / batch.old_std)
                       + (batch.old_std.square() + (batch.old_mean - dist.mean).square()) / (2 * dist.variance)
                       - 0.5).sum(-1).mean()
-            ratio = torch.exp(log_prob - batch.old_log_prob)
             advantages = self.policy_advantages(batch)
-            surrogate = -torch.min(ratio * advantages, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantages).mean()
+            surrogate, ratio = clipped_surrogate(log_prob, batch.old_log_prob, advantages, cfg.clip)
             value = self.policy.value(batch.critic_obs).squeeze(-1)
             value_clipped = batch.values + (value - batch.values).clamp(-cfg.clip, cfg.clip)
             value_loss = torch.max((value - batch.returns).square(), (value_clipped - batch.returns).square()).mean()
