@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from robolearn.errors import BundleError
+from robolearn.errors import BundleError, ConfigError
 from robolearn.learn.config import load_train_cfg
 from robolearn.learn.train import make_ppo_runner
 
@@ -138,7 +138,6 @@ def test_robolearn_risk_fits_a_critic_to_a_trained_policy_and_eval_filters_with_
 
 
 def test_the_critic_can_learn_from_named_cost_terms_only():
-    from robolearn.errors import ConfigError
     from robolearn.learn.risk_critic import SafetyCriticCfg, violation_signal
 
     info = {"costs": {"fall": torch.tensor([1.0, 0.0, 0.0]), "torque_saturation": torch.tensor([0.0, 1.0, 0.0])}}
@@ -181,14 +180,13 @@ def test_the_filter_in_training_executes_and_stores_only_actions_under_the_thres
     stats = ppo.shield.stats(reset=True)
     assert 0.2 < stats["replaced_fraction"] < 1.0 and stats["no_safe_candidate_fraction"] == 0.0  # 0 is safe
     runner.learn(progress=False)  # end to end with the learned critic: the filter statistics are logged
-    with pytest.raises(Exception, match="filter_selection one of lowest_risk, closest_safe"):
+    with pytest.raises(ConfigError, match="filter_selection one of lowest_risk, closest_safe"):
         load_train_cfg("panda-wipe", overrides={"safety_critic": {"filter_selection": "nearest"}})
 
 
 def test_robolearn_risk_also_executes_the_filters_candidates_toward_the_measured_joints(tmp_path):
     """`safety_critic.candidate_fraction`: the fit executes filter-like candidates in that fraction of envs (here
     all of them), half shrunk toward the measured joints, half perturbed, so that the critic learns their risk."""
-    from robolearn.errors import ConfigError
     from robolearn.learn.risk_fit import RiskFit, make_risk_fit_runner
     from robolearn.sim.tasks import make_task
 
@@ -223,7 +221,7 @@ def test_robolearn_risk_also_executes_the_filters_candidates_toward_the_measured
     with pytest.raises(ConfigError, match=r"safety_critic \(robolearn risk --set\).learning_rate: expected a "
                                           r"number, got 'fast'"):
         make_risk_fit_runner(tmp_path / "wipe", tmp_path / "bad", num_envs=2, critic={"learning_rate": "fast"})
-    with pytest.raises(Exception, match="not joint position targets"):  # end-effector actions hold no joints
+    with pytest.raises(ConfigError, match="not joint position targets"):  # end-effector actions hold no joints
         RiskFit(fit.policy, {}, fit.learner, num_envs=1, steps_per_env=2, checkpoint_format="robolearn-ppo",
                 task=make_task("panda-push", 1))
 
