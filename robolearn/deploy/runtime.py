@@ -714,7 +714,9 @@ class DeployRuntime:
         frame = self.observations.frame(Measurement(q=q, dq=dq, command=self.command,
                                                     last_action=self._previous_action, quat=state.quat,
                                                     gyro=state.gyro, ee_pos=ee_pos))
-        measured = (q - self.default) / self.bundle.manifest.action_scale  # holds the joints where they are
+        measured = None  # the action that holds the joints where they are, when the candidates head there
+        if self.filter.cfg.shrink_toward == "measured":
+            measured = (q - self.default) / self.bundle.manifest.action_scale
         decision = self.filter.decide(frame, self.last_action, now, measured)
         if decision.damp is not None:
             return decision.damp, 1.0

@@ -19,11 +19,17 @@ from torch import nn
 
 from robolearn.errors import ConfigError
 
-__all__ = ["FilteredPolicy", "SELECTIONS", "SHRINK_TOWARD"]
+__all__ = ["FilteredPolicy", "SELECTIONS", "SHRINK_TOWARD", "shrink_anchor"]
 
 # the deploy filter's too (deploy/profile.py; learn imports no deploy)
 SELECTIONS = ("lowest_risk", "closest_safe")
 SHRINK_TOWARD = ("default", "measured")
+
+
+def shrink_anchor(shrink_toward: str, task, a: torch.Tensor) -> torch.Tensor:
+    """[N, A]: where shrunk candidates of the actions `a` head: 0 (the default pose), or with `measured` the action
+    that holds `task`'s measured joints (`Task.measured_action`)."""
+    return torch.zeros_like(a) if shrink_toward == "default" else task.measured_action().to(a.device)
 
 
 class FilteredPolicy(nn.Module):
@@ -68,11 +74,9 @@ class FilteredPolicy(nn.Module):
 
     def anchor(self, a: torch.Tensor) -> torch.Tensor:
         """What the shrink candidates move the command toward: 0 (the default pose) or the measured joints."""
-        if self.shrink_toward == "default":
-            return torch.zeros_like(a)
-        if self._task is None:
+        if self.shrink_toward == "measured" and self._task is None:
             raise ConfigError("safety filter with shrink_toward: measured: bind(task) first (its measured joints)")
-        return self._task.measured_action().to(a.device)
+        return shrink_anchor(self.shrink_toward, self._task, a)
 
     def frame(self, x: torch.Tensor) -> torch.Tensor:
         """The critic's observation frame in an actor input (the newest frame of a history)."""

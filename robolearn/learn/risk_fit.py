@@ -26,7 +26,7 @@ from robolearn.errors import ConfigError
 from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
 from robolearn.learn.evaluate import evaluate_final
-from robolearn.learn.filtered_policy import FilteredPolicy
+from robolearn.learn.filtered_policy import FilteredPolicy, shrink_anchor
 from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg, violation_signal
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
@@ -70,7 +70,7 @@ class RiskFit(Algorithm):
         if cfg.candidate_fraction > 0:  # what the filter will score: shrunk toward 0, or perturbed
             pick = torch.rand(n, device=dev) < cfg.candidate_fraction
             shrink = torch.rand(n, 1, device=dev) < 0.5
-            anchor = self.task.measured_action() if cfg.shrink_toward == "measured" else torch.zeros_like(actions)
+            anchor = shrink_anchor(cfg.shrink_toward, self.task, actions)
             shrunk = anchor + (actions - anchor) * torch.rand(n, 1, device=dev)
             perturbed = actions + cfg.candidate_noise * torch.randn_like(actions)
             candidates = torch.where(shrink, shrunk, perturbed)
