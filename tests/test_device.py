@@ -125,3 +125,19 @@ def test_training_iteration_syncs_do_not_grow_with_its_steps(tmp_path):
     lag_few, calls = _count_iteration_syncs(tmp_path, 6, algorithm="ppo-lag")
     lag_many, _ = _count_iteration_syncs(tmp_path, 18, algorithm="ppo-lag")
     assert lag_many == lag_few == few + 1, calls
+
+
+@pytest.mark.parametrize(("user_env", "expected"), [
+    ({}, "10000"),  # a short spin: the default
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, None),  # the user's policy wins: no spin count is forced on it
+    ({"GOMP_SPINCOUNT": "0"}, "0"),
+])
+def test_importing_robolearn_sets_a_short_openmp_spin_unless_the_user_chose_one(user_env, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | user_env
+    out = subprocess.run([sys.executable, "-c", "import os, robolearn; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert out == str(expected)
