@@ -3,7 +3,8 @@ success, cost per episode, violating steps per episode and the longest run of vi
 interval, as a table, JSON and a bar plot (the safety issue's evaluation table).
 
     python benchmarks/safety_table.py --ppo runs/wipe-ppo --ppo-lag runs/wipe-lag --filtered runs/wipe-risk \\
-        [--threshold 0.5] [--selection closest_safe] [--toward measured] [--episodes 200] [--randomization train]
+        [--threshold 0.5] [--selection closest_safe] [--toward measured] [--impedance-threshold 1] [--episodes 200]
+        [--randomization train]
 
 `--filtered` is a run with a safety critic (`robolearn risk RUN`, or a run trained with `safety_critic.enabled`):
 its policy runs through the filter exactly as `robolearn eval --safety-filter` runs it, with the run's filter
@@ -108,6 +109,8 @@ def main() -> None:
                                          "(the measured joints); default: the run's")
     parser.add_argument("--shrink-steps", type=int, help="the filter's candidates: the action shrunk in this many "
                                                          "steps (default: the run's)")
+    parser.add_argument("--impedance-threshold", type=float, help="the risk above which the filter lowers the "
+                                                                  "joint impedance (1: never; default: the run's)")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--num-envs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=9000)
@@ -124,7 +127,7 @@ def main() -> None:
         runs += [(f"PPO + filter ({t:g}){name(r, len(args.filtered) > 1)}" if len(thresholds) > 1 and t else
                   f"PPO + safety filter{name(r, len(args.filtered) > 1)}", r,
                   {"threshold": t, "selection": args.selection, "shrink_steps": args.shrink_steps,
-                   "shrink_toward": args.toward})
+                   "shrink_toward": args.toward, "impedance_threshold": args.impedance_threshold})
                  for t in thresholds]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)

@@ -231,9 +231,54 @@ def test_the_filter_in_simulation_takes_the_runs_own_settings_unless_given():
 
     fitted = {"config": {"safety_critic": {"filter_threshold": 0.6, "filter_selection": "closest_safe",
                                            "shrink_toward": "measured", "filter_shrink_steps": 16}}}
+    impedance = {"impedance_threshold": 0.1, "impedance_scale": 0.5, "impedance_recover_s": 0.5}  # the deploy's
     assert filter_settings(fitted, {"threshold": None, "selection": None, "shrink_toward": None}) == {
-        "threshold": 0.6, "selection": "closest_safe", "shrink_toward": "measured", "shrink_steps": 16}
+        "threshold": 0.6, "selection": "closest_safe", "shrink_toward": "measured", "shrink_steps": 16, **impedance}
     assert filter_settings(fitted, {"threshold": 0.3})["threshold"] == 0.3  # an option given on the command line
+    assert filter_settings(fitted, {"impedance_threshold": 1.0})["impedance_threshold"] == 1.0  # off
     older = {"config": {"safety_critic": {"enabled": True}}}  # a run from before these settings: deploy defaults
     assert filter_settings(older, {}) == {"threshold": 0.2, "selection": "lowest_risk", "shrink_toward": "default",
-                                          "shrink_steps": 4}
+                                          "shrink_steps": 4, **impedance}
+    with pytest.raises(ConfigError, match="filter_impedance_scale in \\(0, 1\\]"):
+        filter_settings({"config": {"safety_critic": {"filter_impedance_scale": 2.0}}}, {})
+
+
+def test_a_replay_buffer_keeps_the_critic_from_forgetting_what_the_filter_now_avoids():
+    """The filter in the loop: first the policy presses (every step violates), then the filter eases every action off
+    (no violation). Fitted on the newest rollout only, the critic forgets that pressing violates and would let it
+    through again; with the older rollouts replayed it still knows."""
+    from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg
+
+    def fit(replay: int) -> tuple[float, float, float]:
+        torch.manual_seed(0)
+        cfg = SafetyCriticCfg(enabled=True, hidden=[32, 32], gamma=0.5, learning_rate=3e-3, replay_rollouts=replay)
+        learner = RiskCriticLearner(1, 1, cfg, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(1)
+        T, N = 9, 64
+
+        def rollout(low: float, high: float, violate: bool):
+            obs = torch.rand(T, N, 1, generator=g)
+            actions = low + (high - low) * torch.rand(T, N, 1, generator=g)
+            return obs, actions, torch.full((T, N), float(violate)), torch.ones(T, N)
+
+        for _ in range(20):
+            learner.update(*rollout(0.5, 1.0, True))
+        for _ in range(40):
+            stats = learner.update(*rollout(-1.0, 0.0, False))
+        x = torch.rand(64, 1, generator=g)
+        with torch.no_grad():
+            pressing = learner.critic(x, torch.full((64, 1), 0.8)).mean().item()
+            easing = learner.critic(x, torch.full((64, 1), -0.5)).mean().item()
+        return pressing, easing, stats["risk/replay_transitions"]
+
+    pressing, easing, stored = fit(1)
+    assert pressing < 0.5 and stored == 8 * 64  # forgot: the filter would pass a press again
+    pressing, easing, stored = fit(60)
+    assert pressing > 0.9 and easing < 0.05 and stored == 60 * 8 * 64
+    ring = RiskCriticLearner(1, 1, SafetyCriticCfg(replay_rollouts=2, epochs=1, minibatches=1),
+                             generator=torch.Generator().manual_seed(0))
+    for k in range(3):  # the ring keeps the newest 2 rollouts: the third overwrites the first
+        ring.update(torch.full((3, 4, 1), float(k)), torch.zeros(3, 4, 1), torch.zeros(3, 4), torch.zeros(3, 4))
+    assert sorted(ring._buffer["s"].unique().tolist()) == [1.0, 2.0]
+    with pytest.raises(ConfigError, match="replay_rollouts"):
+        SafetyCriticCfg(replay_rollouts=0)

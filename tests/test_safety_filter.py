@@ -306,3 +306,52 @@ def test_shrinking_toward_the_measured_joints_in_both_filters(hip_bundle):
         FilteredPolicy(Passthrough(), critic, shrink_toward="measured").bind(push)
     with pytest.raises(ConfigError, match="shrink_toward: expected one of default, measured"):
         SafetyFilterCfg(shrink_toward="home")
+
+
+def test_the_simulation_filter_lowers_a_tasks_joint_impedance_as_the_runtime_lowers_its_gains(hip_bundle):
+    """Bound to a real task, the simulation filter scales each env's actuator stiffness and damping (on top of its
+    randomized motor strength) by the deploy filter's `gain_scale` at the same times: down while the risk is over
+    impedance_threshold, a ramp back after, full again at a new episode."""
+    from robolearn.learn.filtered_policy import FilteredPolicy
+    from robolearn.sim.tasks import make_task
+
+    task = make_task("go2-flat", 2, seed=3)
+    strength = task.motor_strength.double().clone()
+    nominal_kp, nominal_kd = task.model.actuator_gainprm[:, 0].copy(), -task.model.actuator_biasprm[:, 2].copy()
+
+    def gains(env: int) -> tuple[np.ndarray, np.ndarray]:
+        return (task.sim.model_field("actuator_gainprm", env)[:, 0] / (nominal_kp * float(strength[env])),
+                -task.sim.model_field("actuator_biasprm", env)[:, 2] / (nominal_kd * float(strength[env])))
+
+    critic = LinearRisk(W0, b=0.5)
+    critic.obs_dim = FRAME
+    cfg = {"threshold": 0.5, "impedance_threshold": 0.1, "impedance_scale": 0.4, "impedance_recover_s": 0.1}
+    sim = FilteredPolicy(Passthrough(), critic, random_candidates=0, **cfg)
+    sim.bind(task)
+    deploy = make_filter(hip_bundle, random_candidates=0, **cfg)
+    frames = torch.zeros(2, FRAME)
+    risky = torch.zeros(2, ACTIONS)
+    risky[0, 0] = 0.45  # risk 0.38: over the impedance threshold, under the filter's
+    schedule = [risky] * 3 + [torch.zeros(2, ACTIONS)] * 8
+    for k, actions in enumerate(schedule):
+        now = k * task.dt
+        a = sim.filter(frames, actions)
+        torch.testing.assert_close(a, actions)  # never replaced: only the impedance acts
+        deploy.decide(frames[0].numpy(), actions[0].numpy(), now=now)
+        for got in gains(0):
+            np.testing.assert_allclose(got, deploy.gain_scale(now), rtol=1e-6)
+        for got in gains(1):  # the safe env keeps its full impedance
+            np.testing.assert_allclose(got, 1.0, rtol=1e-6)
+        if k == 3:
+            assert 0.4 < float(task.gain_scale[0]) < 1.0  # ramping back
+        task.step(a)
+    assert float(task.gain_scale[0]) == 1.0
+    sim.filter(frames, risky)
+    task.step(risky)
+    assert float(task.gain_scale[0]) == pytest.approx(0.4)
+    task._reset_envs(torch.tensor([True, False]))  # a new episode starts at full impedance
+    strength = task.motor_strength.double().clone()  # redrawn for env 0
+    for got in gains(0):
+        np.testing.assert_allclose(got, 1.0, rtol=1e-6)
+    with pytest.raises(ConfigError, match="impedance_scale in \\(0, 1\\]"):
+        FilteredPolicy(Passthrough(), critic, impedance_scale=0.0)

@@ -114,6 +114,9 @@ def eval_(
     filter_toward: Annotated[Optional[str], typer.Option(
         help="with --safety-filter: where the shrunk candidates head: default (the default pose) or measured (the "
              "measured joints); default: the run's")] = None,
+    filter_impedance_threshold: Annotated[Optional[float], typer.Option(
+        help="with --safety-filter: the risk above which the joint impedance is lowered (1: never; default: the "
+             "run's safety_critic.filter_impedance_threshold, the deploy profile's 0.1)")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="diffusion runs: ddim (few steps), ddpm (all training "
                                                         "steps) or warm (RTI-DP warm start); default: the run's")
                        ] = None,
@@ -163,7 +166,8 @@ def eval_(
                                    randomization=randomization, task=task, on_first_batch=clip.first_batch,
                                    device=device, checkpoint=checkpoint,
                                    safety_filter={"threshold": filter_threshold, "selection": filter_selection,
-                                                  "shrink_toward": filter_toward}
+                                                  "shrink_toward": filter_toward,
+                                                  "impedance_threshold": filter_impedance_threshold}
                                    if safety_filter else None)
     _print_episodes(f"{report['task']} on {backend}: {len(results)} episodes", report["summary"], results)
     if safety_filter:

@@ -180,7 +180,8 @@ def _filtered(policy: Any, ckpt: dict[str, Any], run: str | Path, settings: dict
 def filter_settings(ckpt: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The safety filter's settings for a run: its config's (`safety_critic.filter_*`, `shrink_toward`; the deploy
     defaults for runs that predate them) with the `given` ones (not None) on top."""
-    sc = ckpt["config"].get("safety_critic", {})
-    settings = {"threshold": sc.get("filter_threshold", 0.2), "selection": sc.get("filter_selection", "lowest_risk"),
-                "shrink_toward": sc.get("shrink_toward", "default"), "shrink_steps": sc.get("filter_shrink_steps", 4)}
-    return {**settings, **{k: v for k, v in given.items() if v is not None}}
+    from robolearn.config import from_dict
+    from robolearn.learn.risk_critic import SafetyCriticCfg
+
+    sc = from_dict(SafetyCriticCfg, ckpt["config"].get("safety_critic", {}), where="the run's safety_critic")
+    return {**sc.filter_kwargs(), **{k: v for k, v in given.items() if v is not None}}

@@ -7,8 +7,12 @@ measured` toward the action that holds the measured joints, in `shrink_steps` st
 `random_candidates` Gaussian perturbations): the lowest-risk one (`selection: lowest_risk`), or the one closest to
 the commanded action among those under the threshold (`closest_safe`, the least intervention). Where no candidate
 is under the threshold the robot would damp on hardware; a simulated episode cannot, so the lowest-risk candidate
-is taken and counted in `no_safe_candidate`. `act_mean` is what evaluation calls, `filter` what PPO calls on its
-sampled actions in training (`safety_critic.filter_in_training`); counts stay on the device until `stats()`.
+is taken and counted in `no_safe_candidate`. While the risk of the commanded action is over
+`impedance_threshold`, the bound task's joint impedance is scaled to `impedance_scale` (`Task.set_gain_scale`),
+ramping back to full over `impedance_recover_s` once it is not, as the runtime scales its PD gains (the deploy
+profile's defaults; `impedance_threshold` 1 turns it off). `act_mean` is what evaluation calls, `filter` what
+PPO calls on its sampled actions in training (`safety_critic.filter_in_training`); counts stay on the device until
+`stats()`.
 The critic: a module `critic(frame [B, obs_dim], action [B, A]) -> risk [B, 1]` with `obs_dim` (RiskCritic).
 """
 
@@ -35,8 +39,13 @@ def shrink_anchor(shrink_toward: str, task, a: torch.Tensor) -> torch.Tensor:
 class FilteredPolicy(nn.Module):
     def __init__(self, policy: nn.Module, critic: nn.Module, *, threshold: float = 0.2, shrink_steps: int = 4,
                  random_candidates: int = 12, noise: float = 0.3, selection: str = "lowest_risk",
-                 shrink_toward: str = "default", seed: int = 0) -> None:
+                 shrink_toward: str = "default", impedance_threshold: float = 0.1, impedance_scale: float = 0.5,
+                 impedance_recover_s: float = 0.5, seed: int = 0) -> None:
         super().__init__()
+        if not 0.0 <= impedance_threshold <= 1.0 or not 0.0 < impedance_scale <= 1.0 or impedance_recover_s < 0:
+            raise ConfigError(f"safety filter: impedance_threshold must be a risk in [0, 1], impedance_scale in "
+                              f"(0, 1] and impedance_recover_s >= 0; got {impedance_threshold}, {impedance_scale}, "
+                              f"{impedance_recover_s}")
         if not 0.0 <= threshold <= 1.0 or shrink_steps < 1 or random_candidates < 0 or noise < 0:
             raise ConfigError(f"safety filter: threshold must be a risk in [0, 1], shrink_steps >= 1, "
                               f"random_candidates and noise >= 0; got {threshold}, {shrink_steps}, "
@@ -58,6 +67,9 @@ class FilteredPolicy(nn.Module):
         self.seed = seed
         self._generator: torch.Generator | None = None
         self.counts = torch.zeros(3)  # (actions scored, replaced, no safe candidate)
+        self.impedance_threshold, self.impedance_scale = impedance_threshold, impedance_scale
+        self.impedance_recover_s = impedance_recover_s
+        self._since_high: torch.Tensor | None = None  # [N] seconds since the risk was last over impedance_threshold
 
     @property
     def actor_dim(self) -> int:
@@ -67,10 +79,30 @@ class FilteredPolicy(nn.Module):
         return self.policy.actor_input(obs)
 
     def bind(self, task) -> None:
-        """The task the filtered actions are executed in (its measured joints, for `shrink_toward: measured`)."""
+        """The task the filtered actions are executed in: its measured joints (for `shrink_toward: measured`) and
+        its joint impedance (lowered while the risk is high)."""
         if self.shrink_toward == "measured":
             task.measured_action()  # a task without joint position actions fails here, by name
         self._task = task
+        self._since_high = None
+
+    @property
+    def lowers_impedance(self) -> bool:
+        return self.impedance_threshold < 1.0 and self.impedance_scale < 1.0
+
+    def _lower_impedance(self, risk: torch.Tensor) -> None:
+        """The bound task's gain scale after this step's risk [N] (the deploy filter's `gain_scale` rule, at the
+        policy rate): `impedance_scale` while the risk is over the threshold, then a linear ramp back to 1 over
+        `impedance_recover_s`; an env starting an episode starts at full gains."""
+        task = self._task
+        if self._since_high is None or self._since_high.shape != risk.shape:
+            self._since_high = torch.full_like(risk, torch.inf)
+        fresh = task.episode_step.to(risk.device) == 0  # a new episode: the runtime's filter is reset with it
+        since = torch.where(fresh, torch.inf, self._since_high + task.dt)
+        self._since_high = since = torch.where(risk > self.impedance_threshold, 0.0, since)
+        recover = self.impedance_recover_s
+        progress = (since / recover).clamp(max=1.0) if recover > 0 else (since > 0).float()
+        task.set_gain_scale(self.impedance_scale + (1.0 - self.impedance_scale) * progress)
 
     def anchor(self, a: torch.Tensor) -> torch.Tensor:
         """What the shrink candidates move the command toward: 0 (the default pose) or the measured joints."""
@@ -105,6 +137,8 @@ class FilteredPolicy(nn.Module):
             best = torch.where(safe.any(dim=0), change.argmin(dim=0), best)
             best_risk = cand_risk.gather(0, best.view(1, N))[0]
         chosen = cands.gather(0, best.view(1, N, 1).expand(1, N, a.shape[1]))[0]
+        if self._task is not None and self.lowers_impedance:
+            self._lower_impedance(risk)
         risky = risk > self.threshold
         self.counts += torch.stack([torch.tensor(float(N), device=a.device), risky.sum(),
                                     (risky & (best_risk > self.threshold)).sum()]).float()

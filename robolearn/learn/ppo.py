@@ -89,9 +89,7 @@ class PPO(Algorithm):
                                       cost=self.uses_cost or risk is not None)
         self.shield: FilteredPolicy | None = None  # the safety filter in training (safety_critic.filter_in_training)
         if risk is not None and risk.cfg.filter_in_training:
-            self.shield = FilteredPolicy(policy, risk.critic, threshold=risk.cfg.filter_threshold,
-                                         selection=risk.cfg.filter_selection, shrink_toward=risk.cfg.shrink_toward,
-                                         shrink_steps=risk.cfg.filter_shrink_steps,
+            self.shield = FilteredPolicy(policy, risk.critic, **risk.cfg.filter_kwargs(),
                                          seed=int(generator.initial_seed()))
         self._step: tuple[torch.Tensor, ...] = ()  # what `act` computed for the transition being collected
         self.updates = 0  # updates done (the linear schedule's position, with `total_updates`)

@@ -49,9 +49,7 @@ class RiskFit(Algorithm):
             task.measured_action()  # a task without joint position actions fails here, by name
         self.shield: FilteredPolicy | None = None  # the filter in the loop (safety_critic.filter_in_training)
         if cfg.filter_in_training:
-            self.shield = FilteredPolicy(self.policy, learner.critic, threshold=cfg.filter_threshold,
-                                         selection=cfg.filter_selection, shrink_toward=cfg.shrink_toward,
-                                         shrink_steps=cfg.filter_shrink_steps)
+            self.shield = FilteredPolicy(self.policy, learner.critic, **cfg.filter_kwargs())
             self.shield.bind(task)
         dev = next(policy.parameters()).device
         frame_dim = learner.shape["obs_dim"]

@@ -155,6 +155,10 @@ class Task(ABC):
         self.action_delay = torch.zeros(num_envs, dtype=torch.long, device=dev)
         self._substep = torch.arange(cfg.decimation, device=dev).view(1, -1, 1)
         self.target_fault = torch.zeros(num_envs, dtype=torch.bool, device=dev)  # deploy_targets: would trip
+        # the joint impedance of each env relative to its own gains (the safety filter lowers it, set_gain_scale)
+        self.gain_scale = torch.ones(num_envs, device=dev)
+        self._nominal_gains = tuple(torch.as_tensor(getattr(self.model, f), dtype=torch.float64, device=dev).clone()
+                                    for f in ("actuator_gainprm", "actuator_biasprm"))
         self.commanded_targets = self.targets  # default + scale x action, before any clamp or rate limit
         self.action_low, self.action_high = self._action_bounds()  # [A] each: how step() clamps an action
         self._reward_fns = self._terms("reward", cfg.rewards)
@@ -427,6 +431,27 @@ class Task(ABC):
                               f"shrink_toward: default")
         return (self.joint_pos - self.default_joint_pos) / self.cfg.action_scale
 
+    def set_gain_scale(self, scale: torch.Tensor) -> None:
+        """Scale each env's joint impedance, the position actuators' stiffness and damping, to `scale` [N] times its
+        own gains (randomized motor strength included): the safety filter lowers it while the risk is high, as the
+        deploy runtime scales its PD gains (deploy/safety_filter.py). Only the envs whose scale changed are written;
+        a new episode starts at 1."""
+        scale = scale.to(self.device, torch.float32)
+        changed = scale != self.gain_scale
+        self.gain_scale = scale
+        if not self.any_set(changed):
+            return
+        n = self.num_envs
+        s = scale.double()
+        strength = getattr(self, "motor_strength", None)  # locomotion's randomized motor strength
+        if strength is not None:
+            s = s * strength.double()
+        gain, bias = (g.expand(n, -1, -1).clone() for g in self._nominal_gains)
+        gain[:, :, 0] *= s[:, None]
+        bias[:, :, 1:3] *= s[:, None, None]  # -kp and -kd of MuJoCo's position actuator
+        self.sim.set_model_field("actuator_gainprm", changed, gain)
+        self.sim.set_model_field("actuator_biasprm", changed, bias)
+
     def action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         """Joint position targets per physics substep `[N, decimation, nu]`, with per-env action latency (or, with
         `deploy_targets`, the deploy runtime's interpolated, clamped and rate-limited targets)."""
@@ -606,6 +631,9 @@ class Task(ABC):
         self.action_delay = torch.where(mask, delay, self.action_delay)
         self.episode_sums = torch.where(mask, 0.0, self.episode_sums)
         self.episode_costs = torch.where(mask, 0.0, self.episode_costs)
+        lowered = mask & (self.gain_scale != 1.0)
+        if self.any_set(lowered):  # a new episode starts at the full impedance
+            self.set_gain_scale(torch.where(mask, 1.0, self.gain_scale))
 
     def close(self) -> None:
         self.sim.close()
