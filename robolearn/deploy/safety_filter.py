@@ -13,7 +13,7 @@ executed in the state just measured:
   (`closest_safe`); if none is at or below it, the runtime damps (`Decision.damp`);
 - a risk that is NaN/inf, or a critic that fails, is a fault: the runtime damps.
 
-While the risk of the executed action is above `impedance_threshold`, the joint gains (the arm's impedance) are
+While the risk of the commanded action is above `impedance_threshold`, the joint gains (the arm's impedance) are
 scaled by `impedance_scale`, and ramp back to 1 over `impedance_recover_s` once it is not. Every intervention is
 counted and the latest are kept with their risks (`FilterLog`) for the deploy report.
 

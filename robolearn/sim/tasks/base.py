@@ -157,6 +157,7 @@ class Task(ABC):
         self.target_fault = torch.zeros(num_envs, dtype=torch.bool, device=dev)  # deploy_targets: would trip
         # the joint impedance of each env relative to its own gains (the safety filter lowers it, set_gain_scale)
         self.gain_scale = torch.ones(num_envs, device=dev)
+        self._gains_scaled = False  # set_gain_scale was called: resets restore the gains (others skip that work)
         self._nominal_gains = tuple(torch.as_tensor(getattr(self.model, f), dtype=torch.float64, device=dev).clone()
                                     for f in ("actuator_gainprm", "actuator_biasprm"))
         self.commanded_targets = self.targets  # default + scale x action, before any clamp or rate limit
@@ -437,6 +438,7 @@ class Task(ABC):
         deploy runtime scales its PD gains (deploy/safety_filter.py). Only the envs whose scale changed are written;
         a new episode starts at 1."""
         scale = scale.to(self.device, torch.float32)
+        self._gains_scaled = True
         changed = scale != self.gain_scale
         self.gain_scale = scale
         if not self.any_set(changed):
@@ -631,8 +633,7 @@ class Task(ABC):
         self.action_delay = torch.where(mask, delay, self.action_delay)
         self.episode_sums = torch.where(mask, 0.0, self.episode_sums)
         self.episode_costs = torch.where(mask, 0.0, self.episode_costs)
-        lowered = mask & (self.gain_scale != 1.0)
-        if self.any_set(lowered):  # a new episode starts at the full impedance
+        if self._gains_scaled and self.any_set(mask & (self.gain_scale != 1.0)):  # a new episode: full impedance
             self.set_gain_scale(torch.where(mask, 1.0, self.gain_scale))
 
     def close(self) -> None:
