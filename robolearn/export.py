@@ -291,8 +291,14 @@ def bundle_contract(task: Task, *, backend: str = "mujoco", observation: list[Ob
     base = rcfg.base_link or model.body(1).name
     if ee_action is not None:
         scale = ee_action.pop("scale")
-        action = ActionSpec(type="ee_delta", dim=task.num_actions, scale=scale, clip=1.0, target_clip="joint_range",
-                            ee=EeActionSpec(**ee_action))
+        if cfg.action_space == "ee_target":  # positions inside the workspace, and the grip in [-1, 1]
+            low, high = ee_action["workspace_low"], ee_action["workspace_high"]
+            action = ActionSpec(type="ee_target", dim=task.num_actions, scale=scale,
+                                clip=max(1.0, *map(abs, low), *map(abs, high)), target_clip="joint_range",
+                                bounds=[*zip(low, high, strict=True), (-1.0, 1.0)], ee=EeActionSpec(**ee_action))
+        else:
+            action = ActionSpec(type="ee_delta", dim=task.num_actions, scale=scale, clip=1.0,
+                                target_clip="joint_range", ee=EeActionSpec(**ee_action))
     else:
         action = ActionSpec(dim=task.num_actions, scale=float(cfg.action_scale), clip=float(cfg.clip_actions),
                             target_clip="joint_range" if deploy_targets else "none",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robolearn.errors import ConfigError
+from robolearn.errors import ConfigError, DatasetError
 from robolearn.learn.diffusion import (
     ChunkWindows,
     DiffusionCfg,
@@ -177,6 +177,42 @@ def test_demonstrations_read_a_recorded_dataset(pushes) -> None:
         assert demos.action_norm(torch.from_numpy(a)).abs().max() <= 1 + 1e-5
     windows = ChunkWindows(demos.episodes, 2, 16)
     assert len(windows) == demos.frames
+
+
+def test_recorded_motions_become_targets_that_replay_the_episode_exactly(pushes) -> None:
+    """action_space ee_target (a position target per step, what Diffusion Policy learns best): the recorded expert
+    motions turned into targets and executed from the same first frame move the commanded end effector exactly as
+    the motions did, and the demonstrations normalize the targets by their own range."""
+    from robolearn.data.lerobot_reader import DatasetReader
+    from robolearn.learn.demonstrations import load_demonstrations
+    from robolearn.sim.tasks import make_task
+
+    keys = ["observation.state", "observation.ee_pos", "observation.environment_state"]
+    motions = load_demonstrations(pushes, task="panda-push", obs_keys=keys)
+    targets_task = make_task("panda-push", 1, overrides={"action_space": "ee_target"})
+    demos = load_demonstrations(pushes, task="panda-push", obs_keys=keys, ee_targets=targets_task.cfg)
+    assert targets_task.action_names() == ("x", "y", "z", "grip")
+    frame = DatasetReader(pushes).episode(0)
+    first = {k: np.asarray(frame[k][0]) for k in keys}
+    (_, moved), (_, aimed) = motions.episodes[0], demos.episodes[0]
+    assert np.abs(aimed[:, 3] - moved[:, 3]).max() == 0  # the grip is unchanged
+    assert np.abs(np.diff(aimed[:, :3], axis=0)).max() <= targets_task.cfg.max_ee_step + 1e-6
+    for _, a in demos.episodes:
+        assert demos.action_norm(torch.from_numpy(a)).abs().max() <= 1 + 1e-5
+    motion_task = make_task("panda-push", 1)
+    for task in (motion_task, targets_task):
+        task.reset()
+        task.restart(*task.scene_from_frame(first))
+    for t in range(len(moved)):
+        motion_task.step(torch.from_numpy(moved[t : t + 1]))
+        targets_task.step(torch.from_numpy(aimed[t : t + 1]))
+        assert torch.allclose(motion_task.ee_target, targets_task.ee_target, atol=1e-5), t
+        assert torch.allclose(targets_task.ee_target[0], torch.from_numpy(aimed[t, :3]), atol=1e-5), t
+    with pytest.raises(DatasetError, match="not end-effector motions"):
+        load_demonstrations(pushes, task="panda-push", obs_keys=keys, action_key="observation.ee_pos",
+                            ee_targets=targets_task.cfg)
+    for task in (motion_task, targets_task):
+        task.close()
 
 
 def test_unfit_datasets_give_one_line_errors(pushes, tmp_path) -> None:

@@ -18,22 +18,25 @@ from robolearn.deploy.runtime import DeployRuntime, Mode
 from robolearn.errors import BundleError
 
 
-@pytest.fixture(scope="module")
-def push_bundle(pushes, tmp_path_factory):
+def _tiny_bundle(pushes, root, **task_overrides):
     """A tiny diffusion run on two panda-push demos (replanning every 4 actions), exported."""
     from robolearn.export import export_run
     from robolearn.learn.diffusion_run import load_diffusion_cfg, make_diffusion_runner
 
-    root = tmp_path_factory.mktemp("dp")
     small = {"steps_per_iteration": 3, "max_iterations": 1, "dataset": str(pushes),
              "diffusion": {"down_dims": [16, 32, 64], "batch_size": 8}, "eval": {"episodes": 1},
-             "task_overrides": {"episode_length_s": 1.0}}
+             "task_overrides": {"episode_length_s": 1.0, **task_overrides}}
     runner = make_diffusion_runner(load_diffusion_cfg("panda-push", overrides=small), root / "run", log_interval=0)
     runner.learn(progress=False)
     runner.close()
     report = export_run(root / "run", root / "bundle")
     assert report.graph_file == "denoiser.onnx" and report.parity_max_error <= 1e-4
     return root
+
+
+@pytest.fixture(scope="module")
+def push_bundle(pushes, tmp_path_factory):
+    return _tiny_bundle(pushes, tmp_path_factory.mktemp("dp"))
 
 
 # The profile's 100 ms policy timeout is 6 chunks' worth on an idle machine (benchmarks measure that); tests share
@@ -143,6 +146,49 @@ def test_ee_actions_follow_the_training_ik_through_the_bundle_chain(push_bundle)
             got = kin.ik(q, target, rot, damping=m.action.ee.ik_damping, iterations=m.action.ee.ik_iterations)
             assert np.abs(got[:7] - want).max() < 1e-9 and np.array_equal(got[7:], q[7:])
     finally:
+        task.close()
+
+
+@pytest.mark.parametrize("action_space", ["ee", "ee_target"])
+def test_the_runtime_turns_actions_into_the_joint_targets_training_did(pushes, push_bundle, tmp_path,
+                                                                      action_space) -> None:
+    """From the same joint targets and commanded end effector, the runtime and the training task turn the same
+    actions into the same joint targets: end-effector motions (ee_delta) and end-effector targets (ee_target,
+    approached at most `scale` per axis and step, clamped to the workspace; the bundle bounds them to it)."""
+    import torch
+
+    from robolearn.sim.tasks import make_task
+
+    root = push_bundle if action_space == "ee" else _tiny_bundle(pushes, tmp_path, action_space="ee_target")
+    m = load_bundle(root / "bundle").manifest
+    assert m.action.type == {"ee": "ee_delta", "ee_target": "ee_target"}[action_space]
+    task = make_task("panda-push", 1, seed=0, overrides={"action_space": action_space})
+    rt, _, _ = _runtime(root)
+    try:
+        if action_space == "ee_target":
+            assert m.action.bounds == [*zip(m.action.ee.workspace_low, m.action.ee.workspace_high, strict=True),
+                                       (-1.0, 1.0)]
+        rt._ee_target = rt.kinematics.fk(rt._to)  # as `run` starts: from the end effector where it stands
+        task.targets[0] = torch.from_numpy(rt._to).float()
+        task.ee_target[0] = torch.from_numpy(rt._ee_target).float()
+        rng = np.random.default_rng(1)
+        for step in range(12):
+            if action_space == "ee":
+                action = rng.uniform(-1.5, 1.5, 4)
+            else:  # near and far targets (rate-limited), some outside the workspace (clamped)
+                action = np.r_[rt._ee_target + rng.uniform(-0.05, 0.05, 3) * (1 + 4 * (step % 3 == 0)),
+                               rng.uniform(-1, 1)]
+            applied = m.apply_action_clip(action)
+            before = rt._ee_target.copy()
+            got = rt._to = rt._action_targets(applied)  # the next IK starts from these targets, as in a tick
+            want = task.action_to_ctrl(torch.from_numpy(applied[None]).float())[0, 0].numpy()
+            assert np.abs(got - want).max() < 1e-4, step
+            assert np.abs(rt._ee_target - task.ee_target[0].numpy()).max() < 1e-6, step
+            assert np.abs(rt._ee_target - before).max() <= m.action.scale + 1e-9
+            low, high = m.action.ee.workspace_low, m.action.ee.workspace_high
+            assert np.all(rt._ee_target >= np.asarray(low) - 1e-9) and np.all(rt._ee_target <= np.asarray(high) + 1e-9)
+    finally:
+        rt.close()
         task.close()
 
 

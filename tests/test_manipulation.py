@@ -109,7 +109,7 @@ def test_camera_rig_renders_the_declared_camera(push):
 
 
 def test_bad_manipulation_configs_are_refused():
-    with pytest.raises(ConfigError, match="action_space must be 'ee' or 'joint'"):
+    with pytest.raises(ConfigError, match="action_space must be one of ee, ee_target, joint, got 'cartesian'"):
         make_task("panda-push", 1, overrides={"action_space": "cartesian"})
     with pytest.raises(ConfigError, match="robot panda has no finger joints"):
         make_task("panda-push", 1, overrides={"robot": "panda"})

@@ -253,7 +253,9 @@ class CommandSpec:
 class EeActionSpec:
     """`action.type: ee_delta`: the action is [dx, dy, dz, grip] in [-1, 1]. The commanded end-effector position
     (base frame; at the start of a run, the measured one) moves by scale * (dx, dy, dz) m per policy step and is
-    clamped into [workspace_low, workspace_high]; `ik_iterations` damped least-squares steps (damping
+    clamped into [workspace_low, workspace_high]. `ee_target`: the action is [x, y, z, grip], (x, y, z) the
+    commanded position itself (m, base frame), approached by at most `scale` m per axis and policy step and clamped
+    into the same box; `ik_iterations` damped least-squares steps (damping
     `ik_damping`) from the previous joint targets give the `arm_joints`' targets for that position and the held
     `orientation`; the targets are clamped into the joint ranges; every gripper joint's target is
     gripper_open * (1 - (grip + 1) / 2) (-1 open, +1 closed)."""
@@ -272,9 +274,10 @@ class EeActionSpec:
 class ActionSpec:
     """`joint_position_offset`: joint target = default_pos + scale * clip(action, -clip, clip), then, with
     `target_clip: joint_range`, clamped into joints.pos_limits and moved at most `max_target_rate` rad/s.
-    `ee_delta`: end-effector motion and grip (`ee`); `scale` is m of motion per action unit."""
+    `ee_delta`: end-effector motion and grip (`ee`); `scale` is m of motion per action unit. `ee_target`: the
+    commanded end-effector position and grip (`ee`); `scale` is the most it moves per axis and policy step (m)."""
 
-    type: Literal["joint_position_offset", "ee_delta"] = "joint_position_offset"
+    type: Literal["joint_position_offset", "ee_delta", "ee_target"] = "joint_position_offset"
     dim: int
     scale: float
     clip: float
@@ -284,7 +287,7 @@ class ActionSpec:
     # this ended the training episode as a failure (the deploy runtime damps on it); None: no such rule
     bounds: list[tuple[float, float]] | None = None  # per action (low, high), applied after `clip`: the actions
     # whose targets lie inside the joint range (trained with `action_bounds: joint_range`); None: only `clip`
-    ee: EeActionSpec | None = None  # type ee_delta
+    ee: EeActionSpec | None = None  # types ee_delta and ee_target
 
 
 @dataclass(kw_only=True)
@@ -460,9 +463,10 @@ class BundleManifest:
             return
         ee = a.ee
         if ee is None:
-            raise ConfigError("action.ee: required for action.type ee_delta")
+            raise ConfigError(f"action.ee: required for action.type {a.type}")
         if a.dim != 4:
-            raise ConfigError(f"action.dim: an ee_delta action is [dx, dy, dz, grip], got dim {a.dim}")
+            kind = "[dx, dy, dz, grip]" if a.type == "ee_delta" else "[x, y, z, grip]"
+            raise ConfigError(f"action.dim: an {a.type} action is {kind}, got dim {a.dim}")
         unknown = [j for j in ee.arm_joints + ee.gripper_joints if j not in names]
         if unknown:
             raise ConfigError(f"action.ee: joints {unknown} are not in joints.names")

@@ -1,6 +1,7 @@
 """Kinematics of an arm with numpy, from the kinematic chain a bundle carries (`robot_model.chain` in deploy.yaml):
 the end-effector observations (`ee_pos`, `target_error`) of a policy, and the damped least-squares IK of an
-end-effector action (`action.type: ee_delta`), computed on the robot's computer without the simulator or the URDF.
+end-effector action (`action.type: ee_delta` or `ee_target`), computed on the robot's computer without the simulator
+or the URDF.
 
 The chain lists the frames from the world frame the arm was trained in (its base link at the origin) to the end
 effector, each in its parent's frame, as the training model (MuJoCo) placed them: a frame is its parent times

@@ -166,7 +166,7 @@ class ObservationBuilder:
         self.history = (graph or manifest.policy).history
         self.frames: deque[np.ndarray] = deque(maxlen=self.history)
         self.needs_kinematics = any(t.name in ("ee_pos", "target_error") for t in observation) \
-            or manifest.action.type == "ee_delta"
+            or manifest.action.type in ("ee_delta", "ee_target")
         self.needs_objects = any(t.name == "object_pose" for t in observation)
 
     def frame(self, m: Measurement) -> np.ndarray:

@@ -278,7 +278,7 @@ class DeployRuntime:
                                   f"{needs[-1]} (robolearn.deploy.navigation.NavigationSources)")
             self.follower = PathFollower(m.navigation)
             self._scans, self._clearance_scans = scans, clearance
-        self.ee = m.action.ee if m.action.type == "ee_delta" else None  # end-effector actions: IK here
+        self.ee = m.action.ee if m.action.type in ("ee_delta", "ee_target") else None  # end-effector actions: IK here
         if self.ee is not None:
             names = m.joints.names
             self._grip_index = np.array([names.index(j) for j in self.ee.gripper_joints], dtype=int)
@@ -298,7 +298,7 @@ class DeployRuntime:
         if critic is not None and profile.safety.filter.enabled:
             if self.ee is not None:
                 raise BundleError(f"{bundle.folder}: the safety filter scores joint-offset actions; this policy's "
-                                  "actions are end-effector motions (action.type ee_delta)")
+                                  f"actions are end-effector commands (action.type {m.action.type})")
             if critic.name in bundle.graphs:
                 self.filter = SafetyFilter(bundle.graphs[critic.name], profile.safety.filter, frame_dim=m.frame_dim,
                                            action_dim=m.policy.action_dim)
@@ -697,7 +697,11 @@ class DeployRuntime:
         if self.ee is None:
             return self.default + m.action_scale * action
         ee = self.ee
-        self._ee_target = np.clip(self._ee_target + m.action_scale * np.clip(action[:3], -1.0, 1.0), *self._ws)
+        if m.action.type == "ee_target":  # toward the commanded position, at most `scale` per axis and step
+            step = np.clip(action[:3] - self._ee_target, -m.action_scale, m.action_scale)
+        else:
+            step = m.action_scale * np.clip(action[:3], -1.0, 1.0)
+        self._ee_target = np.clip(self._ee_target + step, *self._ws)
         q = self._ik.ik(self._to, self._ee_target, self._ee_rot, damping=ee.ik_damping, iterations=ee.ik_iterations)
         q = np.clip(q, self._joint_low, self._joint_high)
         q[self._grip_index] = ee.gripper_open * (1.0 - (np.clip(action[3], -1.0, 1.0) + 1.0) / 2.0)

@@ -49,11 +49,14 @@ class Demonstrations:
 def load_demonstrations(root: str | Path, *, task: str | None = None,
                         obs_keys: Sequence[str] = ("observation.state",), action_key: str = "action",
                         max_episodes: int | None = None, image_keys: Sequence[str] = (),
-                        image_size: Sequence[int] = (96, 128), console: Any = None) -> Demonstrations:
+                        image_size: Sequence[int] = (96, 128), ee_targets: Any = None,
+                        console: Any = None) -> Demonstrations:
     """Episodes 0 .. max_episodes - 1 of the dataset at `root`; the observation is the features `obs_keys`
     side by side (panda-push's state policy: joints, end effector, block and goal). `task`: the robolearn task
     being trained; every episode must have been recorded on it. `image_keys`: camera (video) features, decoded
-    by `decode_episodes` and resized to `image_size`."""
+    by `decode_episodes` and resized to `image_size`. `ee_targets` (a `ManipulationCfg` with `action_space:
+    ee_target`): the recorded end-effector motions become the commanded positions they lead to
+    (`ee_targets_from_motions`, from each episode's first `observation.ee_pos`), normalized by their own min/max."""
     reader = DatasetReader(root)
     obs_keys, image_keys = list(obs_keys), list(image_keys)
     for key in (*obs_keys, action_key, *image_keys):
@@ -65,6 +68,16 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
             kind = reader.features[key].get("dtype")
             raise DatasetError(f"{reader.root}/meta/info.json: image key {key!r} is a {kind} feature, not a video "
                                f"(camera) feature")
+    if ee_targets is not None:
+        names = reader.features[action_key].get("names")
+        names = names.get("motors", names) if isinstance(names, dict) else names
+        if list(names or []) != ["dx", "dy", "dz", "grip"]:
+            raise DatasetError(f"{reader.root}/meta/info.json: {action_key} is {names}, not end-effector motions "
+                               "[dx, dy, dz, grip]: only those convert to end-effector targets (action_space "
+                               "ee_target)")
+        if "observation.ee_pos" not in reader.features:
+            raise DatasetError(f"{reader.root}/meta/info.json: no feature 'observation.ee_pos' (the end effector's "
+                               "start, from which the motions become targets)")
     count = reader.num_episodes if max_episodes is None else min(max_episodes, reader.num_episodes)
     if count < 1:
         raise DatasetError(f"{reader.root}: no episodes")
@@ -88,6 +101,11 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
                 raise DatasetError(f"{reader.root}: {key} of episode {i} is not finite (frame {frame}, dimension "
                                    f"{dim})")
             parts[key] = x
+        if ee_targets is not None:
+            from robolearn.sim.tasks.manipulation import ee_targets_from_motions
+
+            start = np.asarray(data["observation.ee_pos"][0], dtype=np.float64)
+            parts[action_key] = ee_targets_from_motions(start, parts[action_key], ee_targets)
         episodes.append((np.concatenate([parts[k] for k in obs_keys], axis=1), parts[action_key]))
     stats = _stats(reader.root)
     bounds = {}
@@ -99,6 +117,9 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
         if len(low) != width or len(high) != width:
             raise DatasetError(f"{reader.root / STATS_PATH}: {key} has {len(low)} dimensions, the data {width}")
         bounds[key] = (low, high)
+    if ee_targets is not None:  # derived actions: their own range
+        actions = np.concatenate([a for _, a in episodes])
+        bounds[action_key] = (actions.min(axis=0).astype(np.float64), actions.max(axis=0).astype(np.float64))
     where = str(reader.root / STATS_PATH)
     try:
         obs_norm = MinMaxNormalizer(np.concatenate([bounds[k][0] for k in obs_keys]),

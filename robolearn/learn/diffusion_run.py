@@ -174,12 +174,16 @@ def make_diffusion_runner(cfg: DiffusionTrainCfg, run_dir: str | Path, *, consol
                           log_interval: int = 10) -> Runner:
     """Demonstrations (one-line errors for an unfit dataset), model, learner and the offline Runner."""
     from robolearn.learn.demonstrations import load_demonstrations
+    from robolearn.sim.tasks import load_task_cfg
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    _, task_cfg = load_task_cfg(cfg.task, cfg.task_overrides)
+    # a policy that acts in end-effector targets learns them from the recorded motions (task_overrides)
+    ee_targets = task_cfg if getattr(task_cfg, "action_space", None) == "ee_target" else None
     demos = load_demonstrations(cfg.dataset, task=cfg.task, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
                                 max_episodes=cfg.max_episodes or None, image_keys=cfg.image_keys,
-                                image_size=cfg.diffusion.image_size, console=console)
+                                image_size=cfg.diffusion.image_size, ee_targets=ee_targets, console=console)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     with device:

@@ -4,7 +4,10 @@
 in [-1, 1], where (dx, dy, dz) * `max_ee_step` moves the commanded end-effector position (base frame, clamped to
 the workspace box) and `grip` sets the finger opening (-1 open, +1 closed). Damped least-squares inverse kinematics
 turns the commanded pose (position + the start orientation, gripper pointing down) into joint targets for the joint
-PD actuators, so the arm moves like a real arm under a Cartesian controller. `action_space: joint`: actions are
+PD actuators, so the arm moves like a real arm under a Cartesian controller. `action_space: ee_target`: the first
+three actions are the commanded end-effector position itself (m, base frame); it is approached by at most
+`max_ee_step` per axis and step and clamped to the same box, so a recorded `ee` episode replays exactly as targets
+(`ee_targets_from_motions`). `action_space: joint`: actions are
 absolute arm joint positions (rad, policy joint order) plus `grip`, as a leader arm gives them (leader-follower).
 The IK runs once per policy step and env on a scratch `MjData` (kinematics only, ~0.1 ms): these tasks record
 demonstrations and train on tens of envs, not thousands.
@@ -25,9 +28,11 @@ from robolearn.sim.ik import dls_ik
 from robolearn.sim.math import sample_uniform, yaw_quat
 from robolearn.sim.tasks.base import ObsTermCfg, Task, TaskCfg
 
-__all__ = ["CameraCfg", "ManipulationCfg", "add_tabletop_objects", "ManipulationTask", "PushTask", "LiftTask"]
+__all__ = ["ACTION_SPACES", "CameraCfg", "ManipulationCfg", "add_tabletop_objects", "ee_targets_from_motions",
+           "ManipulationTask", "PushTask", "LiftTask"]
 
 Range = tuple[float, float]
+ACTION_SPACES = ("ee", "ee_target", "joint")
 
 
 @dataclass(kw_only=True)
@@ -42,7 +47,10 @@ class CameraCfg:
 
 @dataclass(kw_only=True)
 class ManipulationCfg(TaskCfg):
-    action_space: str = "ee"  # ee: [dx, dy, dz, grip]; joint: [arm joint positions..., grip]
+    # ee: [dx, dy, dz, grip], the commanded end effector moves max_ee_step per unit; ee_target: [x, y, z, grip], the
+    # commanded end effector moves toward (x, y, z) (m, base frame) by at most max_ee_step per axis and step (a
+    # position target: what Diffusion Policy learns best); joint: [arm joint positions..., grip]
+    action_space: str = "ee"
     max_ee_step: float = 0.01  # m per policy step at |d| = 1 (0.3 m/s at 30 Hz)
     workspace_low: tuple[float, float, float] = (0.3, -0.3, 0.02)  # commanded end-effector box, base frame
     workspace_high: tuple[float, float, float] = (0.75, 0.3, 0.45)
@@ -62,11 +70,28 @@ class ManipulationCfg(TaskCfg):
         super().__post_init__()
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high, strict=True)):
             raise ConfigError(f"workspace_low {self.workspace_low} must be below workspace_high {self.workspace_high}")
-        if self.action_space not in ("ee", "joint"):
-            raise ConfigError(f"action_space must be 'ee' or 'joint', got {self.action_space!r}")
+        if self.action_space not in ACTION_SPACES:
+            raise ConfigError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ConfigError(f"camera names must be unique, got {names}")
+
+
+def ee_targets_from_motions(start: np.ndarray, actions: np.ndarray, cfg: ManipulationCfg) -> np.ndarray:
+    """[T, 4] `ee_target` actions (x, y, z, grip) from one episode's recorded `ee` actions [T, 4] (dx, dy, dz, grip)
+    and the commanded end-effector position at its start `start` [3] (the measured one: a reset starts there): the
+    commanded position after each action, integrated as `action_to_ctrl` does. Executed in `action_space: ee_target`
+    from the same start they move the commanded end effector exactly as the motions did."""
+    actions = np.asarray(actions, dtype=np.float64)
+    low, high = np.asarray(cfg.workspace_low), np.asarray(cfg.workspace_high)
+    steps = np.clip(actions[:, :3], -1.0, 1.0) * cfg.max_ee_step
+    target = np.asarray(start, dtype=np.float64).reshape(3)
+    out = np.empty_like(actions)
+    for t, step in enumerate(steps):  # sequential by nature (the clamp), once per episode when loading
+        target = np.clip(target + step, low, high)
+        out[t, :3] = target
+    out[:, 3:] = actions[:, 3:]
+    return out.astype(np.float32)
 
 
 def add_tabletop_objects(spec: mujoco.MjSpec, cfg: ManipulationCfg) -> None:
@@ -119,7 +144,7 @@ class ManipulationTask(Task):
     def action_names(self) -> tuple[str, ...]:
         if self.cfg.action_space == "joint":
             return (*(j for j in self.robot.joint_names if "finger" not in j), "grip")
-        return ("dx", "dy", "dz", "grip")
+        return ("x", "y", "z", "grip") if self.cfg.action_space == "ee_target" else ("dx", "dy", "dz", "grip")
 
     def setup(self) -> None:
         m, n = self.model, self.num_envs
@@ -164,7 +189,10 @@ class ManipulationTask(Task):
             targets[:, self._arm] = actions[:, :-1].double().numpy()
         else:
             lo, hi = self._ws
-            step = actions[:, :3].clamp(-1.0, 1.0) * cfg.max_ee_step
+            if cfg.action_space == "ee_target":
+                step = (actions[:, :3] - self.ee_target).clamp(-cfg.max_ee_step, cfg.max_ee_step)
+            else:
+                step = actions[:, :3].clamp(-1.0, 1.0) * cfg.max_ee_step
             self.ee_target = torch.minimum(torch.maximum(self.ee_target + step, lo), hi)
             ee_target = self.ee_target.double().numpy()
             for env in range(self.num_envs):
@@ -303,7 +331,7 @@ class ManipulationTask(Task):
         """The end-effector action mapping (the bundle's `action.ee`, see `robolearn.deploy.bundle.EeActionSpec`)
         with `scale` (m per action unit), or None for joint actions."""
         c = self.cfg
-        if c.action_space != "ee":
+        if c.action_space == "joint":
             return None
         names = list(self.robot.joint_names)
         return {"scale": float(c.max_ee_step), "arm_joints": [names[i] for i in self._arm],
