@@ -60,7 +60,7 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     bundle = load_bundle(push_bundle / "bundle")
     m = bundle.manifest
     g = m.policy
-    assert m.action.type == "ee_delta" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
+    assert m.action.type == "ee_target" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
     assert [t.name for t in m.observation] == ["joint_pos_abs", "ee_pos", "object_pose", "target_pos"]
     assert [c.name for c in m.commands] == ["target_x", "target_y", "target_z"]
     assert g.chunk.horizon == 15 and g.chunk.execute == 4 and g.history == 2
@@ -159,7 +159,8 @@ def test_the_runtime_turns_actions_into_the_joint_targets_training_did(pushes, p
 
     from robolearn.sim.tasks import make_task
 
-    root = push_bundle if action_space == "ee" else _tiny_bundle(pushes, tmp_path, action_space="ee_target")
+    # policies/diffusion/panda-push.yaml acts in targets; the recorded motions are the other action space
+    root = push_bundle if action_space == "ee_target" else _tiny_bundle(pushes, tmp_path, action_space="ee")
     m = load_bundle(root / "bundle").manifest
     assert m.action.type == {"ee": "ee_delta", "ee_target": "ee_target"}[action_space]
     task = make_task("panda-push", 1, seed=0, overrides={"action_space": action_space})
