@@ -245,3 +245,14 @@ def test_leader_arm_drives_the_follower_joint_by_joint(tmp_path):
     assert data["action"].shape[1] == 8 and np.allclose(data["action"][:, :7], target, atol=1e-3)
     assert np.abs(data["observation.state"][-1, :7] - target).max() < 0.02, "the follower reached the leader"
     assert (data["action"][:, 7] == 1.0).all(), "leader fingers closed -> grip closed"
+
+
+def test_end_effector_targets_are_not_recorded(tmp_path):
+    """Devices and experts give motions; a task in action_space ee_target would read them as positions. The
+    recorder refuses it before writing anything, and says how a policy learns targets instead."""
+    from robolearn.errors import ConfigError
+    from robolearn.teleop.recorder import ExpertDriver, Recorder
+
+    with pytest.raises(ConfigError, match="ee_target is not recorded.*task_overrides"):
+        Recorder("panda-push", tmp_path / "d", ExpertDriver, overrides={"action_space": "ee_target"})
+    assert not (tmp_path / "d").exists()

@@ -185,6 +185,11 @@ class Recorder:
             self.task.close()
             raise ConfigError(f"task {task_name!r} cannot be recorded: recording needs a manipulation task with "
                               f"cameras (panda-push, panda-lift)")
+        if self.task.cfg.action_space == "ee_target":
+            self.task.close()
+            raise ConfigError(f"task {task_name}: action_space ee_target is not recorded: teleop devices and the "
+                              "scripted experts give end-effector motions (action_space ee); a policy learns targets "
+                              "from them (its run's task_overrides: {action_space: ee_target})")
         fps = 1.0 / self.task.dt
         if abs(fps - round(fps)) > 1e-6:
             raise ConfigError(f"task {task_name}: control rate {fps:.4f} Hz is not a whole number of frames per "
