@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{report['task']}, {args.randomization} ranges, {len(results)} episodes: falls {fell.mean():.1%}")
     for name, values in drawn.items():
         edges = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
-        bins = np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, 3)
+        bins = np.searchsorted(edges[1:-1], values, side="right")  # quartile 0..3
         rows = [{"range": [float(edges[b]), float(edges[b + 1])], "episodes": int((bins == b).sum()),
                  "falls": float(fell[bins == b].mean()) if (bins == b).any() else None} for b in range(4)]
         out["quartiles"][name] = rows
