@@ -440,6 +440,90 @@ def test_sac_learns_the_noise_that_a_reward_asks_for() -> None:
     assert stats["dsrl/buffer"] == 40 * n and sac.gradient_steps_done == 16 * (40 - 256 // n + 1)
 
 
+def test_noise_window_steers_only_the_executed_positions_and_warmup_draws_the_prior() -> None:
+    """steer=executed: the actor's 2 x 3 numbers land at chunk positions [1, 3) of the 5 x 3 noise, the rest is
+    the prior's mode (0); a window outside the chunk is a config error. Before `random_steps` the noise is the
+    prior's N(0, 1), clipped to the box."""
+    from robolearn.errors import ConfigError
+    from robolearn.learn.dsrl import SAC, DSRLCfg, NoiseWindow
+
+    window = NoiseWindow(5, 3, 1, 2)
+    w = torch.arange(1, 13, dtype=torch.float32).view(2, 6)
+    full = window(w).view(2, 5, 3)
+    assert window.dims == 6 and torch.equal(full[:, 1:3].flatten(1), w)
+    assert not full[:, 0].any() and not full[:, 3:].any()
+    assert torch.equal(NoiseWindow(5, 3, 0, 5)(torch.ones(2, 15)), torch.ones(2, 15))
+    with pytest.raises(ConfigError, match="outside the chunk"):
+        NoiseWindow(5, 3, 4, 2)
+    with pytest.raises(ConfigError, match="dsrl.steer"):
+        DSRLCfg(steer="all")
+
+    torch.manual_seed(0)
+    sac = SAC(DSRLCfg(bound=1.5, random_steps=10_000), 4, 64, 256, "cpu")
+    noise = sac.act({"policy": torch.zeros(256, 4)})
+    assert noise.abs().max() <= 1.5 and (noise.abs() == 1.5).float().mean() > 0.1  # clipped tails: P(|z|>1.5)=0.13
+    assert abs(noise.mean()) < 0.02 and 0.85 < noise.std() < 0.92  # N(0, 1) clipped at 1.5 has std 0.88
+    uniform = SAC(DSRLCfg(bound=1.5, random_steps=10_000, warmup="uniform"), 4, 64, 256, "cpu")
+    u = uniform.act({"policy": torch.zeros(256, 4)})
+    assert u.abs().max() < 1.5 and (u.abs() < 0.5).float().mean() < 0.36  # uniform: 1/3 within 0.5; prior: 0.38
+
+
+def test_sac_n_step_targets_follow_each_env_and_stop_at_its_episode_end() -> None:
+    """2 envs, 4 steps, n_step 3, gamma 0.5: env 0 ends its episode at step 1, env 1 runs on. Each row's return,
+    bootstrap observation and discount, read back by the row's observation (env, step)."""
+    from robolearn.learn.dsrl import SAC, DSRLCfg
+
+    sac = SAC(DSRLCfg(n_step=3, gamma=0.5, batch_size=512, random_steps=0), 2, 1, 2, "cpu")
+    rewards = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])
+    for step in range(4):
+        obs = {"policy": torch.tensor([[0.0, step], [1.0, step]])}
+        sac.act(obs)
+        nxt = {"policy": torch.tensor([[0.0, step + 0.5], [1.0, step + 0.5]])}
+        ended = torch.tensor([step == 1, False])
+        sac.process_env_step(nxt, rewards[step], torch.zeros(2), ended, torch.zeros(2, dtype=torch.bool), {})
+    torch.manual_seed(0)
+    b = sac._sample(8)
+    expected = {(0, 0): (1 + 0.5 * 2, 0.0, 1.5), (0, 1): (2.0, 0.0, 1.5), (0, 2): (3 + 0.5 * 4, 0.25, 3.5),
+                (0, 3): (4.0, 0.5, 3.5), (1, 0): (10 + 10 + 7.5, 0.125, 2.5), (1, 1): (20 + 15 + 10, 0.125, 3.5),
+                (1, 2): (30 + 20, 0.25, 3.5), (1, 3): (40.0, 0.5, 3.5)}
+    seen = set()
+    for row in range(512):
+        env, step = (int(v) for v in b["obs"][row])
+        ret, discount, next_step = expected[(env, step)]
+        assert (b["rew"][row].item(), b["discount"][row].item()) == (ret, discount), (env, step)
+        assert b["next"][row].tolist() == [env, next_step]
+        seen.add((env, step))
+    assert seen == set(expected)
+
+
+def test_sparse_dsrl_reward_ends_the_rl_episode_on_the_chunk_that_reaches_the_goal() -> None:
+    """reward=success on panda-push: the env whose block starts on its goal gets 0 and a terminal transition, the
+    other -1 and none; the simulated episode runs on (its step counter keeps counting)."""
+    from robolearn.learn.diffusion_eval import observation_frames
+    from robolearn.learn.dsrl import NoiseSteeredTask, NoiseWindow
+    from robolearn.sim.tasks import make_task
+
+    task = make_task("panda-push", 2, seed=0)
+    try:
+        keys = ["observation.state", "observation.ee_pos", "observation.environment_state"]
+        task.reset()
+        obs_dim = observation_frames(task, keys).shape[1]
+        model = _model(DiffusionCfg(down_dims=[8, 16], obs_horizon=2, pred_horizon=8, execute=2), obs_dim, 4)
+        steered = NoiseSteeredTask(task, model, keys, NoiseWindow.for_model(model, "executed"), reward="success")
+        assert steered.num_actions == 2 * 4
+        joint_pos, block, goal = (torch.cat(x) for x in zip(*(task.scene(e) for e in range(2)), strict=True))
+        goal[0, :2] = block[0, :2]  # env 0: the block is on its goal
+        goal[1, :2] = block[1, :2] + torch.tensor([0.15, 0.0])
+        task.restart(joint_pos, block, goal)
+        steered._fill()
+        steps = task.episode_step.clone()
+        _, reward, _, terminated, truncated, _ = steered.step(torch.zeros(2, steered.num_actions))
+        assert reward.tolist() == [0.0, -1.0] and terminated.tolist() == [True, False] and not truncated.any()
+        assert (task.episode_step == steps + 2).all()
+    finally:
+        task.close()
+
+
 def test_dsrl_finetune_leaves_the_diffusion_weights_unchanged_and_evaluates(pushes, tmp_path) -> None:
     """`robolearn finetune RUN --method dsrl` over a (tiny) diffusion run: the base checkpoint and the frozen copy
     in the DSRL checkpoint are bit for bit the diffusion weights; the run resumes; `robolearn eval` runs it."""

@@ -2,9 +2,10 @@
 "Steering Your Diffusion Policy with Latent Space Reinforcement Learning", 2025).
 
 The diffusion model is frozen: its weights are in no optimizer and never change (a test compares them bit for bit).
-The RL agent's action is the noise w [Tp * A] in the box [-bound, bound]. `NoiseSteeredTask` wraps the simulated
-task: it denoises w deterministically with DDIM into an action chunk, executes `execute` of its actions and returns
-their summed reward, so one RL step is one chunk. Its observation is the diffusion model's own condition (the last
+The RL agent's action is the noise w [Tp * A] in the box [-bound, bound] (or only its executed positions,
+`steer: executed`). `NoiseSteeredTask` wraps the simulated task: it denoises w deterministically with DDIM into an
+action chunk, executes `execute` of its actions and returns their summed reward (or DSRL's sparse success reward),
+so one RL step is one chunk. Its observation is the diffusion model's own condition (the last
 `obs_horizon` frames, min-max normalized). `SAC` (twin Q with target networks, a tanh-Gaussian actor, learned
 temperature; one replay buffer on the task's device) learns pi(w | frames) through the shared Runner; evaluation
 denoises the actor's mean noise (`steer`).
@@ -30,29 +31,79 @@ from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.diffusion import DiffusionModel
 from robolearn.learn.models.actor_critic import mlp
 
-__all__ = ["DSRLCfg", "NoiseSteeredTask", "NoiseActor", "SAC"]
+__all__ = ["DSRLCfg", "NoiseWindow", "NoiseSteeredTask", "NoiseActor", "SAC"]
 
 
 @dataclass
 class DSRLCfg:
     bound: float = 1.5  # the noise box [-bound, bound] per dimension (the prior's noise is N(0, 1))
+    # which noise numbers the actor chooses: "chunk", all pred_horizon x action_dim of them; "executed", only those
+    # at the executed actions' positions (execute x action_dim: 16 instead of 64 on panda-push), the others held at
+    # 0, the prior's mode
+    steer: str = "chunk"
+    # the RL reward per chunk: "task", the task's reward summed over the executed actions; "success", -1 per chunk
+    # until the goal is reached and 0 on the chunk that reaches it, which ends the RL episode (Robomimic's sparse
+    # reward, as DSRL trains; the simulated episode runs on)
+    reward: str = "task"
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     learning_rate: float = 3.0e-4
     gamma: float = 0.99  # per chunk
+    # n-step targets: the rewards of the next n chunks of the same env (up to its episode's end) and a bootstrap
+    # discounted by gamma^n. 1 is SAC's one-step target; more carries a sparse reward back n chunks per update
+    # (with the older behaviour noise's bias, as in DrQ-v2's 3-step returns)
+    n_step: int = 1
     tau: float = 0.005  # Polyak rate of the target critics
     batch_size: int = 256
     buffer_size: int = 100_000  # transitions (chunks)
-    random_steps: int = 1_000  # transitions with uniform noise before the actor acts
+    random_steps: int = 1_000  # transitions before the actor acts, with the noise of `warmup`
+    # "prior": the base policy as trained (N(0, 1) noise, clipped to the box), as DSRL seeds its buffer with the
+    # diffusion policy's own rollouts; "uniform": uniform in the box
+    warmup: str = "prior"
     gradient_steps: int = 64  # per iteration
     init_alpha: float = 0.1
-    target_entropy_scale: float = 1.0  # target entropy = -scale * noise dims
+    # target entropy = -scale * noise dims. 0 (DSRL's target entropy of 0) keeps each noise dimension about as
+    # spread as N(0, 0.24^2); SAC's usual -dims (scale 1) lets each narrow to about N(0, 0.09^2)
+    target_entropy_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.bound > 0 or not 0 < self.tau <= 1 or not 0 <= self.gamma < 1:
             raise ConfigError(f"dsrl: bound > 0, tau in (0, 1], gamma in [0, 1) expected; got {self.bound}, "
                               f"{self.tau}, {self.gamma}")
-        if min(self.batch_size, self.buffer_size, self.gradient_steps) < 1 or self.random_steps < 0:
-            raise ConfigError("dsrl: batch_size, buffer_size and gradient_steps must be >= 1, random_steps >= 0")
+        if min(self.batch_size, self.buffer_size, self.gradient_steps, self.n_step) < 1 or self.random_steps < 0:
+            raise ConfigError("dsrl: batch_size, buffer_size, gradient_steps and n_step must be >= 1, "
+                              "random_steps >= 0")
+        if self.steer not in ("chunk", "executed"):
+            raise ConfigError(f"dsrl.steer: 'chunk' or 'executed' expected, got {self.steer!r}")
+        if self.reward not in ("task", "success"):
+            raise ConfigError(f"dsrl.reward: 'task' or 'success' expected, got {self.reward!r}")
+        if self.warmup not in ("prior", "uniform"):
+            raise ConfigError(f"dsrl.warmup: 'prior' or 'uniform' expected, got {self.warmup!r}")
+
+
+class NoiseWindow(nn.Module):
+    """Places the actor's noise [N, length * A] at chunk positions [start, start + length) of the full initial noise
+    [N, Tp * A]; the other positions are 0 (the prior's mode). The whole chunk when start = 0 and length = Tp."""
+
+    def __init__(self, pred_horizon: int, action_dim: int, start: int, length: int) -> None:
+        super().__init__()
+        if not (0 <= start and 1 <= length and start + length <= pred_horizon):
+            raise ConfigError(f"dsrl: noise window [{start}, {start + length}) outside the chunk of {pred_horizon}")
+        self.pred_horizon, self.action_dim, self.start, self.length = pred_horizon, action_dim, start, length
+        self.dims = length * action_dim
+
+    @classmethod
+    def for_model(cls, model: DiffusionModel, steer: str) -> NoiseWindow:
+        cfg = model.cfg
+        if steer == "executed":
+            return cls(cfg.pred_horizon, model.action_dim, cfg.obs_horizon - 1, cfg.execute)
+        return cls(cfg.pred_horizon, model.action_dim, 0, cfg.pred_horizon)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.length == self.pred_horizon:
+            return w
+        full = w.new_zeros(w.shape[0], self.pred_horizon, self.action_dim)
+        full[:, self.start:self.start + self.length] = w.view(w.shape[0], self.length, self.action_dim)
+        return full.flatten(1)
 
 
 class NoiseSteeredTask:
@@ -61,14 +112,17 @@ class NoiseSteeredTask:
     episode_stats, state_dict); `success` episodes are counted as the evaluation does (the goal reached at any
     step)."""
 
-    def __init__(self, task: Any, model: DiffusionModel, obs_keys: list[str]) -> None:
+    def __init__(self, task: Any, model: DiffusionModel, obs_keys: list[str], window: NoiseWindow | None = None,
+                 reward: str = "task") -> None:
         from robolearn.learn.diffusion_eval import observation_frames
 
         self.task, self.model, self.obs_keys = task, model.eval().requires_grad_(False), list(obs_keys)
         self._frames_of = observation_frames
         cfg = model.cfg
+        self.window = window or NoiseWindow.for_model(model, "chunk")
+        self.sparse = reward == "success"
         self.num_envs, self.device, self.backend = task.num_envs, task.device, task.backend
-        self.num_actions = cfg.pred_horizon * model.action_dim
+        self.num_actions = self.window.dims
         self.num_obs = cfg.obs_horizon * model.obs_dim
         self.dt = task.dt * cfg.execute
         n = self.num_envs
@@ -95,9 +149,11 @@ class NoiseSteeredTask:
         return self.observe()
 
     def chunk(self, noise: torch.Tensor) -> torch.Tensor:
-        """The raw actions [N, execute, A] that `noise` [N, Tp * A] denoises to (DDIM, deterministic)."""
+        """The raw actions [N, execute, A] that the actor's `noise` [N, window dims] denoises to (DDIM,
+        deterministic)."""
         cfg, model = self.model.cfg, self.model
-        x = model.denoise(self._frames, noise=noise.reshape(self.num_envs, cfg.pred_horizon, model.action_dim))
+        full = self.window(noise)
+        x = model.denoise(self._frames, noise=full.reshape(self.num_envs, cfg.pred_horizon, model.action_dim))
         return model.action_norm.inverse(x)[:, cfg.obs_horizon - 1:cfg.obs_horizon - 1 + cfg.execute]
 
     def step(self, noise: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
@@ -109,11 +165,13 @@ class NoiseSteeredTask:
         terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
         truncated = torch.zeros(n, dtype=torch.bool, device=self.device)
         alive = torch.ones(n, dtype=torch.bool, device=self.device)
+        succeeded = torch.zeros(n, dtype=torch.bool, device=self.device)  # the goal reached within this chunk
         info: dict[str, Any] = {}
         for k in range(actions.shape[1]):
             _, r, c, term, trunc, info = self.task.step(actions[:, k])
             last = info["ended"]
             success = torch.where(last["mask"], last["success"].bool(), self.task.success())
+            succeeded |= alive & success
             self._reached |= alive & success
             reward += r * alive
             cost += c * alive
@@ -125,6 +183,10 @@ class NoiseSteeredTask:
             self._reached &= ~ended
             alive &= ~ended
             self._fill(last["mask"])
+        if self.sparse:
+            reward = succeeded.float() - 1.0
+            terminated |= succeeded
+            truncated &= ~succeeded
         return self.observe(), reward, cost, terminated, truncated, info
 
     def episode_stats(self) -> dict[str, float]:
@@ -216,7 +278,11 @@ class SAC(Algorithm):
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = obs["policy"]
         if self.transitions < self.cfg.random_steps:
-            w = (torch.rand(x.shape[0], self.act_dim, device=x.device) * 2 - 1) * self.cfg.bound
+            bound = self.cfg.bound
+            if self.cfg.warmup == "prior":
+                w = torch.randn(x.shape[0], self.act_dim, device=x.device).clamp(-bound, bound)
+            else:
+                w = (torch.rand(x.shape[0], self.act_dim, device=x.device) * 2 - 1) * bound
         else:
             w, _ = self.actor.sample(x)
         self._last = (x.clone(), w)
@@ -236,6 +302,25 @@ class SAC(Algorithm):
         self.stored += n
         self.transitions += n
 
+    def _sample(self, filled: int) -> dict[str, torch.Tensor]:
+        """A minibatch with its n-step return `rew` and the bootstrap's `next` observation and `discount`
+        (gamma^k, 0 after a terminal). Transitions are stored num_envs at a time, so the same env's next one lies
+        num_envs slots later; a row uses the k <= n_step transitions that are stored and precede its episode's
+        end."""
+        cfg, n = self.cfg, self.num_envs
+        pos = self.stored - filled + torch.randint(0, filled, (cfg.batch_size,), device=self.device)  # absolute
+        later = pos[:, None] + n * torch.arange(cfg.n_step, device=self.device)  # [B, n_step]
+        idx = later % cfg.buffer_size
+        done = self.buffer["done"][idx]
+        ended_before = torch.cumsum(done, 1) - done  # terminals among the earlier steps of the row
+        used = (later < self.stored) & (ended_before == 0)
+        k = used.sum(1)  # >= 1: the first transition is always used
+        powers = cfg.gamma ** torch.arange(cfg.n_step, device=self.device, dtype=torch.float32)
+        last = idx.gather(1, (k - 1)[:, None]).squeeze(1)
+        return {"obs": self.buffer["obs"][idx[:, 0]], "act": self.buffer["act"][idx[:, 0]],
+                "rew": (self.buffer["rew"][idx] * used * powers).sum(1), "next": self.buffer["next"][last],
+                "discount": cfg.gamma ** k.float() * (1 - self.buffer["done"][last])}
+
     def update(self) -> dict[str, float]:
         cfg = self.cfg
         filled = min(self.stored, cfg.buffer_size)
@@ -243,13 +328,12 @@ class SAC(Algorithm):
             return {"dsrl/buffer": float(filled)}
         totals = torch.zeros(4, device=self.device)
         for _ in range(cfg.gradient_steps):
-            idx = torch.randint(0, filled, (cfg.batch_size,), device=self.device)
-            b = {k: v[idx] for k, v in self.buffer.items()}
+            b = self._sample(filled)
             alpha = self.log_alpha.exp().detach()
             with torch.no_grad():
                 next_w, next_logp = self.actor.sample(b["next"])
                 q_next = torch.min(*(t(torch.cat((b["next"], next_w), -1)).squeeze(-1) for t in self.targets))
-                target = b["rew"] + cfg.gamma * (1 - b["done"]) * (q_next - alpha * next_logp)
+                target = b["rew"] + b["discount"] * (q_next - alpha * next_logp)
             sa = torch.cat((b["obs"], b["act"]), -1)
             critic_loss = sum(F.mse_loss(q(sa).squeeze(-1), target) for q in self.critics)
             self.critic_opt.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from robolearn.config import from_dict, merge, to_dict
 from robolearn.errors import CheckpointError, ConfigError
 from robolearn.learn.checkpoint import load_checkpoint
 from robolearn.learn.diffusion import DiffusionModel
-from robolearn.learn.dsrl import SAC, DSRLCfg, NoiseActor, NoiseSteeredTask
+from robolearn.learn.dsrl import SAC, DSRLCfg, NoiseActor, NoiseSteeredTask, NoiseWindow
 from robolearn.learn.runner import Runner, RunnerCfg
 
 __all__ = ["DSRLEvalCfg", "DSRLTrainCfg", "load_dsrl_cfg", "make_dsrl_runner", "load_dsrl", "evaluate_dsrl"]
@@ -75,12 +75,12 @@ def evaluate_dsrl(actor: NoiseActor, model: DiffusionModel, dcfg: Any, cfg: DSRL
               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from robolearn.learn.diffusion_eval import evaluate_diffusion
 
-    actor = actor.eval()
+    steer = torch.nn.Sequential(actor.eval(), NoiseWindow.for_model(model, cfg.dsrl.steer))
     return evaluate_diffusion(model, dcfg.task, dcfg.obs_keys, episodes=episodes or cfg.eval.episodes,
                               num_envs=num_envs or cfg.eval.num_envs, seed=dcfg.seed + 1000, sampler="ddim",
                               backend=dcfg.backend, device=device, on_first_batch=on_first_batch,
                               overrides=merge(dcfg.task_overrides, dcfg.eval.task_overrides), onnx_latency=False,
-                              steer=actor)
+                              steer=steer)
 
 
 def make_dsrl_runner(cfg: DSRLTrainCfg, run_dir: str | Path, *, console: Console | None = None,
@@ -98,7 +98,8 @@ def make_dsrl_runner(cfg: DSRLTrainCfg, run_dir: str | Path, *, console: Console
     task = make_task(dcfg.task, cfg.num_envs, backend=dcfg.backend, device=str(device), seed=cfg.seed,
                      overrides=merge(dcfg.task_overrides, dcfg.eval.task_overrides))
     try:
-        steered = NoiseSteeredTask(task, model, dcfg.obs_keys)
+        steered = NoiseSteeredTask(task, model, dcfg.obs_keys, NoiseWindow.for_model(model, cfg.dsrl.steer),
+                                   reward=cfg.dsrl.reward)
         algorithm = SAC(cfg.dsrl, steered.num_obs, steered.num_actions, cfg.num_envs, device,
                         chunk_steps=model.cfg.execute)
     except BaseException:
