@@ -21,7 +21,6 @@ fi
 robolearn eval "$base" --sampler ddim --episodes "$episodes" | tail -2
 robolearn finetune "$base" --method dsrl --num-envs 32 --max-time "$seconds" --runs-dir "$runs" \
   --name "$(basename "$base")-dsrl-$stamp" --no-progress --set eval.episodes="$episodes" "$@"
-robolearn eval "$runs/$(basename "$base")-dsrl-$stamp" --episodes "$episodes" | tail -2
 python - "$base" "$runs/$(basename "$base")-dsrl-$stamp" "$stamp" <<'PY'
 import json, sys
 from pathlib import Path
@@ -29,8 +28,8 @@ from pathlib import Path
 import yaml
 base, steered, stamp = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 b = json.loads((base / "eval_mujoco_ddim.json").read_text())["summary"]
-s = json.loads((steered / "eval_mujoco.json").read_text())["summary"]
 summary = json.loads((steered / "summary.json").read_text())
+s = summary["eval"]  # the closing evaluation: EPISODES episodes on the base's evaluation seeds
 config = yaml.safe_load((steered / "config.yaml").read_text())
 out = {"base_run": str(base), "dsrl_run": str(steered), "base": {k: b[k] for k in ("episodes", "success", "success_ci95")},
        "dsrl": {k: s[k] for k in ("episodes", "success", "success_ci95")}, "dsrl_config": config["dsrl"],

@@ -119,7 +119,7 @@ class NoiseSteeredTask:
         self.task, self.model, self.obs_keys = task, model.eval().requires_grad_(False), list(obs_keys)
         self._frames_of = observation_frames
         cfg = model.cfg
-        self.window = window or NoiseWindow.for_model(model, "chunk")
+        self.window = window if window is not None else NoiseWindow.for_model(model, "chunk")
         self.sparse = reward == "success"
         self.num_envs, self.device, self.backend = task.num_envs, task.device, task.backend
         self.num_actions = self.window.dims
