@@ -72,9 +72,7 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
         rt.spin(profile.stand.duration_s + 0.05)
         rt.set_command(goal)
         assert rt.run() == "run", "the twin refused to run"
-        rt.stats.overruns = 0
-        rt.stats.compute.clear()
-        rt.stats.periods.clear()
+        rt.stats.reset()
         best = [robot.goal_distance()]
 
         def on_tick(r: DeployRuntime) -> None:
@@ -90,7 +88,8 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
         return {"success": best[0] < success_m, "best_goal_distance_m": round(best[0], 4),
                 "final_goal_distance_m": round(robot.goal_distance(), 4), "mode": str(rt.mode),
                 "trips": [t.reason for t in rt.trips], "overruns": int(timing["overruns"]),
-                "ticks": int(timing["ticks"]), "compute_p99_ms": round(timing["compute_p99_ms"], 3),
+                "ticks": int(timing["ticks"]), "busy_ticks": int(timing["busy_ticks"]),
+                "overruns_busy": int(timing["overruns_busy"]), "compute_p99_ms": round(timing["compute_p99_ms"], 3),
                 "compute_max_ms": round(timing["compute_max_ms"], 3),
                 "period_err_p99_ms": round(timing["period_err_p99_ms"], 3),
                 "policy_p99_ms": round(timing.get("policy_p99_ms", 0.0), 3),
@@ -98,6 +97,17 @@ def episode(bundle, profile: HardwareProfile, block: np.ndarray, goal: np.ndarra
     finally:
         rt.close()
         robot.close()
+
+
+def busy_split(results: list[dict]) -> dict:
+    """Overrun rates of the ticks with inference in flight and of the others: inference adds overruns only where
+    the first is above the second."""
+    busy = sum(r["busy_ticks"] for r in results)
+    idle = sum(r["ticks"] for r in results) - busy
+    over_busy = sum(r["overruns_busy"] for r in results)
+    over_idle = sum(r["overruns"] for r in results) - over_busy
+    return {"busy_ticks": busy, "overruns_busy": over_busy, "idle_ticks": idle, "overruns_idle": over_idle,
+            "overrun_rate_busy": over_busy / max(busy, 1), "overrun_rate_idle": over_idle / max(idle, 1)}
 
 
 def main() -> None:
@@ -129,7 +139,7 @@ def main() -> None:
         base = [episode(bundle, profile, blocks[i % len(blocks)], goals[i % len(goals)], seconds, success_m,
                         policy=lambda obs: np.zeros(4)) for i in range(args.baseline)]
         out["baseline"] = {"episodes": len(base), "overruns": sum(b["overruns"] for b in base),
-                           "ticks": sum(b["ticks"] for b in base),
+                           "ticks": sum(b["ticks"] for b in base), **busy_split(base),
                            "compute_p99_ms_median": statistics.median(b["compute_p99_ms"] for b in base)}
         print("baseline (zero policy, no inference):", out["baseline"])
     results = []
@@ -146,6 +156,7 @@ def main() -> None:
     out["summary"] = {
         "episodes": len(results), "success": ok / len(results), "success_ci95": [round(low, 4), round(high, 4)],
         "overruns": sum(r["overruns"] for r in results), "ticks": sum(r["ticks"] for r in results),
+        **busy_split(results),
         "episodes_with_trips": sum(bool(r["trips"]) for r in results),
         "compute_p99_ms_median": statistics.median(r["compute_p99_ms"] for r in results),
         "policy_p99_ms_median": statistics.median(r["policy_p99_ms"] for r in results),

@@ -320,6 +320,41 @@ def test_no_burst_of_catch_up_ticks_after_a_stall(bundle):
     assert rt.stats.overruns >= 1
 
 
+def test_overruns_are_split_by_whether_inference_was_in_flight(bundle):
+    """A policy that takes 30 ms (1.5 policy periods) is in flight for most ticks; a tick stalled while it is in
+    flight counts as an overrun during inference, one stalled while it is not counts as an idle overrun. The
+    benchmark's busy/idle overrun rates (benchmarks/diffusion_twin.py) rest on this split."""
+    zero = np.zeros(len(bundle.manifest.joints.names))
+
+    def slow(obs: np.ndarray) -> np.ndarray:
+        time.sleep(0.03)
+        return zero
+
+    rt, _ = start(bundle, policy=slow)
+    rt.stats.reset()
+    assert rt.stats.summary()["ticks"] == 0
+    seen = {"busy": 0, "idle": 0}
+    was_busy = [True]
+
+    def on_tick(r: DeployRuntime) -> None:
+        # requests are submitted only inside a tick: idle now and at the end of the previous tick means idle
+        # for the whole of this tick
+        busy = r.worker.busy
+        kind = "busy" if busy else None if was_busy[0] else "idle"
+        was_busy[0] = busy
+        if kind is not None and seen[kind] < 2 and r.ticks % 7 == 0:  # stall two ticks of each kind, 3 periods
+            seen[kind] += 1
+            time.sleep(3 * r.dt)
+
+    rt.spin(0.4, on_tick=on_tick)
+    rt.close()
+    s = rt.stats
+    assert seen == {"busy": 2, "idle": 2}
+    assert 0.5 * len(s.periods) < s.busy_ticks < len(s.periods)  # in flight 30 of every 20 ms, minus the gaps
+    assert s.overruns_busy >= 2 and s.overruns - s.overruns_busy >= 2
+    assert s.overruns_busy <= s.overruns
+
+
 def test_targets_are_interpolated_linearly_between_policy_steps(bundle):
     """The policy (50 Hz) alternates between two actions; the joint targets sent at 500 Hz move from the current
     target to the new policy target in policy_every (10) equal steps, then hold it until the next policy step:

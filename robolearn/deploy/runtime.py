@@ -87,9 +87,20 @@ class LoopStats:
     policy_latency: deque = field(default_factory=lambda: deque(maxlen=100_000))
     high_latency: deque = field(default_factory=lambda: deque(maxlen=100_000))  # a high level's graph, s
     overruns: int = 0
+    # ticks during which a policy request was in flight (inference running beside the control loop), and the
+    # overruns among them: inference causes overruns when their rate is above the rate of the other ticks
+    busy_ticks: int = 0
+    overruns_busy: int = 0
+
+    def reset(self) -> None:
+        """Forget everything measured so far (a benchmark measuring one phase of a run)."""
+        for name in ("periods", "compute", "policy_latency", "high_latency"):
+            getattr(self, name).clear()
+        self.overruns = self.busy_ticks = self.overruns_busy = 0
 
     def summary(self) -> dict[str, float]:
-        out: dict[str, float] = {"ticks": float(len(self.periods)), "overruns": float(self.overruns)}
+        out: dict[str, float] = {"ticks": float(len(self.periods)), "overruns": float(self.overruns),
+                                 "busy_ticks": float(self.busy_ticks), "overruns_busy": float(self.overruns_busy)}
         if self.periods:
             p = np.asarray(self.periods)
             err = np.abs(p - self.target_period) * 1000.0
@@ -121,6 +132,11 @@ class PolicyWorker:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="robolearn-policy", daemon=True)
         self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """A request is being computed (read without the lock: a timing statistic, not a decision)."""
+        return self._busy
 
     def submit(self, obs: Any) -> bool:
         """Queue an observation; False if the previous one is still being computed."""
@@ -759,14 +775,18 @@ class DeployRuntime:
             if last is not None:
                 self.stats.periods.append(t0 - last)
             last = t0
+            busy = self.worker.busy
             self.tick()
             if on_tick is not None:
                 on_tick(self)
+            busy = busy or self.worker.busy
+            self.stats.busy_ticks += busy
             self.stats.compute.append(time.perf_counter() - t0)
             deadline += dt
             remaining = deadline - time.perf_counter()
             if remaining < 0:
                 self.stats.overruns += 1
+                self.stats.overruns_busy += busy
                 if remaining < -dt:  # more than a period late: do not try to catch up with a burst of ticks
                     deadline = time.perf_counter()
                 continue
