@@ -63,7 +63,7 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     assert m.action.type == "ee_target" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
     assert [t.name for t in m.observation] == ["joint_pos_abs", "ee_pos", "object_pose", "target_pos"]
     assert [c.name for c in m.commands] == ["target_x", "target_y", "target_z"]
-    assert g.chunk.horizon == 15 and g.chunk.execute == 4 and g.history == 2
+    assert g.chunk.horizon == 15 and g.chunk.execute == 2 and g.history == 2  # panda-push.yaml
     assert g.diffusion.timesteps == list(range(90, -1, -10)) and len(g.diffusion.alphas_cumprod) == 100
     assert g.diffusion.warm_timesteps == [40, 20, 0]  # the tail of a 5-step schedule (panda-push.yaml)
     assert bundle.parity_error is not None and bundle.parity_error <= 1e-3
@@ -89,7 +89,8 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     calls = sampler.calls
     got = sampler(frames.reshape(-1).numpy())
     assert sampler.calls - calls == len(g.diffusion.warm_timesteps) == model.cfg.warm_steps
-    shifted = torch.cat((cold[:, 4:], cold[:, -1:].expand(-1, 4, -1)), dim=1)
+    e = g.chunk.execute
+    shifted = torch.cat((cold[:, e:], cold[:, -1:].expand(-1, e, -1)), dim=1)
     with torch.no_grad():
         warm = model.denoise(frames, noise=noise2, start=shifted, start_steps=model.cfg.warm_steps,
                              steps=model.cfg.warm_schedule_steps or None)
@@ -210,7 +211,8 @@ def _runtime(push_bundle, *, objects=None, policy=None, profile=None):
 
 
 def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_bundle) -> None:
-    """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every 4 actions, end-effector
+    """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every `execute` actions (2 in
+    panda-push.yaml), end-effector
     actions become joint targets, the fingers follow the grip, nothing trips."""
     rt, twin, bundle = _runtime(push_bundle)
     try:
@@ -222,7 +224,8 @@ def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_
         steps = rt._run_ticks // rt.policy_every  # policy steps asked for
         answered = len(rt.stats.policy_latency)  # actions the policy returned (fewer on a busy machine)
         chunks = (bundle.policy.graph.calls - calls) // 10
-        assert abs(chunks - answered / 4) <= 1.5 and answered >= steps / 3, (chunks, answered, steps)
+        execute = bundle.manifest.policy.chunk.execute
+        assert abs(chunks - answered / execute) <= 1.5 and answered >= steps / 3, (chunks, answered, steps)
         assert np.linalg.norm(rt._ee_target - start_ee) > 1e-3  # the commanded end effector moved
         assert rt.last_action.shape == (4,) and np.all(np.abs(rt.last_action) <= 1.0)
         assert np.allclose(rt._to[7:], 0.04 * (1.0 - (rt.last_action[3] + 1.0) / 2.0))  # the fingers' targets

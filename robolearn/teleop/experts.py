@@ -40,10 +40,27 @@ class ScriptedExpert:
 
 
 class PushExpert(ScriptedExpert):
-    """Approach the block from the side away from the goal (above it), lower the closed gripper behind it, push it
-    along the block-goal line; if the block slips off the line, lift and approach again."""
+    """Push the block along the block-goal line with the closed gripper, as a function of the current state alone
+    (no phases), so that an imitating policy sees one action per state:
+    - low beside or ahead of the block (not lined up behind it): lift straight up;
+    - otherwise head for the point behind the block (away from the goal), descending as it gets close (a funnel:
+      high while far, at push height over the point);
+    - low and lined up behind the block: push it toward the goal; a block that slips off the line makes the
+      gripper lift and approach again.
+    It stops once the block is within `stop_fraction` of the task's success distance, so a policy that imitates
+    it and stops a little early still stops inside the goal.
+
+    The earlier expert switched phases (approach, descend, push, lift) on thresholds, and a diffusion policy
+    trained on its demos stalled at those switches: in 31 of its 46 failures over 200 episodes the block came
+    within 3-6 cm of the goal while the gripper hovered above the point behind the block or beside it
+    (`benchmarks/push_failures.py`)."""
 
     z_high, z_push = 0.1, 0.02
+    stop_fraction = 0.5
+    clear = 0.065  # m: above this the gripper passes over the block (its top is at 2 * block_size = 0.05)
+    gap = 0.035  # m from the block's face to the point behind it
+    funnel = (0.005, 0.02)  # m from the point behind the block: at push height within the first, high beyond
+    lined_up = 0.02  # m: the largest sideways offset from the block-goal line that still pushes
 
     def _act(self) -> torch.Tensor:
         t: PushTask = self.task  # type: ignore[assignment]
@@ -51,26 +68,24 @@ class PushExpert(ScriptedExpert):
         block, ee = t.block_pos[:, :2], t.ee_pos
         to_goal = t.goal[:, :2] - block
         u = to_goal / to_goal.norm(dim=1, keepdim=True).clamp(min=1e-6)
-        behind = block - u * (s + 0.025)
+        behind = block - u * (s + self.gap)
         rel = ee[:, :2] - block
         along = (rel * u).sum(dim=1)
         lateral = (rel[:, 0] * u[:, 1] - rel[:, 1] * u[:, 0]).abs()
-        ph = self.phase
-        # Phase changes from the measured end effector.
-        ph[(ph == 0) & ((ee[:, :2] - behind).norm(dim=1) < 0.012)] = 1
-        ph[(ph == 1) & (ee[:, 2] < self.z_push + 0.01)] = 2
-        off_line = (ph == 2) & ((lateral > 0.025) | (along > -s))
-        ph[off_line] = 3
-        ph[(ph == 3) & (ee[:, 2] > self.z_high - 0.01)] = 0
-        target = torch.zeros_like(ee)
-        target[:, 2] = self.z_high
-        target[:, :2] = torch.where((ph <= 1).unsqueeze(1), behind, ee[:, :2])
-        target[ph == 1, 2] = self.z_push
-        pushing = ph == 2
-        target[pushing, :2] = (block - u * (s + 0.01) + u * 0.03)[pushing]
-        target[pushing, 2] = self.z_push
+        low = ee[:, 2] < self.clear
+        behind_line = (lateral < self.lined_up) & (along < -s)
+        # approach: the funnel over the point behind the block
+        near, far = self.funnel
+        frac = (((ee[:, :2] - behind).norm(dim=1) - near) / (far - near)).clamp(0.0, 1.0)
+        target = torch.cat([behind, (self.z_push + (self.z_high - self.z_push) * frac).unsqueeze(1)], dim=1)
+        push = low & behind_line
+        target[push, :2] = (block - u * (s + 0.01) + u * 0.03)[push]
+        target[push, 2] = self.z_push
+        lift = low & ~behind_line
+        target[lift, :2] = ee[lift, :2]
+        target[lift, 2] = self.z_high
         action = self._move(target, torch.ones(t.num_envs))
-        action[t.success(), :3] = 0.0
+        action[t.goal_distance() < self.stop_fraction * t.cfg.success_distance, :3] = 0.0
         return action
 
 
