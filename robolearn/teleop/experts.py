@@ -2,7 +2,8 @@
 
 They generate demonstrations without a human (`robolearn record --expert`), stand in for a policy in the
 intervention tests, and act on the same end-effector action space as a teleoperator: `[dx, dy, dz, grip]`.
-Each keeps a phase per env and starts over when its env starts a new episode (`task.episode_step == 0`).
+An expert with phases (the lift expert) keeps one per env and starts over when its env starts a new episode
+(`task.episode_step == 0`); the push expert acts on the current state alone.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class PushExpert(ScriptedExpert):
       high while far, at push height over the point);
     - low and lined up behind the block: push it toward the goal; a block that slips off the line makes the
       gripper lift and approach again.
-    It stops once the block is within `stop_fraction` of the task's success distance, so a policy that imitates
-    it and stops a little early still stops inside the goal.
+    It stops once the block is within `stop_fraction` of the task's success distance (a margin for a policy that
+    stops a little early; on its own it did not change the phased expert's policy: 77% either way).
 
     The earlier expert switched phases (approach, descend, push, lift) on thresholds, and a diffusion policy
     trained on its demos stalled at those switches: in 31 of its 46 failures over 200 episodes the block came
@@ -57,7 +58,7 @@ class PushExpert(ScriptedExpert):
 
     z_high, z_push = 0.1, 0.02
     stop_fraction = 0.5
-    clear = 0.065  # m: above this the gripper passes over the block (its top is at 2 * block_size = 0.05)
+    clearance = 0.015  # m above the block's top (2 * block_size): higher, the gripper passes over the block
     gap = 0.035  # m from the block's face to the point behind it
     funnel = (0.005, 0.02)  # m from the point behind the block: at push height within the first, high beyond
     lined_up = 0.02  # m: the largest sideways offset from the block-goal line that still pushes
@@ -72,7 +73,7 @@ class PushExpert(ScriptedExpert):
         rel = ee[:, :2] - block
         along = (rel * u).sum(dim=1)
         lateral = (rel[:, 0] * u[:, 1] - rel[:, 1] * u[:, 0]).abs()
-        low = ee[:, 2] < self.clear
+        low = ee[:, 2] < 2 * s + self.clearance
         behind_line = (lateral < self.lined_up) & (along < -s)
         # approach: the funnel over the point behind the block
         near, far = self.funnel
