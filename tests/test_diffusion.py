@@ -367,7 +367,7 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
     out = cli("eval", str(run), "--episodes", "3", "--sampler", "warm", "--execute", "3", "--warm-steps", "2",
               "--video", str(tmp_path / "v" / "ep.mp4"))
     assert out.returncode == 0, out.stderr
-    report = json.loads((run / "eval_mujoco_warm_execute3_warm2.json").read_text())  # the run's: execute 2
+    report = json.loads((run / "eval_mujoco_warm_execute3_warm2.json").read_text())  # the run's: execute 4
     assert report["summary"]["sampler"] == "warm" and len(report["per_episode"]) == 3
     assert report["summary"]["execute"] == 3 and report["summary"]["denoising_steps"] == 2
     assert report["summary"]["ms_per_chunk"] > 0
@@ -559,7 +559,7 @@ def test_dsrl_finetune_leaves_the_diffusion_weights_unchanged_and_evaluates(push
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "steer" / "summary.json").read_text())
     assert summary["algorithm"] == "robolearn-dsrl" and summary["transitions"] == 3 * 4 * 2
-    assert summary["sim_steps"] == 3 * 4 * 2 * 2  # panda-push.yaml: 2 actions executed per chunk
+    assert summary["sim_steps"] == 3 * 4 * 2 * 4  # panda-push.yaml: 4 actions executed per chunk
     assert summary["gradient_steps"] == 3 * 2 and summary["eval"]["episodes"] == 2  # updates from iteration 1
     ckpt = torch.load(tmp_path / "steer" / "checkpoints" / "model.pt", weights_only=False)
     for k, v in weights.items():  # the base run's file and the frozen copy: unchanged, bit for bit

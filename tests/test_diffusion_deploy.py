@@ -63,7 +63,7 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     assert m.action.type == "ee_target" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
     assert [t.name for t in m.observation] == ["joint_pos_abs", "ee_pos", "object_pose", "target_pos"]
     assert [c.name for c in m.commands] == ["target_x", "target_y", "target_z"]
-    assert g.chunk.horizon == 15 and g.chunk.execute == 2 and g.history == 2  # panda-push.yaml
+    assert g.chunk.horizon == 15 and g.chunk.execute == 4 and g.history == 2  # panda-push.yaml
     assert g.diffusion.timesteps == list(range(90, -1, -10)) and len(g.diffusion.alphas_cumprod) == 100
     assert g.diffusion.warm_timesteps == [40, 20, 0]  # the tail of a 5-step schedule (panda-push.yaml)
     assert bundle.parity_error is not None and bundle.parity_error <= 1e-3
@@ -211,7 +211,7 @@ def _runtime(push_bundle, *, objects=None, policy=None, profile=None):
 
 
 def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_bundle) -> None:
-    """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every `execute` actions (2 in
+    """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every `execute` actions (4 in
     panda-push.yaml), end-effector
     actions become joint targets, the fingers follow the grip, nothing trips."""
     rt, twin, bundle = _runtime(push_bundle)
