@@ -16,10 +16,8 @@ from pathlib import Path
 
 import torch
 
-from robolearn.config import merge
 from robolearn.learn.checkpoint import load_checkpoint
-from robolearn.learn.diffusion_eval import evaluate_diffusion
-from robolearn.learn.diffusion_run import load_diffusion
+from robolearn.learn.diffusion_run import evaluate_run, load_diffusion
 
 
 class NoiseStream(torch.nn.Module):
@@ -45,11 +43,8 @@ def main() -> None:
     success: list[list[bool]] = []
     rows = []
     for k in range(args.streams):
-        _, episodes = evaluate_diffusion(model, dcfg.task, dcfg.obs_keys, episodes=args.episodes,
-                                         num_envs=min(args.episodes, 100), seed=dcfg.seed + 1000, sampler="ddim",
-                                         backend=dcfg.backend, device="cpu",
-                                         overrides=merge(dcfg.task_overrides, dcfg.eval.task_overrides),
-                                         onnx_latency=False, steer=NoiseStream(dims, 100 + k))
+        _, episodes = evaluate_run(model, dcfg, episodes=args.episodes, num_envs=min(args.episodes, 100),
+                                   sampler="ddim", onnx_latency=False, steer=NoiseStream(dims, 100 + k))
         success.append([bool(e["success"]) for e in episodes])
         table = torch.tensor(success)
         rows.append({"streams": k + 1, "this_stream": table[-1].float().mean().item(),

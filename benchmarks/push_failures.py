@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 
-from robolearn.config import merge
 from robolearn.learn.checkpoint import load_checkpoint
-from robolearn.learn.diffusion_eval import evaluate_diffusion
-from robolearn.learn.diffusion_run import load_diffusion
+from robolearn.learn.diffusion_run import evaluate_run, load_diffusion
 from robolearn.sim.tasks import Task
 
 
@@ -102,11 +100,8 @@ def main() -> None:
         traces.append(Trace(task))
         return traces[-1]
 
-    summary, episodes = evaluate_diffusion(model, dcfg.task, dcfg.obs_keys, episodes=args.episodes,
-                                           num_envs=args.episodes, seed=dcfg.seed + 1000, sampler=args.sampler,
-                                           backend=dcfg.backend, device="cpu",
-                                           overrides=merge(dcfg.task_overrides, dcfg.eval.task_overrides),
-                                           onnx_latency=False, on_first_batch=first_batch)
+    summary, episodes = evaluate_run(model, dcfg, episodes=args.episodes, num_envs=args.episodes,
+                                     sampler=args.sampler, onnx_latency=False, on_first_batch=first_batch)
     trace = traces[0]
     rows = classify(trace, episodes, trace.task.cfg.success_distance, trace.task.dt)
     counts = Counter(r["class"] for r in rows)

@@ -257,10 +257,8 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
     """`robolearn eval` of a diffusion run: closed-loop episodes, success with 95% intervals, ms per chunk."""
     import dataclasses
 
-    from robolearn.config import merge
     from robolearn.learn.checkpoint import run_folder
-    from robolearn.learn.diffusion_eval import evaluate_diffusion
-    from robolearn.learn.diffusion_run import load_diffusion
+    from robolearn.learn.diffusion_run import evaluate_run, load_diffusion
 
     cfg, model = load_diffusion(ckpt, file)
     sampler = sampler or cfg.diffusion.sampler
@@ -271,11 +269,10 @@ def _eval_diffusion(ckpt: dict[str, Any], file: Path, run: Path, *, backend: str
     console.print(f"policy: {file} (diffusion, {ckpt.get('steps', 0):,} gradient steps; sampler {sampler})",
                   highlight=False)
     clip = _EpisodeVideo(video, lambda env: f"[bold]eval[/] {run} on {backend}: {env.num_envs} envs per batch")
-    summary, results = evaluate_diffusion(
-        model, cfg.task, cfg.obs_keys, image_keys=cfg.image_keys, episodes=episodes or cfg.eval.episodes,
-        num_envs=num_envs or cfg.eval.num_envs,
+    summary, results = evaluate_run(
+        model, cfg, episodes=episodes or cfg.eval.episodes, num_envs=num_envs or cfg.eval.num_envs,
         seed=cfg.seed + 1000 if seed is None else seed, sampler=sampler, backend=backend, device=device,
-        overrides=merge(cfg.task_overrides, cfg.eval.task_overrides), on_first_batch=clip.first_batch)
+        on_first_batch=clip.first_batch)
     table = Table(title=f"{cfg.task} on {backend}: {summary['episodes']} episodes, diffusion ({sampler})")
     for col in ("env", "success", "at end", "length s", "return"):
         table.add_column(col)

@@ -28,7 +28,7 @@ from robolearn.learn.diffusion import ChunkWindows, DiffusionCfg, DiffusionLearn
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.backends import check_device
 
-__all__ = ["DiffusionEvalCfg", "DiffusionTrainCfg", "load_diffusion_cfg", "DiffusionAlgorithm",
+__all__ = ["DiffusionEvalCfg", "DiffusionTrainCfg", "load_diffusion_cfg", "DiffusionAlgorithm", "evaluate_run",
            "make_diffusion_runner", "load_diffusion"]
 
 DIFFUSION_FORMAT = "robolearn-diffusion"
@@ -159,15 +159,21 @@ def _build_model(cfg: DiffusionTrainCfg, obs_dim: int, action_dim: int, obs_norm
     return DiffusionModel(cfg.diffusion, obs_dim, action_dim, obs_norm, action_norm, cameras=len(cfg.image_keys))
 
 
-def _evaluate(model: DiffusionModel, cfg: DiffusionTrainCfg, device: str) -> dict[str, Any]:
+def evaluate_run(model: DiffusionModel, cfg: DiffusionTrainCfg, **settings: Any
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`evaluate_diffusion` with the run's own evaluation: its task and features, `eval.episodes` and `num_envs`,
+    the scenes of seed + 1000 (the closing evaluation's), its backend and task overrides, on the CPU; `settings`
+    (any keyword of `evaluate_diffusion`) replace them."""
     from robolearn.learn.diffusion_eval import evaluate_diffusion
 
-    summary, _ = evaluate_diffusion(model, cfg.task, cfg.obs_keys, image_keys=cfg.image_keys,
-                                    episodes=cfg.eval.episodes,
-                                    num_envs=cfg.eval.num_envs, seed=cfg.seed + 1000, backend=cfg.backend,
-                                    device=device, overrides=merge(cfg.task_overrides, cfg.eval.task_overrides),
-                                    onnx_latency=False)
-    return summary
+    run = {"image_keys": cfg.image_keys, "episodes": cfg.eval.episodes, "num_envs": cfg.eval.num_envs,
+           "seed": cfg.seed + 1000, "backend": cfg.backend, "device": "cpu",
+           "overrides": merge(cfg.task_overrides, cfg.eval.task_overrides)}
+    return evaluate_diffusion(model, cfg.task, cfg.obs_keys, **{**run, **settings})
+
+
+def _evaluate(model: DiffusionModel, cfg: DiffusionTrainCfg, device: str) -> dict[str, Any]:
+    return evaluate_run(model, cfg, device=device, onnx_latency=False)[0]
 
 
 def make_diffusion_runner(cfg: DiffusionTrainCfg, run_dir: str | Path, *, console: Console | None = None,

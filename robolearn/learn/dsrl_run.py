@@ -73,14 +73,12 @@ def _base_model(ckpt: dict[str, Any], file: Any) -> tuple[Any, DiffusionModel]:
 def evaluate_dsrl(actor: NoiseActor, model: DiffusionModel, dcfg: Any, cfg: DSRLTrainCfg, device: str,
               episodes: int | None = None, num_envs: int | None = None, on_first_batch: Any = None
               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from robolearn.learn.diffusion_eval import evaluate_diffusion
+    from robolearn.learn.diffusion_run import evaluate_run
 
     steer = torch.nn.Sequential(actor.eval(), NoiseWindow.for_model(model, cfg.dsrl.steer))
-    return evaluate_diffusion(model, dcfg.task, dcfg.obs_keys, episodes=episodes or cfg.eval.episodes,
-                              num_envs=num_envs or cfg.eval.num_envs, seed=dcfg.seed + 1000, sampler="ddim",
-                              backend=dcfg.backend, device=device, on_first_batch=on_first_batch,
-                              overrides=merge(dcfg.task_overrides, dcfg.eval.task_overrides), onnx_latency=False,
-                              steer=steer)
+    return evaluate_run(model, dcfg, episodes=episodes or cfg.eval.episodes, num_envs=num_envs or cfg.eval.num_envs,
+                        sampler="ddim", device=device, on_first_batch=on_first_batch, onnx_latency=False,
+                        steer=steer)
 
 
 def make_dsrl_runner(cfg: DSRLTrainCfg, run_dir: str | Path, *, console: Console | None = None,
