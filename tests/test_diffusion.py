@@ -649,52 +649,6 @@ def test_short_image_training_lowers_the_loss_and_the_encoder_learns() -> None:
     assert learner.ema_model.sample(frames, images=shot).shape == (2, cfg.pred_horizon, 2)
 
 
-def test_noisy_expert_demos_label_each_visited_state_with_the_experts_own_target(tmp_path) -> None:
-    """`record --expert-noise` (DART): the executed motions carry the noise, `policy_action` is the expert's own
-    action for each state the noise led to, and as end-effector targets (action_key policy_action) each label is
-    where that action leads from the commanded position the executed actions had reached. Checked by replaying the
-    executed actions and asking a fresh expert at every frame."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from robolearn.data.lerobot_reader import DatasetReader
-    from robolearn.learn.demonstrations import load_demonstrations
-    from robolearn.sim.tasks import make_task
-    from robolearn.teleop.experts import make_expert
-
-    root = tmp_path / "dart"
-    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "robolearn.cli", "record", "--task", "panda-push", "--episodes", "1",
-            "--no-realtime", "--dataset", str(root), "--seed", "7", "--expert-noise", "0.5"]
-    bad = subprocess.run([*args, "--policy", "expert"], capture_output=True, text=True, env=env, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert bad.returncode != 0 and "--expert-noise 0.5" in bad.stderr  # noise needs the scripted expert
-    out = subprocess.run([*args, "--expert"], capture_output=True, text=True, env=env, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert out.returncode == 0, out.stderr
-    data = DatasetReader(root).episode(0)
-    executed, clean = np.asarray(data["action"]), np.asarray(data["policy_action"])
-    assert np.abs(executed[:, :3] - clean[:, :3]).mean() > 0.1  # the noise was executed ...
-    assert np.abs(executed).max() <= 1.0 and np.array_equal(executed[:, 3], clean[:, 3])  # ... clipped, grip clean
-    keys = ["observation.state", "observation.ee_pos", "observation.environment_state"]
-    task = make_task("panda-push", 1)
-    cfg = make_task("panda-push", 1, overrides={"action_space": "ee_target"}).cfg
-    labels = load_demonstrations(root, task="panda-push", obs_keys=keys, action_key="policy_action",
-                                 ee_targets=cfg).episodes[0][1]
-    task.reset()
-    task.restart(*task.scene_from_frame({k: np.asarray(data[k][0]) for k in keys}))
-    expert = make_expert(task)
-    for t in range(len(executed)):
-        np.testing.assert_allclose(expert.act()[0].numpy(), clean[t], atol=1e-4, err_msg=f"frame {t}")
-        aimed = (task.ee_target[0] + torch.from_numpy(clean[t, :3]).clamp(-1, 1) * cfg.max_ee_step).clamp(
-            torch.tensor(cfg.workspace_low), torch.tensor(cfg.workspace_high))
-        np.testing.assert_allclose(labels[t, :3], aimed.numpy(), atol=1e-5, err_msg=f"frame {t}")
-        task.step(torch.from_numpy(executed[t : t + 1]))
-    task.close()
-
-
 def test_acting_cameras_render_what_the_demonstrations_recorded(pushes) -> None:
     """The evaluation's rendered, resized camera at a recorded episode's first state is the recorded (decoded,
     resized) frame, up to video compression."""

@@ -97,9 +97,6 @@ def record(
     dataset: Annotated[Path, typer.Option(help="dataset folder (LeRobot v3); appended to if it exists")] = Path(
         "datasets/panda-push"),
     expert: Annotated[bool, typer.Option(help="drive with the task's scripted expert")] = False,
-    expert_noise: Annotated[float, typer.Option(help="--expert: execute its motion plus Gaussian noise of this std "
-                                                     "(action units) and record its own action as policy_action "
-                                                     "(DART; train with action_key: policy_action)")] = 0.0,
     policy: Annotated[Optional[str], typer.Option(help="drive with a trained policy (run folder, checkpoint)")] = None,
     episodes: Annotated[int, typer.Option(help="episodes to save")] = 10,
     seed: Annotated[int, typer.Option()] = 0,
@@ -115,11 +112,8 @@ def record(
         raise RobolearnError("record needs exactly one driver: --expert or --policy RUN")
     if episodes < 1:
         raise RobolearnError(f"--episodes must be >= 1, got {episodes}")
-    if expert_noise < 0.0 or (expert_noise > 0.0 and not expert):
-        raise RobolearnError(f"--expert-noise {expert_noise}: a standard deviation >= 0 for the scripted expert "
-                             "(--expert)")
     if expert:
-        factory: Any = lambda task_: ExpertDriver(task_, noise=expert_noise, seed=seed)  # noqa: E731
+        factory: Any = ExpertDriver
     else:
         act = _policy_fn(policy, task)
 

@@ -56,9 +56,7 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     being trained; every episode must have been recorded on it. `image_keys`: camera (video) features, decoded
     by `decode_episodes` and resized to `image_size`. `ee_targets` (a `ManipulationCfg` with `action_space:
     ee_target`): the recorded end-effector motions become the commanded positions they lead to
-    (`ee_targets_from_motions`, from each episode's first `observation.ee_pos`), normalized by their own min/max;
-    with an `action_key` other than `action` (`policy_action` of `record --expert-noise`), the positions its
-    motions lead to from where the executed `action`s had brought the end effector."""
+    (`ee_targets_from_motions`, from each episode's first `observation.ee_pos`), normalized by their own min/max."""
     reader = DatasetReader(root)
     obs_keys, image_keys = list(obs_keys), list(image_keys)
     for key in (*obs_keys, action_key, *image_keys):
@@ -77,10 +75,6 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
             raise DatasetError(f"{reader.root}/meta/info.json: {action_key} is {names}, not end-effector motions "
                                "[dx, dy, dz, grip]: only those convert to end-effector targets (action_space "
                                "ee_target)")
-        if action_key != "action" and reader.features.get("action", {}).get("shape") != \
-                reader.features[action_key].get("shape"):
-            raise DatasetError(f"{reader.root}/meta/info.json: {action_key} becomes end-effector targets from where "
-                               "the executed 'action' motions led, and 'action' is missing or of another shape")
         if "observation.ee_pos" not in reader.features:
             raise DatasetError(f"{reader.root}/meta/info.json: no feature 'observation.ee_pos' (the end effector's "
                                "start, from which the motions become targets)")
@@ -99,8 +93,7 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     for i in range(count):
         data = reader.episode(i)
         parts = {}
-        executed = ("action",) if ee_targets is not None and action_key != "action" else ()
-        for key in (*obs_keys, action_key, *executed):
+        for key in (*obs_keys, action_key):
             x = np.array(data[key], dtype=np.float32).reshape(len(data[key]), -1)  # a writable copy
             bad = ~np.isfinite(x)
             if bad.any():
@@ -112,11 +105,7 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
             from robolearn.sim.tasks.manipulation import ee_targets_from_motions
 
             start = np.asarray(data["observation.ee_pos"][0], dtype=np.float64)
-            if executed:
-                parts[action_key] = ee_targets_from_motions(start, parts["action"], ee_targets,
-                                                            labels=parts[action_key])
-            else:
-                parts[action_key] = ee_targets_from_motions(start, parts[action_key], ee_targets)
+            parts[action_key] = ee_targets_from_motions(start, parts[action_key], ee_targets)
         episodes.append((np.concatenate([parts[k] for k in obs_keys], axis=1), parts[action_key]))
     stats = _stats(reader.root)
     bounds = {}

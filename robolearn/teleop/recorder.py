@@ -64,33 +64,15 @@ class Driver:
 
 
 class ExpertDriver(Driver):
-    """The task's scripted expert (`robolearn record --expert`).
+    """The task's scripted expert (`robolearn record --expert`)."""
 
-    `noise` > 0 (`--expert-noise`, DART: Laskey et al. 2017) executes the expert's end-effector motion plus Gaussian
-    noise of that standard deviation (in action units, per step and axis, clipped to [-1, 1]) and records the
-    expert's own action for the state it is in as `policy_action`: the demos then visit states off the expert's
-    path, each labelled with the expert's correction (train on them with `action_key: policy_action`). Only an
-    expert that acts on the current state alone gives a correct label in a state its noise led to (the push
-    expert)."""
-
-    def __init__(self, task: ManipulationTask, noise: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, task: ManipulationTask) -> None:
         from robolearn.teleop.experts import make_expert
 
-        if noise < 0.0:
-            raise ConfigError(f"expert noise must be >= 0 (action units), got {noise}")
         self.expert = make_expert(task)
-        self.noise = float(noise)
-        self.has_policy = self.noise > 0.0
-        self.generator = torch.Generator().manual_seed(seed)
 
     def act(self, task: ManipulationTask, obs: dict[str, torch.Tensor]) -> Step:
-        action = self.expert.act()
-        if not self.has_policy:
-            return Step(action)
-        executed = action.clone()
-        noise = torch.randn(executed[:, :3].shape, generator=self.generator) * self.noise
-        executed[:, :3] = (executed[:, :3] + noise).clamp(-1.0, 1.0)
-        return Step(executed, policy_action=action)
+        return Step(self.expert.act())
 
 
 def command_to_action(task: ManipulationTask, cmd: Any) -> torch.Tensor | None:

@@ -77,29 +77,20 @@ class ManipulationCfg(TaskCfg):
             raise ConfigError(f"camera names must be unique, got {names}")
 
 
-def ee_targets_from_motions(start: np.ndarray, actions: np.ndarray, cfg: ManipulationCfg,
-                            labels: np.ndarray | None = None) -> np.ndarray:
+def ee_targets_from_motions(start: np.ndarray, actions: np.ndarray, cfg: ManipulationCfg) -> np.ndarray:
     """[T, 4] `ee_target` actions (x, y, z, grip) from one episode's recorded `ee` actions [T, 4] (dx, dy, dz, grip)
     and the commanded end-effector position at its start `start` [3] (the measured one: a reset starts there): the
     commanded position after each action, integrated as `action_to_ctrl` does. Executed in `action_space: ee_target`
-    from the same start they move the commanded end effector exactly as the motions did.
-
-    `labels` [T, 4]: other motions for the same frames (the expert's own, where `actions` are what was executed
-    with noise, `record --expert-noise`): the commanded position each label would have led to from where the
-    executed actions had brought it."""
+    from the same start they move the commanded end effector exactly as the motions did."""
     actions = np.asarray(actions, dtype=np.float64)
-    chosen = actions if labels is None else np.asarray(labels, dtype=np.float64)
-    if chosen.shape != actions.shape:
-        raise ValueError(f"labels {chosen.shape} and actions {actions.shape} differ in shape")
     low, high = np.asarray(cfg.workspace_low), np.asarray(cfg.workspace_high)
     steps = np.clip(actions[:, :3], -1.0, 1.0) * cfg.max_ee_step
-    label_steps = np.clip(chosen[:, :3], -1.0, 1.0) * cfg.max_ee_step
     target = np.asarray(start, dtype=np.float64).reshape(3)
     out = np.empty_like(actions)
     for t, step in enumerate(steps):  # sequential by nature (the clamp), once per episode when loading
-        out[t, :3] = np.clip(target + label_steps[t], low, high)
         target = np.clip(target + step, low, high)
-    out[:, 3:] = chosen[:, 3:]
+        out[t, :3] = target
+    out[:, 3:] = actions[:, 3:]
     return out.astype(np.float32)
 
 
