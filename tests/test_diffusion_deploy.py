@@ -212,8 +212,7 @@ def _runtime(push_bundle, *, objects=None, policy=None, profile=None):
 
 def test_the_runtime_runs_the_denoising_loop_and_moves_the_arm_on_the_twin(push_bundle) -> None:
     """30 Hz policy, 480 Hz control, in real time: one chunk of 10 denoiser calls every `execute` actions (4 in
-    panda-push.yaml), end-effector
-    actions become joint targets, the fingers follow the grip, nothing trips."""
+    panda-push.yaml), end-effector actions become joint targets, the fingers follow the grip, nothing trips."""
     rt, twin, bundle = _runtime(push_bundle)
     try:
         start_ee = rt.kinematics.fk(rt.last_state.q[rt.index])

@@ -22,8 +22,6 @@ class ScriptedExpert:
 
     def __init__(self, task: ManipulationTask) -> None:
         self.task = task
-        self.phase = torch.zeros(task.num_envs, dtype=torch.long)
-        self.timer = torch.zeros(task.num_envs, dtype=torch.long)
 
     def _move(self, target: torch.Tensor, grip: torch.Tensor) -> torch.Tensor:
         """Actions that move the commanded end effector toward `target` [N, 3] at up to full speed."""
@@ -31,12 +29,6 @@ class ScriptedExpert:
         return torch.cat([delta.clamp(-1.0, 1.0), grip.unsqueeze(1)], dim=1)
 
     def act(self) -> torch.Tensor:
-        fresh = self.task.episode_step == 0
-        self.phase[fresh] = 0
-        self.timer[fresh] = 0
-        return self._act()
-
-    def _act(self) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -63,7 +55,7 @@ class PushExpert(ScriptedExpert):
     funnel = (0.005, 0.02)  # m from the point behind the block: at push height within the first, high beyond
     lined_up = 0.02  # m: the largest sideways offset from the block-goal line that still pushes
 
-    def _act(self) -> torch.Tensor:
+    def act(self) -> torch.Tensor:
         t: PushTask = self.task  # type: ignore[assignment]
         s = t.cfg.block_size
         block, ee = t.block_pos[:, :2], t.ee_pos
@@ -95,8 +87,16 @@ class LiftExpert(ScriptedExpert):
 
     z_above, close_steps = 0.12, 15
 
-    def _act(self) -> torch.Tensor:
+    def __init__(self, task: ManipulationTask) -> None:
+        super().__init__(task)
+        self.phase = torch.zeros(task.num_envs, dtype=torch.long)
+        self.timer = torch.zeros(task.num_envs, dtype=torch.long)
+
+    def act(self) -> torch.Tensor:
         t: LiftTask = self.task  # type: ignore[assignment]
+        fresh = t.episode_step == 0  # a new episode starts over from the first phase
+        self.phase[fresh] = 0
+        self.timer[fresh] = 0
         block, ee = t.block_pos, t.ee_pos
         ph, timer = self.phase, self.timer
         ph[(ph == 0) & ((ee[:, :2] - block[:, :2]).norm(dim=1) < 0.008) & (ee[:, 2] > block[:, 2] + 0.05)] = 1
