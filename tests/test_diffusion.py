@@ -384,7 +384,7 @@ def test_cli_trains_resumes_and_evaluates_a_diffusion_run(pushes, tmp_path) -> N
          "episodes recorded on ['panda-push'], not on 'panda-lift'"),
         (("eval", str(run), "--sampler", "fast", "--episodes", "1"), "sampler must be one of ddim, ddpm, warm"),
         (("eval", str(run), "--execute", "16", "--episodes", "1"), "diffusion.execute must be in [1, "
-                                                                    "pred_horizon - obs_horizon + 1] = [1, 15]"),
+                                                                    "pred_horizon - obs_horizon + 1] = [1, 5]"),
         (("play", str(run)), "a diffusion policy (robolearn train --algo diffusion, or its DSRL finetune)"),
     ]
     for (args, message), out in zip(bad, run_cli_batch([args for args, _ in bad]), strict=True):

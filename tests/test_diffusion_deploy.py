@@ -63,7 +63,7 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     assert m.action.type == "ee_target" and m.action.dim == 4 and m.action.scale == pytest.approx(0.01)
     assert [t.name for t in m.observation] == ["joint_pos_abs", "ee_pos", "object_pose", "target_pos"]
     assert [c.name for c in m.commands] == ["target_x", "target_y", "target_z"]
-    assert g.chunk.horizon == 15 and g.chunk.execute == 4 and g.history == 2  # panda-push.yaml
+    assert g.chunk.horizon == 5 and g.chunk.execute == 4 and g.history == 4  # panda-push.yaml: 4 frames, 8 actions
     assert g.diffusion.timesteps == list(range(90, -1, -10)) and len(g.diffusion.alphas_cumprod) == 100
     assert g.diffusion.warm_timesteps == [40, 20, 0]  # the tail of a 5-step schedule (panda-push.yaml)
     assert bundle.parity_error is not None and bundle.parity_error <= 1e-3
@@ -72,19 +72,19 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     _, model = load_diffusion(ckpt, file)
     sampler = bundle.policy.graph
     gen = torch.Generator().manual_seed(3)
-    frames = torch.rand(1, 2, model.obs_dim, generator=gen) * torch.tensor(g.diffusion.obs_span) + torch.tensor(
+    frames = torch.rand(1, g.history, model.obs_dim, generator=gen) * torch.tensor(g.diffusion.obs_span) + torch.tensor(
         g.diffusion.obs_low)
-    noise = torch.randn(1, 16, 4, generator=gen)
+    noise = torch.randn(1, g.diffusion.pred_horizon, 4, generator=gen)
     with torch.no_grad():
         cold = model.denoise(frames, noise=noise)
     sampler.reset()
     sampler.noise = noise.numpy()
     got = sampler(frames.reshape(-1).numpy())
-    want = model.action_norm.inverse(cold)[0, 1:].numpy()
+    want = model.action_norm.inverse(cold)[0, g.history - 1:].numpy()
     assert np.abs(got - want).max() < 1e-4
     # warm start: the previous plan shifted by the executed actions, re-noised to the first warm level
     sampler.d = type(g.diffusion)(**{**to_dict(g.diffusion), "sampler": "warm"})
-    noise2 = torch.randn(1, 16, 4, generator=gen)
+    noise2 = torch.randn(1, g.diffusion.pred_horizon, 4, generator=gen)
     sampler.noise = noise2.numpy()
     calls = sampler.calls
     got = sampler(frames.reshape(-1).numpy())
@@ -94,7 +94,7 @@ def test_bundle_declares_the_sampler_and_its_loop_matches_diffusers(push_bundle)
     with torch.no_grad():
         warm = model.denoise(frames, noise=noise2, start=shifted, start_steps=model.cfg.warm_steps,
                              steps=model.cfg.warm_schedule_steps or None)
-    assert np.abs(got - model.action_norm.inverse(warm)[0, 1:].numpy()).max() < 1e-4
+    assert np.abs(got - model.action_norm.inverse(warm)[0, g.history - 1:].numpy()).max() < 1e-4
     sampler.noise = None
 
 
@@ -327,7 +327,7 @@ def test_deploy_cli_runs_the_diffusion_bundle_on_the_tabletop_twin(push_bundle, 
            (("deploy", "--robot", "go2", "--policy", bundle, "--auto", "--duration", "1"),
             "this arm policy cannot run on the legged robot go2"),
            (("export", str(push_bundle / "run"), "--output", str(tmp_path / "b"), "--execute", "20"),
-            "diffusion.execute must be in [1, pred_horizon - obs_horizon + 1] = [1, 15]"),
+            "diffusion.execute must be in [1, pred_horizon - obs_horizon + 1] = [1, 5]"),
            (("export", str(push_bundle / "run"), "--output", str(tmp_path / "b"), "--sampler", "ddpm"),
             "a bundle plans with ddim or warm (--sampler ddim|warm), not ddpm")]
     for (_, message), res in zip(bad, run_cli_batch([a for a, _ in bad]), strict=True):
@@ -365,6 +365,39 @@ def test_pinned_threads_keep_their_cpus() -> None:
         thread_cpus(_profile(threads={"pin": True, "policy_cpus": [4096]}).threads)
 
 
+def test_closing_the_policy_worker_waits_for_the_plan_in_flight() -> None:
+    """close() returns once the policy thread has left the policy: a daemon thread still inside onnxruntime when the
+    interpreter exits aborts the process (seen at the end of a 20-episode twin run). A policy that never returns is
+    waited for only up to close's timeout."""
+    from robolearn.deploy.runtime import PolicyWorker
+
+    entered, left, stuck = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(obs):
+        entered.set()
+        time.sleep(0.3)
+        left.set()
+        return obs
+
+    worker = PolicyWorker(slow)
+    assert worker.submit(np.zeros(1)) and entered.wait(5.0)  # the request is in flight
+    worker.close()
+    assert left.is_set() and not worker._thread.is_alive()
+
+    def never(obs):
+        entered.set()
+        stuck.wait(10.0)
+        return obs
+
+    entered.clear()
+    worker = PolicyWorker(never)
+    assert worker.submit(np.zeros(1)) and entered.wait(5.0)
+    start = time.monotonic()
+    worker.close(timeout_s=0.2)
+    assert 0.15 <= time.monotonic() - start < 2.0 and worker._thread.is_alive()
+    stuck.set()
+
+
 def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_the_camera(pushes, tmp_path) -> None:
     """An image-based run exports denoiser + encoder graphs (parity through both); on the twin the runtime reads
     the camera (a recorded video file standing in for the device) and the policy thread resizes and encodes it;
@@ -399,7 +432,7 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
     encoder.run = lambda feeds: runs.append(feeds["image"].shape) or original(feeds)
     from robolearn.twin.tabletop import TabletopTwin, sample_scene
 
-    # The first plan decodes video, warms two ONNX sessions and encodes both frames: under a second xdist worker's
+    # The first plan decodes video, warms two ONNX sessions and encodes the frames: under a second xdist worker's
     # load it once took over 300 ms (a stall trip). This test checks that the camera reaches the encoder; the
     # stall rule has its own tests.
     prof = _profile(safety={"policy_timeout_ms": 1000})
@@ -415,7 +448,7 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
         rt.run()
         rt.spin(0.6)
         assert rt.mode == Mode.RUN and not rt.trips, rt.trips
-        assert runs and all(shape == (2, 3, 48, 64) for shape in runs)  # both frames of the history, resized
+        assert runs and all(shape == (4, 3, 48, 64) for shape in runs)  # the 4 frames of the history, resized
         rt.close()
     finally:
         camera.close()

@@ -187,10 +187,17 @@ class PolicyWorker:
                     self._result = (actions, time.perf_counter() - start, error)
                 self._busy = False
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread, waiting up to `timeout_s` for a request in flight: a daemon thread left inside
+        onnxruntime when the interpreter exits can abort the process ('terminate called without an active exception',
+        seen at the end of one 20-episode twin run)."""
         with self._cv:
             self._closed = True
             self._cv.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("the policy thread is still computing %.1f s after close", timeout_s)
 
 
 def _set_affinity(cpus: set[int]) -> None:

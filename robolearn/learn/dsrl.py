@@ -38,7 +38,7 @@ __all__ = ["DSRLCfg", "NoiseWindow", "NoiseSteeredTask", "NoiseActor", "SAC"]
 class DSRLCfg:
     bound: float = 1.5  # the noise box [-bound, bound] per dimension (the prior's noise is N(0, 1))
     # which noise numbers the actor chooses: "chunk", all pred_horizon x action_dim of them; "executed", only those
-    # at the executed actions' positions (execute x action_dim: 16 instead of 64 on panda-push), the others held at
+    # at the executed actions' positions (execute x action_dim: 16 instead of 32 on panda-push), the others held at
     # 0, the prior's mode
     steer: str = "chunk"
     # the RL reward per chunk: "task", the task's reward summed over the executed actions; "success", -1 per chunk
