@@ -54,6 +54,8 @@ def test_expert_episodes_read_back_with_matching_lengths_and_videos(recorded):
         assert data["frame_index"].tolist() == list(range(n))
         assert data["next.done"][-1].all() and not data["next.done"][:-1].any()
         assert data["next.success"][-1].all(), "the expert's episodes end after success"
+        # and go on 2 s (60 frames at 30 fps) once it holds, so the demos show the robot stopping at the goal
+        assert data["next.success"][-60:].all() and not data["next.success"][-61].any()
         assert not data["intervention"].any()
         frames = reader.video_frames(i, "observation.images.front")
         assert frames.shape == (n, 240, 320, 3) and frames.dtype == np.uint8
@@ -245,6 +247,21 @@ def test_leader_arm_drives_the_follower_joint_by_joint(tmp_path):
     assert data["action"].shape[1] == 8 and np.allclose(data["action"][:, :7], target, atol=1e-3)
     assert np.abs(data["observation.state"][-1, :7] - target).max() < 0.02, "the follower reached the leader"
     assert (data["action"][:, 7] == 1.0).all(), "leader fingers closed -> grip closed"
+
+
+def test_hold_after_success_sets_how_long_an_episode_goes_on_after_success(tmp_path):
+    """`record --hold-after-success S` ends each episode S seconds after the task's success began (and held); a
+    negative value is a one-line error before anything is written."""
+    root = tmp_path / "short"
+    out = cli("record", "--task", "panda-push", "--expert", "--episodes", "1", "--no-realtime", "--dataset",
+              str(root), "--hold-after-success", "0.5", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    success = DatasetReader(root).episode(0)["next.success"]
+    assert success[-15:].all() and not success[-16].any()
+    out = cli("record", "--task", "panda-push", "--expert", "--episodes", "1", "--no-realtime", "--dataset",
+              str(tmp_path / "bad"), "--hold-after-success", "-1")
+    assert out.returncode == 2 and "--hold-after-success: seconds >= 0 expected" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "bad").exists()
 
 
 def test_end_effector_targets_are_not_recorded(tmp_path):

@@ -44,8 +44,13 @@ def _policy_fn(policy: str, task_name: str) -> Any:
     return act
 
 
+HOLD_HELP = ("seconds an episode goes on once the task succeeds, so the demos show the robot stopping at the goal "
+             "(default 2; 0: episodes run to the time limit)")
+
+
 def _record(task: str, dataset: Path, episodes: int, driver_factory: Any, *, seed: int, rosbag: bool,
-            realtime: bool, overrides: dict[str, Any], report: Optional[Path], help_line: str = "") -> None:
+            realtime: bool, overrides: dict[str, Any], report: Optional[Path], help_line: str = "",
+            hold_after_success: Optional[float] = None) -> None:
     import json
 
     from rich.live import Live
@@ -57,8 +62,9 @@ def _record(task: str, dataset: Path, episodes: int, driver_factory: Any, *, see
         with output_folder(report.parent, "--report folder"):  # checked before anything is recorded
             pass
     with output_folder(dataset, "--dataset"):
+        hold = {} if hold_after_success is None else {"hold_after_success_s": hold_after_success}
         recorder = Recorder(task, dataset, driver_factory, seed=seed, overrides=overrides, rosbag=rosbag,
-                            realtime=realtime)
+                            realtime=realtime, **hold)
     console.print(f"[bold]recording[/] {task} at {recorder.fps} fps into {dataset} "
                   f"({recorder.writer.num_episodes} episodes there already)"
                   + (f"\n{help_line or recorder.driver.help}" if (help_line or recorder.driver.help) else ""),
@@ -104,6 +110,7 @@ def record(
     realtime: Annotated[bool, typer.Option(help="pace the loop at the task's fps (as with a person)")] = True,
     set_: Annotated[list[str], typer.Option("--set", help="override a task field: key.sub=value")] = [],  # noqa: B006
     report: Annotated[Optional[Path], typer.Option(help="write the recording report (fps, episodes) as JSON")] = None,
+    hold_after_success: Annotated[Optional[float], typer.Option(help=HOLD_HELP)] = None,
 ) -> None:
     """Record demonstrations without a person: the scripted expert (--expert) or a trained policy (--policy)."""
     from robolearn.teleop.recorder import Driver, ExpertDriver, Step
@@ -123,7 +130,7 @@ def record(
 
         factory = lambda _task: PolicyDriver()  # noqa: E731
     _record(task, dataset, episodes, factory, seed=seed, rosbag=rosbag, realtime=realtime,
-            overrides=parse_sets(set_), report=report)
+            overrides=parse_sets(set_), report=report, hold_after_success=hold_after_success)
 
 
 SIM_ROBOTS = {"panda-sim": "the simulated Franka Panda with gripper (tasks panda-push, panda-lift)"}
@@ -158,6 +165,7 @@ def teleop(
     camera_fps: Annotated[Optional[float], typer.Option(help="--camera frame rate asked of the driver")] = None,
     camera_exposure: Annotated[Optional[float], typer.Option(help="--camera exposure, driver units, where the "
                                                                   "driver allows it")] = None,
+    hold_after_success: Annotated[Optional[float], typer.Option(help="panda-sim: " + HOLD_HELP)] = None,
 ) -> None:
     """Teleoperate a robot and record demonstrations (LeRobot v3 dataset). panda-sim: a simulated scene with a
     camera, optionally under a policy you can take over (the intervention flag marks the frames you drove). A
@@ -202,7 +210,7 @@ def teleop(
         return TeleopDriver(dev) if policy_fn is None else InterventionDriver(policy_fn, dev)
 
     _record(task, dataset, episodes, factory, seed=seed, rosbag=rosbag, realtime=True, overrides=overrides,
-            report=report)
+            report=report, hold_after_success=hold_after_success)
 
 
 def _teleop_hardware(robot: str, transport: str, device: str, options: dict[str, Any], *, dataset: Optional[Path],
