@@ -22,16 +22,16 @@ from robolearn.learn.diffusion import OnnxDenoiser
 from robolearn.learn.diffusion_eval import chunk_latency_ms
 from robolearn.learn.diffusion_run import load_diffusion
 
-SAMPLERS = ("ddim", "warm")
+COMPARED = ("ddim", "warm")  # the samplers timed against each other
 
 
 def measure(run: str, rounds: int, plans: int) -> dict:
     ckpt, file = load_checkpoint(run, with_path=True)
     _, model = load_diffusion(ckpt, file)
     denoiser = OnnxDenoiser(model)
-    per_round: dict[str, list[float]] = {s: [] for s in SAMPLERS}
+    per_round: dict[str, list[float]] = {s: [] for s in COMPARED}
     for _ in range(rounds):
-        for sampler in SAMPLERS:
+        for sampler in COMPARED:
             per_round[sampler].append(round(chunk_latency_ms(model, sampler, repeats=plans, denoiser=denoiser), 3))
     ms = {s: statistics.median(v) for s, v in per_round.items()}
     cfg = model.cfg
