@@ -136,6 +136,71 @@ def test_robolearn_risk_fits_a_critic_to_a_trained_policy_and_eval_filters_with_
     no_critic = robolearn("eval", str(tmp_path / "go2"), "--safety-filter", "--episodes", "1")
     assert no_critic.returncode == 2 and "no safety critic in this checkpoint" in no_critic.stderr
 
+    # a critic that reads the last 3 frames: fitted, filtering in simulation, exported with its history
+    fit = robolearn("risk", str(tmp_path / "go2"), "--iterations", "1", "--num-envs", "8", "--steps-per-env", "8",
+                    "--set", "hidden=[16]", "--set", "history=3", "--name", "go2-risk3", "--runs-dir",
+                    str(tmp_path), "--no-progress")
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    ev = robolearn("eval", str(tmp_path / "go2-risk3"), "--safety-filter", "--episodes", "2")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads((tmp_path / "go2-risk3" / "eval_mujoco_filtered.json").read_text())["safety_filter"]["scored"]
+    from robolearn.deploy.bundle import load_bundle
+    from robolearn.export import export_run
+    from robolearn.learn.risk_critic import RiskCritic
+
+    export_run(tmp_path / "go2-risk3", tmp_path / "bundle3", record_envs=2, record_steps=5)
+    spec = load_bundle(tmp_path / "bundle3").manifest.graph("safety_critic")
+    assert spec.history == 3 and spec.inputs[0].shape == [-1, 3 * 45]
+    state = torch.load(tmp_path / "go2-risk3" / "checkpoints" / "model.pt", weights_only=False)["risk_critic"]
+    assert RiskCritic.from_checkpoint(state).history == 3
+
+
+def test_a_critic_that_reads_a_history_tells_what_one_frame_cannot():
+    """x drifts by a hidden 0.1 or -0.1 per step (drawn per episode, x starts in [-1, 1]); passing x = 1 is a
+    violation and ends the episode, passing -1 ends it safely. At x = 0.85 one frame cannot tell which way x goes;
+    two frames can. The rollouts are stacked as `robolearn risk` stacks them (FrameHistory, a new episode
+    repeating its first frame)."""
+    from robolearn.learn.history import FrameHistory
+    from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg
+
+    def fit(history: int) -> RiskCriticLearner:  # (one frame sees the same input, 0.85, either way)
+        torch.manual_seed(0)
+        cfg = SafetyCriticCfg(enabled=True, hidden=[32, 32], gamma=0.8, learning_rate=3e-3, history=history)
+        learner = RiskCriticLearner(1, 1, cfg, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(1)
+        N, T = 128, 24
+        x = 2.0 * torch.rand(N, generator=g) - 1.0
+        v = torch.where(torch.rand(N, generator=g) < 0.5, 0.1, -0.1)
+        frames = FrameHistory(N, 1, history)
+        fresh = torch.zeros(N, dtype=torch.bool)
+        for _ in range(40):
+            obs, costs, dones = torch.zeros(T, N, history), torch.zeros(T, N), torch.zeros(T, N)
+            for t in range(T):
+                obs[t] = frames.push(x.unsqueeze(1), fresh)
+                x = x + v
+                costs[t], fresh = (x > 1.0).float(), x.abs() > 1.0
+                dones[t] = fresh.float()
+                restart = 2.0 * torch.rand(N, generator=g) - 1.0
+                x = torch.where(fresh, restart, x)
+                v = torch.where(fresh, torch.where(torch.rand(N, generator=g) < 0.5, 0.1, -0.1), v)
+            learner.update(obs, torch.zeros(T, N, 1), costs, dones)
+        return learner
+
+    def q(learner: RiskCriticLearner, *xs: float) -> float:
+        with torch.no_grad():
+            return float(learner.critic(torch.tensor([xs]), torch.zeros(1, 1)))
+
+    two = fit(2)
+    toward, away = q(two, 0.75, 0.85), q(two, 0.95, 0.85)
+    assert toward > 0.6 and away < 0.2  # toward the wall: a violation on the step after next (gamma); away: none
+    assert q(two, -0.1, 0.0) < 0.3  # far from it (10 steps at gamma 0.8)
+    with pytest.raises(ConfigError, match="safety_critic.history must be >= 1"):
+        SafetyCriticCfg(history=0)
+    beside_ppo = load_train_cfg("go2-flat", overrides={"safety_critic": {"enabled": True, "history": 3}})
+    with pytest.raises(ConfigError, match=r"beside PPO the critic reads one frame; fit .* `robolearn risk RUN --set "
+                                          r"history=3`"):
+        make_ppo_runner(beside_ppo, "unused")
+
 
 def test_the_critic_can_learn_from_named_cost_terms_only():
     from robolearn.learn.risk_critic import SafetyCriticCfg, violation_signal

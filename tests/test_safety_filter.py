@@ -49,12 +49,13 @@ def risk_of(a: np.ndarray, w: np.ndarray, b: float, k: float = 10.0) -> float:
     return 1.0 / (1.0 + math.exp(-k * (float(a @ w) - b)))
 
 
-def critic_bundle(folder, module: nn.Module):
+def critic_bundle(folder, module: nn.Module, history: int = 1):
     shutil.copytree(declarations_root() / "policies" / "bundles" / "go2-flat", folder / "v1")
     upgrade_bundle(folder / "v1", folder / "v2")
     add_graphs(folder / "v2", [ExtraGraph(name="q_risk", role="safety_critic", rate_hz=500.0, module=module,
-                                          inputs=[("obs", FRAME, "observation"), ("action", ACTIONS, "action")],
-                                          outputs=[("q_risk", 1, "cost_value")])])
+                                          inputs=[("obs", history * FRAME, "observation"),
+                                                  ("action", ACTIONS, "action")],
+                                          outputs=[("q_risk", 1, "cost_value")], history=history)])
     return load_bundle(folder / "v2")
 
 
@@ -121,10 +122,47 @@ def test_impedance_drops_while_the_risk_is_high_and_recovers_after(hip_bundle):
 
 
 def test_critic_inputs_are_checked_against_the_bundle(hip_bundle):
-    with pytest.raises(BundleError, match="must be one observation frame \\[44\\] and one action \\[12\\]"):
+    with pytest.raises(BundleError, match="must be its history of 1 observation frame\\(s\\) \\[1 x 44\\] and one "
+                                          "action \\[12\\]"):
         SafetyFilter(hip_bundle.graphs["q_risk"], SafetyFilterCfg(), frame_dim=44, action_dim=ACTIONS)
     with pytest.raises(ConfigError, match="safety.filter.threshold: expected a risk in \\[0, 1\\], got 1.5"):
         SafetyFilterCfg(threshold=1.5)
+
+
+class MotionRisk(nn.Module):
+    """A critic that reads 2 frames: risk = sigmoid(20 (now[0] - before[0] - 0.5)), high when observation 0 rose by
+    more than 0.5 since the frame before (what one frame cannot tell)."""
+
+    history = 2
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        moved = obs[:, FRAME] - obs[:, 0]
+        return torch.sigmoid(20.0 * (moved - 0.5)).unsqueeze(1) + 0.0 * action[:, :1]
+
+
+def test_a_critic_with_a_history_reads_the_last_policy_frames_then_the_frame_measured_now(tmp_path):
+    """As the critic was fitted (FrameHistory over the policy's steps): its input is the frames of the policy steps
+    before the newest one, then the frame measured now; a fresh start (or a reset) repeats the frame measured now."""
+    bundle = critic_bundle(tmp_path, MotionRisk(), history=2)
+    assert bundle.manifest.graph("safety_critic").history == 2
+    f = make_filter(bundle, threshold=0.5)
+    zero = np.zeros(ACTIONS, np.float32)
+
+    def at(x: float) -> np.ndarray:
+        return np.r_[x, np.zeros(FRAME - 1)].astype(np.float32)
+
+    assert f.decide(at(1.0), zero, now=0.0).risk < 0.01  # nothing observed yet: no motion to see
+    f.observe(at(0.0))  # policy step 0: its frame is the newest; the history is that frame repeated
+    assert f.decide(at(0.1), zero, now=0.002).risk < 0.01
+    f.observe(at(0.1))  # policy step 1: step 0's frame is now the one before
+    d = f.decide(at(1.0), zero, now=0.02)  # risen 1.0 since step 0: risky; shrinking the action cannot help
+    assert d.risk > 0.99 and d.damp is not None
+    np.testing.assert_array_equal(f.stack(at(1.0)), np.concatenate([at(0.0), at(1.0)])[None])
+    assert f.decide(at(0.2), zero, now=0.022).risk < 0.01
+    f.reset()  # a new run forgets the frames of the last one
+    assert f.decide(at(1.0), zero, now=0.04).risk < 0.01
+    with pytest.raises(BundleError, match=r"its history of 2 observation frame\(s\) \[2 x 44\]"):
+        SafetyFilter(bundle.graphs["q_risk"], SafetyFilterCfg(), frame_dim=44, action_dim=ACTIONS)
 
 
 # -- in the deploy runtime, on the Go2 twin ------------------------------------------------------------------
@@ -162,6 +200,20 @@ def test_the_runtime_filters_at_control_rate_and_reports_each_intervention(tmp_p
         report = session_report(rt)["safety_filter"]
         assert report["replaced"] == log.replaced and report["interventions"][0]["kind"] == "replaced"
         assert report["interventions"][0]["risk"] > 0.2 >= report["interventions"][0]["chosen_risk"]
+    finally:
+        rt.close()
+
+
+def test_the_runtime_gives_a_critic_with_a_history_the_frames_of_its_policy_steps(tmp_path):
+    rt = runtime(critic_bundle(tmp_path, MotionRisk(), history=2), threshold=0.9)
+    try:
+        rt.set_command([0.5, 0.0, 0.0])
+        assert rt.run() == "run"
+        rt.spin(0.3)
+        assert rt.mode == Mode.RUN and not rt.trips, rt.trips  # walking moves observation 0 far less than 0.5
+        f = rt.filter
+        assert f.log.ticks >= 100 and len(f._past) == 1  # the frame of the policy step before the newest
+        np.testing.assert_array_equal(f._newest, rt.observations.frames[-1])  # the policy's newest frame
     finally:
         rt.close()
 

@@ -349,7 +349,7 @@ def risk(
     randomization: Annotated[str, typer.Option(help="train, or a held-out set of the run's eval.randomization "
                                                     "(e.g. wide)")] = "train",
     set_: Annotated[list[str], typer.Option("--set", help="override a safety_critic field: key=value (hidden, "
-                                                          "gamma, terms, candidate_fraction, shrink_toward, "
+                                                          "history, gamma, terms, candidate_fraction, shrink_toward, "
                                                           "filter_in_training, filter_threshold, ...)")] = [],  # noqa: B006
     seed: Annotated[int, typer.Option()] = 0,
     name: Annotated[Optional[str], typer.Option(help="run name (default <run>-risk)")] = None,

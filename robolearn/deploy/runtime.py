@@ -604,6 +604,8 @@ class DeployRuntime:
             reason = SafetyLayer.check_finite("observation", obs)
             if reason is not None:
                 return reason
+            if self.filter is not None:  # a critic with a history reads the frames of the policy steps
+                self.filter.observe(self.observations.frames[-1])
             if self.cameras:
                 frames, reason = self._camera_frames(now)
                 if reason is not None:

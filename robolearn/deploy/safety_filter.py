@@ -3,7 +3,8 @@
 A bundle with a `safety_critic` graph (inputs: the current observation frame and an action; output: the risk, the
 discounted probability of a constraint violation, see docs/bundle.md) gets this filter in the deploy runtime. At
 every control tick (500 Hz on the Go2, up to 1 kHz on arms, above the policy's 50 Hz) it scores the action being
-executed in the state just measured:
+executed in the state just measured (a critic whose graph has `history` H > 1 reads the frames of the last H - 1
+policy steps, `observe`d by the runtime, then the frame measured now):
 
 - risk <= threshold: the action passes;
 - else the filter scores candidates in one batch (the action shrunk toward the default pose, 0 in action units, or
@@ -60,8 +61,12 @@ class SafetyFilter:
     def __init__(self, graph: OnnxGraph, cfg: SafetyFilterCfg, *, frame_dim: int, action_dim: int,
                  seed: int = 0) -> None:
         spec = graph.spec
+        self.history = spec.history
         self.obs_name, self.action_name = _inputs(spec, frame_dim, action_dim)
         self.graph, self.cfg = graph, cfg
+        # the frames of the last history - 1 policy steps before the newest one (`_newest`), oldest first
+        self._past: deque[np.ndarray] = deque(maxlen=max(self.history - 1, 1))
+        self._newest: np.ndarray | None = None
         self.output = spec.outputs[0].name
         self.rng = np.random.default_rng(seed)
         k = np.arange(1, cfg.shrink_steps + 1, dtype=np.float32)
@@ -81,14 +86,31 @@ class SafetyFilter:
         anchor = np.zeros_like(action) if measured is None else np.asarray(measured, dtype=np.float32)
         return np.concatenate([anchor + self.shrink * (action - anchor), action + noise]).astype(np.float32)
 
+    def observe(self, frame: np.ndarray) -> None:
+        """A policy step's observation frame (only a critic with a history keeps them)."""
+        if self.history > 1:
+            if self._newest is not None:
+                self._past.append(self._newest)
+            self._newest = np.asarray(frame, dtype=np.float32).copy()
+
+    def stack(self, frame: np.ndarray) -> np.ndarray:
+        """[1, history x frame]: the critic's input with `frame` measured now (the oldest frame repeated to fill a
+        short history, as on a fresh start)."""
+        now = np.asarray(frame, dtype=np.float32)
+        if self.history == 1:
+            return now[None]
+        past = list(self._past) if self._past else [now]
+        past = [past[0]] * (self.history - 1 - len(past)) + past
+        return np.concatenate([*past, now])[None]
+
     def decide(self, frame: np.ndarray, action: np.ndarray, now: float, measured: np.ndarray | None = None
                ) -> Decision:
-        """The action to execute. `measured`: the action that holds the measured joints (needed with
-        shrink_toward: measured)."""
+        """The action to execute. `frame`: the observation frame measured now. `measured`: the action that holds
+        the measured joints (needed with shrink_toward: measured)."""
         if self.cfg.shrink_toward == "measured" and measured is None:
             raise ValueError("safety filter with shrink_toward: measured needs the measured action")
         a = np.asarray(action, dtype=np.float32)
-        f = np.asarray(frame, dtype=np.float32)[None]
+        f = self.stack(frame)
         self.log.ticks += 1
         try:
             risk = float(self._risk(f, a[None])[0])
@@ -136,6 +158,8 @@ class SafetyFilter:
 
     def reset(self) -> None:
         self._high_until = None
+        self._past.clear()
+        self._newest = None
 
 
 def _inputs(spec: GraphSpec, frame_dim: int, action_dim: int) -> tuple[str, str]:
@@ -145,8 +169,8 @@ def _inputs(spec: GraphSpec, frame_dim: int, action_dim: int) -> tuple[str, str]
     if obs is None or act is None or len(spec.inputs) != 2:
         raise BundleError(f"graph {spec.name!r} (safety_critic): expected two inputs with meanings observation and "
                           f"action, got {[(t.name, t.meaning) for t in spec.inputs]}")
-    if obs.shape[-1] != frame_dim or act.shape[-1] != action_dim:
+    if spec.history < 1 or obs.shape[-1] != spec.history * frame_dim or act.shape[-1] != action_dim:
         raise BundleError(f"graph {spec.name!r} (safety_critic): inputs {obs.name} [{obs.shape[-1]}] and {act.name} "
-                          f"[{act.shape[-1]}] must be one observation frame [{frame_dim}] and one action "
-                          f"[{action_dim}]")
+                          f"[{act.shape[-1]}] must be its history of {spec.history} observation frame(s) "
+                          f"[{spec.history} x {frame_dim}] and one action [{action_dim}]")
     return obs.name, act.name

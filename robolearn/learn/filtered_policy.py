@@ -13,7 +13,10 @@ ramping back to full over `impedance_recover_s` once it is not, as the runtime s
 profile's defaults; `impedance_threshold` 1 turns it off). `act_mean` is what evaluation calls, `filter` what
 PPO calls on its sampled actions in training (`safety_critic.filter_in_training`); counts stay on the device until
 `stats()`.
-The critic: a module `critic(frame [B, obs_dim], action [B, A]) -> risk [B, 1]` with `obs_dim` (RiskCritic).
+The critic: a module `critic(frames [B, obs_dim], action [B, A]) -> risk [B, 1]` with `obs_dim` and `history`
+(RiskCritic: `history` observation frames stacked oldest first). The filtered policy's input is then the last
+max(policy history, critic history) actor frames: the policy reads its own newest ones, the critic the observation
+part of its own.
 """
 
 from __future__ import annotations
@@ -59,9 +62,12 @@ class FilteredPolicy(nn.Module):
         self._task = None  # with shrink_toward measured: the task whose measured joints anchor the candidates
         self.policy, self.critic = policy, critic
         self.threshold, self.noise, self.random_candidates = threshold, noise, random_candidates
-        self.history = getattr(policy, "history", 1)
+        self.policy_history = getattr(policy, "history", 1)
+        self.critic_history = getattr(critic, "history", 1)
+        self.history = max(self.policy_history, self.critic_history)  # actor frames per input, oldest first
+        self.actor_frame = policy.actor_dim // self.policy_history
         self.reads_privileged = getattr(policy, "reads_privileged", False)
-        self.frame_dim = critic.obs_dim
+        self.frame_dim = critic.obs_dim // self.critic_history  # the observation part of an actor frame
         k = torch.arange(1, shrink_steps + 1, dtype=torch.float32)
         self.register_buffer("shrink", (1.0 - k / shrink_steps).view(-1, 1, 1))  # [S, 1, 1]
         self.seed = seed
@@ -73,7 +79,7 @@ class FilteredPolicy(nn.Module):
 
     @property
     def actor_dim(self) -> int:
-        return self.policy.actor_dim
+        return self.actor_frame * self.history
 
     def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.policy.actor_input(obs)
@@ -111,16 +117,20 @@ class FilteredPolicy(nn.Module):
         return shrink_anchor(self.shrink_toward, self._task, a)
 
     def frame(self, x: torch.Tensor) -> torch.Tensor:
-        """The critic's observation frame in an actor input (the newest frame of a history)."""
-        return x[:, -self.frame_dim:] if self.history > 1 else x[:, : self.frame_dim]
+        """The critic's input in an input of this policy [N, history x actor frame]: the observation part (a
+        teacher's privileged extras left out) of the newest `critic_history` actor frames."""
+        frames = x.reshape(x.shape[0], self.history, self.actor_frame)
+        return frames[:, -self.critic_history:, : self.frame_dim].flatten(1)
 
     @torch.no_grad()
     def act_mean(self, x: torch.Tensor) -> torch.Tensor:
-        return self.filter(self.frame(x), self.policy.act_mean(x))
+        own = x.reshape(x.shape[0], self.history, self.actor_frame)[:, -self.policy_history:].flatten(1)
+        return self.filter(self.frame(x), self.policy.act_mean(own))
 
     @torch.no_grad()
     def filter(self, frame: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The actions [N, A] to execute for commanded actions `a` in observation frames `frame` [N, obs_dim]."""
+        """The actions [N, A] to execute for commanded actions `a` in the critic's input `frame` [N, obs_dim] (its
+        history of observation frames)."""
         risk = self.critic(frame, a).squeeze(-1)  # [N]
         if self._generator is None or self._generator.device != a.device:
             self._generator = torch.Generator(device=a.device).manual_seed(self.seed)

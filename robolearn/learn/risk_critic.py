@@ -38,6 +38,11 @@ class SafetyCriticCfg:
     # whole cost (every term, or a Gymnasium env's info["cost"])
     terms: list[str] = field(default_factory=list)
     hidden: list[int] = field(default_factory=lambda: [256, 256])
+    # policy observation frames the critic reads, the newest last (at the policy rate; a fresh episode repeats its
+    # first frame). One frame cannot tell a slip from a step: go2-rough's falls under wide randomization are mostly
+    # slips on low friction, which a history shows (the students read 25 frames for the same reason). Fitted with
+    # `robolearn risk` (beside PPO the critic reads one frame)
+    history: int = 1
     gamma: float = 0.9  # gamma_risk: how far ahead a violation counts (Recovery RL uses 0.5-0.85 for short horizons)
     learning_rate: float = 1e-3
     # Polyak rate of the target critics per gradient step. 0.005 with 8 steps per iteration left go2-rough's critic
@@ -101,6 +106,8 @@ class SafetyCriticCfg:
                               f"{self.filter_impedance_recover_s}")
         if self.filter_shrink_steps < 1:
             raise ConfigError(f"safety_critic.filter_shrink_steps must be >= 1, got {self.filter_shrink_steps}")
+        if self.history < 1:
+            raise ConfigError(f"safety_critic.history must be >= 1 (frames), got {self.history}")
         if self.replay_rollouts < 1:
             raise ConfigError(f"safety_critic.replay_rollouts must be >= 1, got {self.replay_rollouts}")
         if self.epochs < 1 or self.minibatches < 1:
@@ -118,10 +125,15 @@ class SafetyCriticCfg:
 
 class RiskCritic(nn.Module):
     """Two heads Q_1, Q_2 (logits) on [normalized observation, action]; `forward(obs, action) -> risk [B, 1]`, the
-    pessimistic max of the two sigmoids (what the deploy filter runs)."""
+    pessimistic max of the two sigmoids (what the deploy filter runs). `obs`: `history` observation frames of
+    `obs_dim / history` values each, stacked oldest first."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], init_risk: float = 0.5) -> None:
+    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], init_risk: float = 0.5,
+                 history: int = 1) -> None:
         super().__init__()
+        if history < 1 or obs_dim % history:
+            raise ConfigError(f"safety critic: {obs_dim} observation values are not {history} frames")
+        self.history = history
         self.obs_norm = EmpiricalNormalizer(obs_dim)
         self.heads = nn.ModuleList([mlp(obs_dim + num_actions, hidden, 1, "elu") for _ in range(2)])
         for head in self.heads:
@@ -129,7 +141,12 @@ class RiskCritic(nn.Module):
 
     @property
     def obs_dim(self) -> int:
+        """The whole observation input: history x frame_dim."""
         return self.obs_norm.mean.shape[0]
+
+    @property
+    def frame_dim(self) -> int:
+        return self.obs_dim // self.history
 
     def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """[2, B] logits of the two heads."""
@@ -142,7 +159,7 @@ class RiskCritic(nn.Module):
     @classmethod
     def from_checkpoint(cls, state: dict) -> RiskCritic:
         """The critic a checkpoint's `risk_critic` entry (RiskCriticLearner.state_dict()) holds, on the CPU."""
-        critic = cls(state["obs_dim"], state["num_actions"], state["hidden"])
+        critic = cls(state["obs_dim"], state["num_actions"], state["hidden"], history=state.get("history", 1))
         critic.load_state_dict(state["critic"])
         return critic
 
@@ -161,16 +178,19 @@ def violation_signal(cfg: SafetyCriticCfg, cost: torch.Tensor, info: dict) -> to
 
 class RiskCriticLearner:
     """Owns the critic, its target copy, optimizer and replay buffer; `update(obs, actions, costs, dones)` on a rollout
-    [T, N, ...] (transitions t -> t + 1 within it: the last step has no next action and is not a sample). Each update
+    [T, N, ...] (transitions t -> t + 1 within it: the last step has no next action and is not a sample; `obs`: the
+    critic's input, `cfg.history` frames of `frame_dim` stacked oldest first). Each update
     stores the rollout's transitions (the newest `replay_rollouts` rollouts are kept), computes every stored
     transition's target with the target critics, and takes `epochs` x `minibatches` gradient steps on minibatches of
     a rollout's size / `minibatches` drawn from all of them."""
 
-    def __init__(self, obs_dim: int, num_actions: int, cfg: SafetyCriticCfg, *, generator: torch.Generator,
+    def __init__(self, frame_dim: int, num_actions: int, cfg: SafetyCriticCfg, *, generator: torch.Generator,
                  device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
-        self.shape = {"obs_dim": obs_dim, "num_actions": num_actions, "hidden": list(cfg.hidden)}
-        self.critic = RiskCritic(obs_dim, num_actions, cfg.hidden, cfg.init_risk).to(device)
+        obs_dim = frame_dim * cfg.history
+        self.shape = {"obs_dim": obs_dim, "num_actions": num_actions, "hidden": list(cfg.hidden),
+                      "history": cfg.history}
+        self.critic = RiskCritic(obs_dim, num_actions, cfg.hidden, cfg.init_risk, cfg.history).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.critic.heads.parameters(), lr=cfg.learning_rate)
         self.generator = generator

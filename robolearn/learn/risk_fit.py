@@ -6,8 +6,9 @@ randomization, e.g. wide). In `safety_critic.candidate_fraction` of the envs eac
 the safety filter draws them instead (shrunk toward 0 or perturbed), so that the critic has seen those too; with
 `safety_critic.filter_in_training` the other envs execute the policy through the filter with the critic being
 fitted, so that the data lie where the filter decides (Recovery RL's Q_risk of the filtered policy). Each
-iteration collects `steps_per_env` steps from every env and fits the critic on them (risk_critic.py). The result
-is a run folder whose checkpoint is the source's (same policy weights, PPO state, config with
+iteration collects `steps_per_env` steps from every env and fits the critic on them (risk_critic.py); with
+`safety_critic.history` H the critic reads each step's last H observation frames (a new episode repeats its
+first). The result is a run folder whose checkpoint is the source's (same policy weights, PPO state, config with
 `safety_critic.enabled`) plus the critic: eval (`--safety-filter`), export (the bundle's `safety_critic` graph)
 and `train --resume` take it like any PPO run.
 """
@@ -27,6 +28,7 @@ from robolearn.learn.algorithm import Algorithm
 from robolearn.learn.checkpoint import PPO_FORMATS, load_checkpoint, load_policy
 from robolearn.learn.evaluate import evaluate_final
 from robolearn.learn.filtered_policy import FilteredPolicy, shrink_anchor
+from robolearn.learn.history import FrameHistory
 from robolearn.learn.risk_critic import RiskCriticLearner, SafetyCriticCfg, violation_signal
 from robolearn.learn.runner import Runner, RunnerCfg
 from robolearn.sim.tasks import make_task
@@ -52,9 +54,13 @@ class RiskFit(Algorithm):
             self.shield = FilteredPolicy(self.policy, learner.critic, **cfg.filter_kwargs())
             self.shield.bind(task)
         dev = next(policy.parameters()).device
-        frame_dim = learner.shape["obs_dim"]
+        obs_dim = learner.shape["obs_dim"]
         T, N, A = steps_per_env, num_envs, learner.shape["num_actions"]
-        self.frames = torch.zeros(T, N, frame_dim, device=dev)
+        # the critic's input per step: the last `history` policy frames (FrameHistory: a new episode repeats its
+        # first frame, as the deploy filter does on a fresh start)
+        self.history = FrameHistory(N, obs_dim // cfg.history, cfg.history, dev) if cfg.history > 1 else None
+        self._fresh = torch.zeros(N, dtype=torch.bool, device=dev)  # envs whose episode ended on the last step
+        self.frames = torch.zeros(T, N, obs_dim, device=dev)
         self.actions = torch.zeros(T, N, A, device=dev)
         self.costs = torch.zeros(T, N, device=dev)
         self.dones = torch.zeros(T, N, device=dev)
@@ -63,6 +69,7 @@ class RiskFit(Algorithm):
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         actions = self.policy.distribution(self.policy.actor_input(obs)).sample()
         cfg = self.learner.cfg
+        seen = obs["policy"] if self.history is None else self.history.push(obs["policy"], self._fresh)
         n, dev = actions.shape[0], actions.device
         pick = torch.zeros(n, dtype=torch.bool, device=dev)
         if cfg.candidate_fraction > 0:  # what the filter will score: shrunk toward 0, or perturbed
@@ -73,15 +80,16 @@ class RiskFit(Algorithm):
             perturbed = actions + cfg.candidate_noise * torch.randn_like(actions)
             candidates = torch.where(shrink, shrunk, perturbed)
         if self.shield is not None:  # the other envs run the filtered policy: data where the filter decides
-            actions = self.shield.filter(obs["policy"], actions)
+            actions = self.shield.filter(seen, actions)
         if cfg.candidate_fraction > 0:
             actions = torch.where(pick.unsqueeze(1), candidates, actions)
-        self.frames[self.t], self.actions[self.t] = obs["policy"], actions
+        self.frames[self.t], self.actions[self.t] = seen, actions
         return actions
 
     def process_env_step(self, obs, reward, cost, terminated, truncated, info) -> None:
         self.costs[self.t] = violation_signal(self.learner.cfg, cost, info)
-        self.dones[self.t] = (terminated | truncated).float()
+        self._fresh = terminated | truncated
+        self.dones[self.t] = self._fresh.float()
         self.t += 1
 
     def update(self) -> dict[str, float]:

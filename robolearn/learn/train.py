@@ -27,6 +27,10 @@ def make_ppo_runner(cfg: TrainCfg, run_dir: str | Path, *, console: Console | No
                     log_interval: int = 10) -> Runner:
     """The task (its own envs per rank under torchrun, seeded seed + rank), the actor-critic, PPO and the Runner,
     all on `cfg.device`."""
+    if cfg.safety_critic.enabled and cfg.safety_critic.history > 1:
+        raise ConfigError(f"safety_critic.history {cfg.safety_critic.history}: beside PPO the critic reads one frame; "
+                          "fit a critic that reads a history to the trained policy with `robolearn risk RUN --set "
+                          f"history={cfg.safety_critic.history}`")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     dist = init_distributed(cfg.dist_backend, cfg.device)  # None for a single process
