@@ -63,6 +63,7 @@ from robolearn.deploy.bundle import (
 from robolearn.deploy.observations import COMMAND_CONTRACT, TERM_CONTRACT
 from robolearn.errors import BundleError, ConfigError
 from robolearn.learn.checkpoint import load_checkpoint, load_policy, run_folder
+from robolearn.learn.demonstrations import obs_key_columns
 from robolearn.learn.history import FrameHistory
 from robolearn.learn.onnx_graph import onnx_bytes
 from robolearn.learn.policy import ActorPolicy, Policy
@@ -466,9 +467,9 @@ def export_run(run: str | Path, output: str | Path | None = None, *, record_envs
 
         critic = RiskCritic.from_checkpoint(ckpt["risk_critic"])
         extra.append(ExtraGraph(name="q_risk", role="safety_critic", rate_hz=0.0, module=critic,
-                                inputs=[("obs", ckpt["risk_critic"]["obs_dim"], "observation"),
+                                inputs=[("obs", critic.obs_dim, "observation"),
                                         ("action", ckpt["num_actions"], "action")],
-                                outputs=[("q_risk", 1, "cost_value")]))
+                                outputs=[("q_risk", 1, "cost_value")], history=critic.history))
     return export_policy(ActorPolicy(model), cfg.task, folder, task_overrides=cfg.task_overrides,
                          backend=cfg.backend, record_envs=record_envs, record_steps=record_steps, seed=seed,
                          source={"run": str(run), "iteration": int(ckpt.get("iteration", 0))}, extra_graphs=extra)
@@ -543,12 +544,24 @@ DIFFUSION_EXPORT_TOLERANCE = 1e-4  # raw actions after a whole denoising loop (1
 def _recorded_observation(task: Task, obs_keys: list[str]) -> list[ObsTerm]:
     """The deploy terms of the recorded features `obs_keys` (unscaled: the bundle's diffusion section normalizes)."""
     terms_of = task.recording_terms() if hasattr(task, "recording_terms") else {}
+    names_of = {k: v[2] for k, v in task.recording_features().items()} if terms_of else {}
     terms = []
     for key in obs_keys:
-        if key not in terms_of:
-            raise BundleError(f"task {task.name}: feature {key!r} has no deploy observation terms "
+        feature, cols = obs_key_columns(key, names_of.get(key.partition("[")[0]), f"task {task.name}")
+        if feature not in terms_of:
+            raise BundleError(f"task {task.name}: feature {feature!r} has no deploy observation terms "
                               f"(recording_terms: {', '.join(terms_of) or 'none'})")
-        for name, dim in terms_of[key]:
+        chosen, start = [], 0
+        for name, dim in terms_of[feature]:
+            span = list(range(start, start + dim))
+            start += dim
+            if cols is None or set(span) <= set(cols):
+                chosen.append((name, dim, span))
+        if cols is not None and [c for _, _, span in chosen for c in span] != cols:  # whole terms, in order
+            raise BundleError(f"task {task.name}: observation key {key!r} takes part of a deploy observation term "
+                              f"or reorders them ({', '.join(f'{n}: {d} columns' for n, d in terms_of[feature])}); "
+                              "select whole terms, in their order")
+        for name, dim, _ in chosen:
             meaning = TERM_CONTRACT[name]
             terms.append(ObsTerm(name=name, dim=dim, scale=[1.0] * dim, clip=None, units=meaning.units,
                                  frame=meaning.frame, reference=meaning.reference, sign=meaning.sign,

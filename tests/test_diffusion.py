@@ -179,6 +179,40 @@ def test_demonstrations_read_a_recorded_dataset(pushes) -> None:
     assert len(windows) == demos.frames
 
 
+def test_an_observation_key_can_take_named_columns_of_a_feature(pushes) -> None:
+    """`feature[name,...]` takes those columns (by the feature's names, in that order) in training, with the matching
+    part of the dataset's min/max, and when acting (observation_frames); an unknown column or an empty selection
+    is a one-line error naming the key."""
+    from robolearn.learn.demonstrations import load_demonstrations
+    from robolearn.learn.diffusion_eval import observation_frames
+    from robolearn.sim.tasks import make_task
+
+    whole = ["observation.state", "observation.environment_state"]
+    goal = ["observation.state", "observation.environment_state[goal_y,goal_x]"]
+    full, picked = (load_demonstrations(pushes, task="panda-push", obs_keys=k) for k in (whole, goal))
+    assert picked.obs_dim == 9 + 2
+    for (o_full, a_full), (o_picked, a_picked) in zip(full.episodes, picked.episodes, strict=True):
+        assert np.array_equal(o_picked, np.concatenate([o_full[:, :9], o_full[:, [17, 16]]], axis=1))
+        assert np.array_equal(a_picked, a_full)
+    assert torch.equal(picked.obs_norm.low, full.obs_norm.low[[*range(9), 17, 16]])
+    assert torch.equal(picked.obs_norm.span, full.obs_norm.span[[*range(9), 17, 16]])
+    task = make_task("panda-push", 2, seed=3)
+    task.reset()
+    frames = observation_frames(task, goal)
+    assert torch.equal(frames[:, 9:], task.goal[:, [1, 0]]) and torch.equal(frames[:, :9], task.joint_pos)
+    with pytest.raises(ConfigError, match=r"task panda-push: observation key 'observation.environment_state"
+                                          r"\[goal_w\]': observation.environment_state has no column 'goal_w'"):
+        observation_frames(task, ["observation.environment_state[goal_w]"])
+    task.close()
+    with pytest.raises(DatasetError, match=r"info.json: observation key 'observation.ee_pos\[x,q\]': "
+                                           r"observation.ee_pos has no column 'q' \(its columns: x, y, z\)"):
+        load_demonstrations(pushes, obs_keys=["observation.ee_pos[x,q]"])
+    with pytest.raises(DatasetError, match=r"observation key 'observation.ee_pos\[\]': expected FEATURE or "):
+        load_demonstrations(pushes, obs_keys=["observation.ee_pos[]"])
+    with pytest.raises(DatasetError, match="no feature 'observation.joints'"):
+        load_demonstrations(pushes, obs_keys=["observation.joints[x]"])
+
+
 def test_recorded_motions_become_targets_that_replay_the_episode_exactly(pushes) -> None:
     """action_space ee_target (a position target per step, what Diffusion Policy learns best): the recorded expert
     motions turned into targets and executed from the same first frame move the commanded end effector exactly as

@@ -4,6 +4,7 @@ diffusers, end-effector actions through the bundle's kinematic chain, the object
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -398,6 +399,26 @@ def test_closing_the_policy_worker_waits_for_the_plan_in_flight() -> None:
     stuck.set()
 
 
+def test_a_bundle_observes_whole_terms_of_the_recorded_features() -> None:
+    """A key that takes columns of a feature (`feature[name,...]`) becomes the deploy terms those columns make up;
+    part of a term, or terms out of order, is an export error naming the key and the terms."""
+    from robolearn.export import _recorded_observation
+    from robolearn.sim.tasks import make_task
+
+    task = make_task("panda-push", 1)
+    block = ",".join(f"block_{c}" for c in ("x", "y", "z", "qw", "qx", "qy", "qz"))
+    for keys, terms in ((["observation.environment_state"], ["object_pose", "target_pos"]),
+                        ([f"observation.environment_state[{block}]"], ["object_pose"]),
+                        (["observation.ee_pos", "observation.environment_state[goal_x,goal_y,goal_z]"],
+                         ["ee_pos", "target_pos"])):
+        assert [t.name for t in _recorded_observation(task, keys)] == terms
+    for key in ("observation.environment_state[goal_x,goal_y]", "observation.environment_state[goal_y,goal_x,goal_z]"):
+        with pytest.raises(BundleError, match=rf"observation key '{re.escape(key)}' takes part of a deploy observation "
+                                              r"term or reorders them \(object_pose: 7 columns, target_pos: 3"):
+            _recorded_observation(task, [key])
+    task.close()
+
+
 def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_the_camera(pushes, tmp_path) -> None:
     """An image-based run exports denoiser + encoder graphs (parity through both); on the twin the runtime reads
     the camera (a recorded video file standing in for the device) and the policy thread resizes and encodes it;
@@ -407,7 +428,8 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
     from robolearn.teleop.camera import CameraError, OpenCVCamera, parse_camera
 
     small = {"steps_per_iteration": 2, "max_iterations": 1, "dataset": str(pushes), "max_episodes": 1,
-             "obs_keys": ["observation.state", "observation.ee_pos", "observation.environment_state"],
+             "obs_keys": ["observation.state", "observation.ee_pos",
+                          "observation.environment_state[goal_x,goal_y,goal_z]"],
              "image_keys": ["observation.images.front"],
              "diffusion": {"down_dims": [16, 32, 64], "batch_size": 4, "image_size": [48, 64], "crop": [44, 60],
                            "encoder_channels": [8, 8, 16, 16], "keypoints": 8, "image_features": 8},
@@ -423,6 +445,8 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
     assert [(c.name, c.feature, c.height, c.width, c.graph) for c in cams] == [
         ("front", "observation.images.front", 48, 64, "encoder")]
     assert bundle.parity_error <= 1e-3
+    # the block only through the camera: the goal columns of environment_state are the command, no object term
+    assert [t.name for t in bundle.manifest.observation] == ["joint_pos_abs", "ee_pos", "target_pos"]
 
     video = sorted((pushes / "videos" / "observation.images.front").rglob("*.mp4"))[0]
     camera = OpenCVCamera(parse_camera(f"opencv:{video}"))
@@ -440,8 +464,8 @@ def test_an_image_policy_is_exported_with_its_encoder_and_the_runtime_feeds_it_t
         twin = TabletopTwin("panda-push", 1.0 / prof.control_hz, joint_names=prof.joint_names)
         twin.place(*sample_scene("panda-push", 4))
         with pytest.raises(BundleError, match=r"the policy sees camera\(s\) \['front'\], but no source was given"):
-            DeployRuntime(bundle, prof, twin, objects=twin.object_pose)
-        rt = DeployRuntime(bundle, prof, twin, objects=twin.object_pose, cameras={"front": camera.read})
+            DeployRuntime(bundle, prof, twin)
+        rt = DeployRuntime(bundle, prof, twin, cameras={"front": camera.read})  # no object pose source needed
         rt.tick()
         rt.stand()
         rt.spin(0.1)

@@ -262,6 +262,10 @@ def test_hold_after_success_sets_how_long_an_episode_goes_on_after_success(tmp_p
               str(tmp_path / "bad"), "--hold-after-success", "-1")
     assert out.returncode == 2 and "--hold-after-success: seconds >= 0 expected" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "bad").exists()
+    from robolearn.cli.teleop import HOLD_HELP
+    from robolearn.teleop.recorder import HOLD_AFTER_SUCCESS_S
+
+    assert f"(default {HOLD_AFTER_SUCCESS_S:g};" in HOLD_HELP  # the help states the recorder's own default
 
 
 def test_end_effector_targets_are_not_recorded(tmp_path):

@@ -21,7 +21,34 @@ from robolearn.data.stats import stats_from_json
 from robolearn.errors import ConfigError, DatasetError
 from robolearn.learn.diffusion import MinMaxNormalizer
 
-__all__ = ["Demonstrations", "load_demonstrations", "decode_episodes"]
+__all__ = ["Demonstrations", "load_demonstrations", "decode_episodes", "obs_key_columns"]
+
+
+def obs_key_columns(key: str, names: Sequence[str] | None, where: str) -> tuple[str, list[int] | None]:
+    """An observation key -> (feature, the columns it takes, None for all). `feature` takes the whole feature,
+    `feature[name,name]` the columns of those names (as the feature's `names` list them), in that order: an image
+    policy of panda-push reads the goal, `observation.environment_state[goal_x,goal_y,goal_z]`, and sees the block
+    only through the camera. `names`: the feature's column names (None: unknown). `where`: the error's origin."""
+    if not key.endswith("]"):
+        return key, None
+    feature, _, inner = key[:-1].partition("[")
+    wanted = [n.strip() for n in inner.split(",") if n.strip()]
+    if not feature or not wanted:
+        raise ConfigError(f"{where}: observation key {key!r}: expected FEATURE or FEATURE[name,name,...]")
+    known = list(names or [])
+    missing = [n for n in wanted if n not in known]
+    if missing:
+        raise ConfigError(f"{where}: observation key {key!r}: {feature} has no column {missing[0]!r} (its columns: "
+                          f"{', '.join(known) or 'unnamed'})")
+    if len(set(wanted)) != len(wanted):
+        raise ConfigError(f"{where}: observation key {key!r} names a column twice")
+    return feature, [known.index(n) for n in wanted]
+
+
+def _feature_names(feature: dict[str, Any]) -> list[str] | None:
+    names = feature.get("names")
+    names = names.get("motors", names) if isinstance(names, dict) else names
+    return list(names) if isinstance(names, list | tuple) else None
 
 
 @dataclass
@@ -59,18 +86,25 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     (`ee_targets_from_motions`, from each episode's first `observation.ee_pos`), normalized by their own min/max."""
     reader = DatasetReader(root)
     obs_keys, image_keys = list(obs_keys), list(image_keys)
+    columns: dict[str, tuple[str, list[int] | None]] = {action_key: (action_key, None)}
     for key in (*obs_keys, action_key, *image_keys):
-        if key not in reader.features:
-            raise DatasetError(f"{reader.root}/meta/info.json: no feature {key!r} (features: "
+        feature = key.partition("[")[0] if key in obs_keys else key
+        if feature not in reader.features:
+            raise DatasetError(f"{reader.root}/meta/info.json: no feature {feature!r} (features: "
                                f"{sorted(reader.features)})")
+        if key in obs_keys:
+            try:
+                columns[key] = obs_key_columns(key, _feature_names(reader.features[feature]),
+                                               f"{reader.root}/meta/info.json")
+            except ConfigError as exc:
+                raise DatasetError(str(exc)) from None
     for key in image_keys:
         if reader.features[key].get("dtype") != "video":
             kind = reader.features[key].get("dtype")
             raise DatasetError(f"{reader.root}/meta/info.json: image key {key!r} is a {kind} feature, not a video "
                                f"(camera) feature")
     if ee_targets is not None:
-        names = reader.features[action_key].get("names")
-        names = names.get("motors", names) if isinstance(names, dict) else names
+        names = _feature_names(reader.features[action_key])
         if list(names or []) != ["dx", "dy", "dz", "grip"]:
             raise DatasetError(f"{reader.root}/meta/info.json: {action_key} is {names}, not end-effector motions "
                                "[dx, dy, dz, grip]: only those convert to end-effector targets (action_space "
@@ -94,7 +128,9 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
         data = reader.episode(i)
         parts = {}
         for key in (*obs_keys, action_key):
-            x = np.array(data[key], dtype=np.float32).reshape(len(data[key]), -1)  # a writable copy
+            feature, cols = columns[key]
+            x = np.array(data[feature], dtype=np.float32).reshape(len(data[feature]), -1)  # a writable copy
+            x = x if cols is None else x[:, cols]
             bad = ~np.isfinite(x)
             if bad.any():
                 frame, dim = np.argwhere(bad)[0]
@@ -110,13 +146,14 @@ def load_demonstrations(root: str | Path, *, task: str | None = None,
     stats = _stats(reader.root)
     bounds = {}
     for key in (*obs_keys, action_key):
-        if key not in stats or "min" not in stats[key] or "max" not in stats[key]:
-            raise DatasetError(f"{reader.root / STATS_PATH}: no min/max for {key!r}")
-        low, high = (stats[key][b].astype(np.float64).reshape(-1) for b in ("min", "max"))
-        width = parts[key].shape[1]
+        feature, cols = columns[key]
+        if feature not in stats or "min" not in stats[feature] or "max" not in stats[feature]:
+            raise DatasetError(f"{reader.root / STATS_PATH}: no min/max for {feature!r}")
+        low, high = (stats[feature][b].astype(np.float64).reshape(-1) for b in ("min", "max"))
+        width = np.array(data[feature][0]).size
         if len(low) != width or len(high) != width:
-            raise DatasetError(f"{reader.root / STATS_PATH}: {key} has {len(low)} dimensions, the data {width}")
-        bounds[key] = (low, high)
+            raise DatasetError(f"{reader.root / STATS_PATH}: {feature} has {len(low)} dimensions, the data {width}")
+        bounds[key] = (low, high) if cols is None else (low[cols], high[cols])
     if ee_targets is not None:  # derived actions: their own range
         actions = np.concatenate([a for _, a in episodes])
         bounds[action_key] = (actions.min(axis=0).astype(np.float64), actions.max(axis=0).astype(np.float64))

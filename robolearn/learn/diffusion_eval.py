@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from robolearn.errors import ConfigError
+from robolearn.learn.demonstrations import obs_key_columns
 from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel, OnnxDenoiser
 from robolearn.learn.eval_run import wilson95
 from robolearn.sim.tasks import Task, make_task
@@ -36,12 +37,16 @@ def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
     if frames_fn is None:
         raise ConfigError(f"task {task.name}: it records no demonstration frames (recording_frames), so a policy "
                           "learned from demonstrations cannot observe it; use a manipulation task (panda-push, ...)")
-    frames = frames_fn()
-    missing = [k for k in obs_keys if k not in frames]
-    if missing:
-        raise ConfigError(f"task {task.name}: no observation {missing[0]!r} in its recording frames "
-                          f"({', '.join(frames)}); the policy was trained on {list(obs_keys)}")
-    return torch.cat([frames[k].reshape(task.num_envs, -1) for k in obs_keys], dim=1).float()
+    frames, names = frames_fn(), {k: v[2] for k, v in task.recording_features().items()}
+    parts = []
+    for key in obs_keys:
+        feature, cols = obs_key_columns(key, names.get(key.partition("[")[0]), f"task {task.name}")
+        if feature not in frames:
+            raise ConfigError(f"task {task.name}: no observation {feature!r} in its recording frames "
+                              f"({', '.join(frames)}); the policy was trained on {list(obs_keys)}")
+        x = frames[feature].reshape(task.num_envs, -1)
+        parts.append(x if cols is None else x[:, cols])
+    return torch.cat(parts, dim=1).float()
 
 
 class CameraFrames:

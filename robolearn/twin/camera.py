@@ -71,15 +71,15 @@ def _render_loop(task: str, camera: str, state_name: str, frame_name: str, nq: i
 
     os.nice(10)  # the simulated camera yields the CPU to the control loop it stands beside (a real camera has its own)
 
+    from robolearn.sim.render import mesh_option, offscreen_renderer
     from robolearn.sim.tasks import make_task
 
     sim = make_task(task, 1)
     model = sim.build_model(render=True)
     sim.close()
     data = mujoco.MjData(model)
-    renderer = mujoco.Renderer(model, height=height, width=width)
-    option = mujoco.MjvOption()
-    option.geomgroup[:] = [1, 1, 1, 0, 0, 0]  # meshes, not the collision primitives (as CameraRig)
+    renderer = offscreen_renderer(model, height, width, camera)  # as CameraRig renders the demonstrations
+    option = mesh_option()  # meshes, not the collision primitives
     goal = int(model.body("goal").mocapid[0])
     state = _Shared(state_name, nq + 3, np.float64, (nq + 3,))
     frames = _Shared(frame_name, height * width * 3, np.uint8, (height, width, 3))
