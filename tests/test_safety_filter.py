@@ -165,6 +165,39 @@ def test_a_critic_with_a_history_reads_the_last_policy_frames_then_the_frame_mea
         SafetyFilter(bundle.graphs["q_risk"], SafetyFilterCfg(), frame_dim=44, action_dim=ACTIONS)
 
 
+def test_the_simulation_filter_gives_policy_and_critic_each_their_own_frames():
+    """A teacher (one actor frame: 3 observations + 2 privileged values) under a critic that reads 2 frames: the
+    filtered policy's input is 2 actor frames; the policy acts on the newest, the critic reads the observation part
+    of both (oldest first)."""
+    from robolearn.learn.filtered_policy import FilteredPolicy
+
+    class Teacher(nn.Module):
+        actor_dim, history = 5, 1
+
+        def act_mean(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen = x
+            return torch.zeros(x.shape[0], 2)
+
+    class Critic(nn.Module):
+        obs_dim, history = 6, 2
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[torch.Tensor] = []
+
+        def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+            self.calls.append(obs.clone())
+            return torch.zeros(obs.shape[0], 1)
+
+    teacher, critic = Teacher(), Critic()
+    filtered = FilteredPolicy(teacher, critic, random_candidates=0)
+    assert (filtered.history, filtered.actor_dim) == (2, 10)
+    x = torch.arange(20.0).view(2, 10)  # per env: [old frame (5), new frame (5)]
+    filtered.act_mean(x)
+    assert torch.equal(teacher.seen, x[:, 5:])
+    assert torch.equal(critic.calls[0], torch.cat([x[:, 0:3], x[:, 5:8]], dim=1))  # the commanded action's risk
+
+
 # -- in the deploy runtime, on the Go2 twin ------------------------------------------------------------------
 def runtime(bundle, **filter_cfg):
     from robolearn.deploy.profile import HardwareProfile, load_profile
