@@ -63,7 +63,6 @@ from robolearn.deploy.bundle import (
 from robolearn.deploy.observations import COMMAND_CONTRACT, TERM_CONTRACT
 from robolearn.errors import BundleError, ConfigError
 from robolearn.learn.checkpoint import load_checkpoint, load_policy, run_folder
-from robolearn.learn.demonstrations import obs_key_columns
 from robolearn.learn.history import FrameHistory
 from robolearn.learn.onnx_graph import onnx_bytes
 from robolearn.learn.policy import ActorPolicy, Policy
@@ -543,11 +542,11 @@ DIFFUSION_EXPORT_TOLERANCE = 1e-4  # raw actions after a whole denoising loop (1
 
 def _recorded_observation(task: Task, obs_keys: list[str]) -> list[ObsTerm]:
     """The deploy terms of the recorded features `obs_keys` (unscaled: the bundle's diffusion section normalizes)."""
+    from robolearn.learn.diffusion_eval import recorded_columns
+
     terms_of = task.recording_terms() if hasattr(task, "recording_terms") else {}
-    names_of = {k: v[2] for k, v in task.recording_features().items()} if terms_of else {}
     terms = []
-    for key in obs_keys:
-        feature, cols = obs_key_columns(key, names_of.get(key.partition("[")[0]), f"task {task.name}")
+    for key, (feature, cols) in zip(obs_keys, recorded_columns(task, obs_keys), strict=True):
         if feature not in terms_of:
             raise BundleError(f"task {task.name}: feature {feature!r} has no deploy observation terms "
                               f"(recording_terms: {', '.join(terms_of) or 'none'})")

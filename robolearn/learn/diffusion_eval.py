@@ -28,7 +28,15 @@ from robolearn.learn.diffusion import ChunkPlanner, DiffusionModel, OnnxDenoiser
 from robolearn.learn.eval_run import wilson95
 from robolearn.sim.tasks import Task, make_task
 
-__all__ = ["observation_frames", "CameraFrames", "evaluate_diffusion", "chunk_latency_ms"]
+__all__ = ["observation_frames", "recorded_columns", "CameraFrames", "evaluate_diffusion", "chunk_latency_ms"]
+
+
+def recorded_columns(task: Task, obs_keys: Sequence[str]) -> list[tuple[str, list[int] | None]]:
+    """(feature, its columns or None for all) of each key in `obs_keys`, by the task's recorded column names
+    (`obs_key_columns`; a task that records nothing has no column names)."""
+    features = task.recording_features() if hasattr(task, "recording_features") else {}
+    names = {k: v[2] for k, v in features.items()}
+    return [obs_key_columns(key, names.get(key.partition("[")[0]), f"task {task.name}") for key in obs_keys]
 
 
 def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
@@ -37,10 +45,9 @@ def observation_frames(task: Task, obs_keys: Sequence[str]) -> torch.Tensor:
     if frames_fn is None:
         raise ConfigError(f"task {task.name}: it records no demonstration frames (recording_frames), so a policy "
                           "learned from demonstrations cannot observe it; use a manipulation task (panda-push, ...)")
-    frames, names = frames_fn(), {k: v[2] for k, v in task.recording_features().items()}
+    frames = frames_fn()
     parts = []
-    for key in obs_keys:
-        feature, cols = obs_key_columns(key, names.get(key.partition("[")[0]), f"task {task.name}")
+    for feature, cols in recorded_columns(task, obs_keys):
         if feature not in frames:
             raise ConfigError(f"task {task.name}: no observation {feature!r} in its recording frames "
                               f"({', '.join(frames)}); the policy was trained on {list(obs_keys)}")
